@@ -1,0 +1,17 @@
+//! rack-objectspace's core: everything that is not Ruby.
+//!
+//! - [`pipeline`]: a heap dump streamed from a pipe, redacted, summarised, gzipped.
+//! - [`writer`]: the bounded, asynchronous store writer (tokio + object_store).
+//! - [`store`], [`keys`], [`redact`]: store URLs, key naming, string-value redaction.
+//! - [`analysis`]: reading dumps back and naming the sites that leak.
+
+pub mod analysis;
+pub mod error;
+pub mod keys;
+pub mod pipeline;
+pub mod redact;
+pub mod runtime;
+pub mod store;
+pub mod writer;
+
+pub use error::{Error, Result};

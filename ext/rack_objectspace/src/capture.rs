@@ -1,0 +1,239 @@
+//! `Native::Pipeline`, `Native::Dump` and `Native::Writer`: the capture half.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use magnus::{function, method, prelude::*, RHash, RModule, RString, Ruby};
+use objectspace_core::keys::DumpKey;
+use objectspace_core::pipeline::{self, Finished, Options, Pipeline, Sink};
+use objectspace_core::store::Store;
+use objectspace_core::writer::Writer;
+use objectspace_core::Error as CoreError;
+
+use crate::errors::{argument, to_ruby, RbResult};
+use crate::nogvl::nogvl;
+
+fn options(ruby: &Ruby, redact: bool, level: u32) -> RbResult<Options> {
+    if level > 9 {
+        return Err(argument(ruby, format!("gzip level must be 0..9, got {level}")));
+    }
+    Ok(Options { redact, level })
+}
+
+fn state(ruby: &Ruby, message: &str) -> magnus::Error {
+    to_ruby(ruby, CoreError::State(message.to_string()))
+}
+
+/// A dump in progress: Ruby writes into `write_fd`, Rust reads the other end.
+#[magnus::wrap(class = "Rack::Objectspace::Native::Pipeline", free_immediately, size)]
+struct RbPipeline {
+    inner: Mutex<Option<Pipeline>>,
+    meta_key: Option<(Store, String)>,
+}
+
+impl RbPipeline {
+    /// `Pipeline.new(redact, level)`: gzip into memory.
+    fn new(ruby: &Ruby, redact: bool, level: u32) -> RbResult<Self> {
+        let pipeline = Pipeline::start(options(ruby, redact, level)?, Sink::Memory).map_err(|e| to_ruby(ruby, e))?;
+        Ok(RbPipeline {
+            inner: Mutex::new(Some(pipeline)),
+            meta_key: None,
+        })
+    }
+
+    /// `Pipeline.streaming(redact, level, url, key, meta_key)`: stream to a store;
+    /// `finish` then stores the metadata record too.
+    fn streaming(ruby: &Ruby, redact: bool, level: u32, url: String, key: String, meta_key: String) -> RbResult<Self> {
+        let options = options(ruby, redact, level)?;
+        let store = Store::open(&url).map_err(|e| to_ruby(ruby, e))?;
+        let sink = Sink::Store {
+            store: store.clone(),
+            key,
+        };
+        let pipeline = Pipeline::start(options, sink).map_err(|e| to_ruby(ruby, e))?;
+        Ok(RbPipeline {
+            inner: Mutex::new(Some(pipeline)),
+            meta_key: Some((store, meta_key)),
+        })
+    }
+
+    /// The pipe's write end, to be wrapped with `IO.for_fd(fd, autoclose: true)`.
+    fn write_fd(ruby: &Ruby, rb_self: &Self) -> RbResult<i32> {
+        let mut guard = rb_self.inner.lock().map_err(|_| state(ruby, "pipeline lock poisoned"))?;
+        let pipeline = guard.as_mut().ok_or_else(|| state(ruby, "pipeline already finished"))?;
+        pipeline.take_write_fd().map_err(|e| to_ruby(ruby, e))
+    }
+
+    /// Wait (without the GVL) for the reader to drain the pipe, then return a
+    /// `Native::Dump` whose metadata is `meta_json` plus the summary.
+    /// Call only after closing the IO of `write_fd`.
+    fn finish(ruby: &Ruby, rb_self: &Self, meta_json: String) -> RbResult<RbDump> {
+        let pipeline = rb_self
+            .inner
+            .lock()
+            .map_err(|_| state(ruby, "pipeline lock poisoned"))?
+            .take()
+            .ok_or_else(|| state(ruby, "pipeline already finished"))?;
+        let meta_key = rb_self.meta_key.clone();
+        let result = nogvl(move || -> Result<(Finished, String), CoreError> {
+            let finished = pipeline.finish()?;
+            let meta = finished.summary.merge_into_meta(&meta_json)?;
+            if let Some((store, key)) = meta_key {
+                objectspace_core::runtime::block_on(store.put(&key, meta.clone().into()))??;
+            }
+            Ok((finished, meta))
+        });
+        let (finished, meta) = result.map_err(|e| to_ruby(ruby, e))?;
+        Ok(RbDump {
+            gzip: Mutex::new(Some(finished.gzip)),
+            meta,
+            stored_bytes: finished.summary.stored_bytes,
+            objects: finished.summary.objects(),
+        })
+    }
+}
+
+/// A finished dump: its metadata JSON and (memory sink) the gzipped bytes.
+#[magnus::wrap(class = "Rack::Objectspace::Native::Dump", free_immediately, size)]
+struct RbDump {
+    gzip: Mutex<Option<Vec<u8>>>,
+    meta: String,
+    stored_bytes: u64,
+    objects: u64,
+}
+
+impl RbDump {
+    fn meta(&self) -> String {
+        self.meta.clone()
+    }
+
+    fn stored_bytes(&self) -> u64 {
+        self.stored_bytes
+    }
+
+    fn objects(&self) -> u64 {
+        self.objects
+    }
+
+    /// The gzipped dump as a binary String (for `[]=` stores). Moves the bytes
+    /// out: a second call, or a call after `Writer#submit`, raises.
+    fn take_bytes(ruby: &Ruby, rb_self: &Self) -> RbResult<RString> {
+        let bytes = rb_self
+            .gzip
+            .lock()
+            .map_err(|_| state(ruby, "dump lock poisoned"))?
+            .take()
+            .ok_or_else(|| state(ruby, "the dump's bytes were already taken"))?;
+        Ok(ruby.str_from_slice(&bytes))
+    }
+}
+
+/// The bounded asynchronous writer for URL stores (inline mode).
+#[magnus::wrap(class = "Rack::Objectspace::Native::Writer", free_immediately, size)]
+struct RbWriter {
+    inner: Writer,
+}
+
+impl RbWriter {
+    /// `Writer.new(url, capacity)`: raises ArgumentError for an unusable URL.
+    fn new(ruby: &Ruby, url: String, capacity: usize) -> RbResult<Self> {
+        let store = Store::open(&url).map_err(|e| to_ruby(ruby, e))?;
+        let inner = Writer::new(store, capacity).map_err(|e| to_ruby(ruby, e))?;
+        Ok(RbWriter { inner })
+    }
+
+    /// Queue a finished dump; false when the queue was full (the dump is dropped).
+    fn submit(ruby: &Ruby, rb_self: &Self, key: String, meta_key: String, dump: &RbDump) -> RbResult<bool> {
+        let gzip = dump
+            .gzip
+            .lock()
+            .map_err(|_| state(ruby, "dump lock poisoned"))?
+            .take()
+            .ok_or_else(|| state(ruby, "the dump's bytes were already taken"))?;
+        match rb_self.inner.try_submit(key, gzip, meta_key, dump.meta.clone()) {
+            Ok(()) => Ok(true),
+            Err(CoreError::QueueFull { .. }) => Ok(false),
+            Err(e) => Err(to_ruby(ruby, e)),
+        }
+    }
+
+    /// Queue gzipped bytes shipped back by a fork child (stores only the parent can write).
+    fn submit_bytes(ruby: &Ruby, rb_self: &Self, key: String, meta_key: String, bytes: RString, meta: String) -> RbResult<bool> {
+        // SAFETY: the slice is copied before any other Ruby call can move or free the string.
+        let gzip = unsafe { bytes.as_slice() }.to_vec();
+        match rb_self.inner.try_submit(key, gzip, meta_key, meta) {
+            Ok(()) => Ok(true),
+            Err(CoreError::QueueFull { .. }) => Ok(false),
+            Err(e) => Err(to_ruby(ruby, e)),
+        }
+    }
+
+    /// Wait (without the GVL) up to `timeout` seconds for pending writes. True when all done.
+    fn flush(rb_self: &Self, timeout: f64) -> bool {
+        let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+        let writer = &rb_self.inner;
+        nogvl(|| writer.flush(timeout))
+    }
+
+    /// `{submitted:, stored:, failed:, dropped:, pending:}`.
+    fn stats(ruby: &Ruby, rb_self: &Self) -> RbResult<RHash> {
+        let s = rb_self.inner.stats();
+        let hash = ruby.hash_new();
+        for (name, value) in [
+            ("submitted", s.submitted),
+            ("stored", s.stored),
+            ("failed", s.failed),
+            ("dropped", s.dropped),
+            ("pending", s.pending),
+        ] {
+            hash.aset(ruby.to_symbol(name), value)?;
+        }
+        Ok(hash)
+    }
+
+    /// Failure messages since the last call.
+    fn errors(&self) -> Vec<String> {
+        self.inner.take_errors()
+    }
+}
+
+/// `Native.check_store(url)`: opens the URL (creating a file:// folder) or raises
+/// ArgumentError; returns true when another process can write to it (not memory://).
+fn check_store(ruby: &Ruby, url: String) -> RbResult<bool> {
+    let store = Store::open(&url).map_err(|e| to_ruby(ruby, e))?;
+    Ok(!store.is_process_local())
+}
+
+/// `Native.dump_keys(host, pid, seq, unix_ms, method, path, salt)`: the sanitised
+/// `[dump_key, meta_key]` of one dump (see objectspace_core::keys).
+fn dump_keys(host: String, pid: u32, seq: u64, unix_ms: u64, method: String, path: String, salt: u32) -> (String, String) {
+    let key = DumpKey::new(&host, pid, seq, unix_ms, &method, &path, salt);
+    (key.dump_key(), key.meta_key())
+}
+
+pub fn init(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
+    native.define_module_function("check_store", function!(check_store, 1))?;
+    native.define_module_function("dump_keys", function!(dump_keys, 7))?;
+    native.const_set("DEFAULT_GZIP_LEVEL", pipeline::DEFAULT_LEVEL)?;
+
+    let class = native.define_class("Pipeline", ruby.class_object())?;
+    class.define_singleton_method("new", function!(RbPipeline::new, 2))?;
+    class.define_singleton_method("streaming", function!(RbPipeline::streaming, 5))?;
+    class.define_method("write_fd", method!(RbPipeline::write_fd, 0))?;
+    class.define_method("finish", method!(RbPipeline::finish, 1))?;
+
+    let class = native.define_class("Dump", ruby.class_object())?;
+    class.define_method("meta", method!(RbDump::meta, 0))?;
+    class.define_method("stored_bytes", method!(RbDump::stored_bytes, 0))?;
+    class.define_method("objects", method!(RbDump::objects, 0))?;
+    class.define_method("take_bytes", method!(RbDump::take_bytes, 0))?;
+
+    let class = native.define_class("Writer", ruby.class_object())?;
+    class.define_singleton_method("new", function!(RbWriter::new, 2))?;
+    class.define_method("submit", method!(RbWriter::submit, 3))?;
+    class.define_method("submit_bytes", method!(RbWriter::submit_bytes, 4))?;
+    class.define_method("flush", method!(RbWriter::flush, 1))?;
+    class.define_method("stats", method!(RbWriter::stats, 0))?;
+    class.define_method("errors", method!(RbWriter::errors, 0))?;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+# frozen_string_literal: true
+
+require "monitor"
+require "objspace"
+require "rack"
+require "rack/body_proxy"
+require "rack/utils"
+
+require_relative "objectspace/native"
+require_relative "objectspace/config"
+require_relative "objectspace/log"
+require_relative "objectspace/dumper"
+
+module Rack
+  # Rack middleware that dumps the Ruby heap after requests and stores the dumps,
+  # so that `rack-objectspace leaks` can name the file:line that leaks.
+  #
+  # @example config.ru
+  #   use Rack::Objectspace, store: "file://tmp/objectspace", dump: :retained
+  # @example Rails
+  #   config.middleware.insert_after ActionDispatch::Static, Rack::Objectspace, store: Moneta.new(:Redis)
+  class Objectspace
+    # @param app [#call] the Rack app
+    # @param store [String, #[]=] a store URL (file://, memory://, s3://, gs://, az://) or any object with []=
+    # @param mode [:fork, :inline] :fork runs GC, dump and upload in a child process
+    # @param dump [:full, :retained] the whole heap, or only objects allocated since the first dumped request
+    # @param every [Integer, nil] dump every Nth request; nil dumps only on demand (token:)
+    # @param gc [Boolean] run a full GC before each dump
+    # @param redact [Boolean] drop string values from dumps (false stores them: secrets!)
+    # @param trace [Boolean] start allocation tracing (file, line, method, generation in dumps)
+    # @param gzip_level [Integer] 0..9
+    # @param filter [#call, nil] dump only requests for which filter.call(env) is truthy
+    # @param paths [Array<String, Regexp>, nil] dump only requests whose path starts with / matches one
+    # @param token [String, nil] secret that, sent in token_header, asks for a dump of that request
+    # @param token_header [String] the header carrying the token
+    # @param max_children [Integer] fork mode: dump children alive at once; more are dropped
+    # @param queue_size [Integer] dumps waiting for the store; more are dropped
+    # @param flush_timeout [Numeric] seconds given to pending dumps at exit
+    # @param logger [Logger, nil] defaults to Rails.logger, env["rack.logger"], $stderr
+    # @param layout [:dump, :object] for []= stores: one value per dump, or one per object
+    # @raise [ArgumentError] for any bad option, naming it, the value and what is accepted
+    def initialize(app, store: nil, mode: nil, dump: nil, every: nil, gc: nil, redact: nil, trace: nil,
+                   gzip_level: nil, filter: nil, paths: nil, token: nil, token_header: nil, max_children: nil,
+                   queue_size: nil, flush_timeout: nil, logger: nil, layout: nil)
+      @app = app
+      @config = Config.new(store: store, mode: mode, dump: dump, every: every, gc: gc, redact: redact, trace: trace,
+                           gzip_level: gzip_level, filter: filter, paths: paths, token: token,
+                           token_header: token_header, max_children: max_children, queue_size: queue_size,
+                           flush_timeout: flush_timeout, logger: logger, layout: layout)
+      @log = Log.new(@config.logger)
+      @dumper = Dumper.new(@config, @log)
+      @requests = 0
+      @lock = Mutex.new
+      ObjectSpace.trace_object_allocations_start if @config.trace
+      dumper = @dumper
+      timeout = @config.flush_timeout
+      at_exit { dumper.shutdown(timeout) }
+    end
+
+    # @return [Config] the validated options
+    attr_reader :config
+
+    def call(env)
+      return @app.call(env) unless dump?(env)
+
+      request = {
+        method: env["REQUEST_METHOD"],
+        path: "#{env['SCRIPT_NAME']}#{env['PATH_INFO']}",
+        started_at_ms: (Time.now.to_f * 1000).to_i,
+        gc_generation: GC.count
+      }
+      @dumper.begin_request(request[:gc_generation])
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      status, headers, body = @app.call(env)
+      request[:status] = status.to_i
+      request[:request_ms] = ((Process.clock_gettime(Process::CLOCK_MONOTONIC) - started) * 1000).round(1)
+      # The dump waits for the body to be closed: the response is out, and its
+      # own objects are no longer mistaken for retained ones.
+      [status, headers, Rack::BodyProxy.new(body) { @dumper.dump(request) }]
+    end
+
+    # Block until every dump taken so far is stored or has failed (fork children
+    # reaped), or `timeout` seconds pass.
+    # @return [Hash] #stats
+    def flush(timeout = 30)
+      @dumper.flush(timeout)
+    end
+
+    # @return [Hash] counts for this process: :dumped, :stored, :failed, :dropped, :pending
+    def stats
+      @dumper.stats
+    end
+
+    private
+
+    def dump?(env)
+      triggered = trigger(env)
+      return triggered unless triggered.nil?
+      return false if @config.every.nil?
+      return false if @config.paths && !path_matches?(env["PATH_INFO"].to_s)
+      return false if @config.filter && !@config.filter.call(env)
+
+      n = @lock.synchronize { @requests += 1 }
+      ((n - 1) % @config.every).zero?
+    end
+
+    # true: a valid token asked for a dump; false: a token was sent but is wrong;
+    # nil: no token involved.
+    def trigger(env)
+      return nil unless @config.token
+
+      given = env[@config.token_header]
+      return nil if given.nil?
+      return true if Rack::Utils.secure_compare(given.to_s, @config.token)
+
+      @log.warn("trigger_refused", path: env["PATH_INFO"])
+      false
+    end
+
+    def path_matches?(path)
+      @config.paths.any? { |p| p.is_a?(Regexp) ? p.match?(path) : path.start_with?(p) }
+    end
+  end
+end

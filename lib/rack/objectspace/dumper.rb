@@ -1,0 +1,330 @@
+# frozen_string_literal: true
+
+require "json"
+require "socket"
+require "securerandom"
+require "zlib"
+require "stringio"
+
+module Rack
+  class Objectspace
+    # Takes dumps and sees them stored. Per-process state (sequence, baseline,
+    # writer, children, threads) starts afresh in a process forked from the one
+    # that built it (puma workers), because none of it survives a fork.
+    class Dumper
+      # Per-process state; rebuilt when Process.pid changes.
+      class ProcessState
+        attr_reader :pid, :children, :stats
+        attr_accessor :seq, :baseline, :writer, :queue, :queue_thread, :queue_busy
+
+        def initialize
+          @pid = Process.pid
+          @seq = 0
+          @baseline = nil
+          @children = {}
+          @stats = Hash.new(0)
+          @queue_busy = 0
+        end
+      end
+
+      STAT_KEYS = %i[dumped stored failed dropped pending].freeze
+
+      def initialize(config, log)
+        @config = config
+        @log = log
+        @host = Socket.gethostname
+        @lock = Monitor.new
+        @idle = @lock.new_cond
+        @state = ProcessState.new
+      end
+
+      # Called when a request that will be dumped begins: records the retained
+      # baseline (the GC generation at which the first dumped request began).
+      def begin_request(gc_generation)
+        state { |s| s.baseline ||= gc_generation }
+      end
+
+      # Take one dump of the heap for a finished request. Never raises.
+      def dump(request)
+        dump_key, meta_key, meta = prepare(request)
+        @config.mode == :fork ? fork_dump(dump_key, meta_key, meta) : inline_dump(dump_key, meta_key, meta)
+      rescue StandardError => e
+        count(:failed)
+        @log.warn("dump_failed", error: "#{e.class}: #{e.message}", path: request[:path])
+      ensure
+        report_writer_errors
+      end
+
+      # Wait up to `timeout` seconds for every dump taken so far; returns #stats.
+      def flush(timeout)
+        deadline = now + timeout
+        children = state { |s| s.children.values }
+        children.each { |thread| thread.join([deadline - now, 0].max) }
+        @lock.synchronize do
+          s = @state
+          @idle.wait([deadline - now, 0].max) while s.pid == Process.pid && (s.queue&.size.to_i + s.queue_busy).positive? && deadline > now
+        end
+        writer = state(&:writer)
+        writer&.flush([deadline - now, 0].max)
+        report_writer_errors
+        stats
+      end
+
+      # `{dumped:, stored:, failed:, dropped:, pending:}` for this process.
+      def stats
+        s = state { |st| st.stats.dup.merge(pending: st.children.size + st.queue&.size.to_i + st.queue_busy) }
+        writer = state(&:writer)
+        if writer
+          w = writer.stats
+          s[:stored] += w[:stored]
+          s[:failed] += w[:failed]
+          s[:dropped] += w[:dropped]
+          s[:pending] += w[:pending]
+        end
+        STAT_KEYS.to_h { |k| [k, s[k]] }
+      end
+
+      # at_exit: flush up to the deadline, then say what was abandoned.
+      def shutdown(timeout)
+        return unless @state.pid == Process.pid
+
+        result = flush(timeout)
+        return if result[:pending].zero?
+
+        @log.warn("flush_abandoned", pending: result[:pending], timeout: timeout)
+      end
+
+      private
+
+      def now
+        Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      end
+
+      def ms_since(start)
+        ((now - start) * 1000).round(1)
+      end
+
+      # The state of this process, fresh after a fork; yields it under the lock.
+      def state
+        @lock.synchronize do
+          @state = ProcessState.new if @state.pid != Process.pid
+          yield @state
+        end
+      end
+
+      def count(stat, by = 1)
+        state { |s| s.stats[stat] += by }
+      end
+
+      def prepare(request)
+        pid = Process.pid
+        seq, baseline = state { |s| [s.seq += 1, s.baseline] }
+        since = @config.dump == :retained ? baseline : nil
+        dump_key, meta_key = Native.dump_keys(@host, pid, seq, request[:started_at_ms], request[:method].to_s,
+                                              request[:path].to_s, SecureRandom.random_number(2**32))
+        meta = {
+          version: 1, key: dump_key, host: @host, pid: pid, seq: seq,
+          request: { method: request[:method], path: request[:path], status: request[:status] },
+          started_at_ms: request[:started_at_ms], gc_generation: request[:gc_generation],
+          baseline_generation: since, dump: @config.dump, mode: @config.mode, redacted: @config.redact,
+          timings_ms: { request: request[:request_ms] }
+        }
+        count(:dumped)
+        [dump_key, meta_key, meta]
+      end
+
+      # GC, then ObjectSpace.dump_all into the pipeline's pipe; returns the Native::Dump.
+      def take(pipeline, meta)
+        started = now
+        GC.start if @config.gc
+        meta[:timings_ms][:gc] = ms_since(started) if @config.gc
+        started = now
+        io = IO.for_fd(pipeline.write_fd, autoclose: true)
+        io.binmode
+        broken = nil
+        begin
+          if meta[:baseline_generation]
+            ObjectSpace.dump_all(output: io, since: meta[:baseline_generation])
+          else
+            ObjectSpace.dump_all(output: io)
+          end
+        rescue Errno::EPIPE => e
+          broken = e # the reader stopped: its own error (from #finish) says why
+        ensure
+          begin
+            io.close
+          rescue Errno::EPIPE
+            nil
+          end
+        end
+        meta[:timings_ms][:dump] = ms_since(started)
+        dump = pipeline.finish(JSON.generate(meta))
+        raise broken if broken
+
+        dump
+      end
+
+      def new_pipeline(dump_key = nil, meta_key = nil)
+        if dump_key
+          Native::Pipeline.streaming(@config.redact, @config.gzip_level, @config.store_url, dump_key, meta_key)
+        else
+          Native::Pipeline.new(@config.redact, @config.gzip_level)
+        end
+      end
+
+      def inline_dump(dump_key, meta_key, meta)
+        dump = take(new_pipeline, meta)
+        deliver(dump_key, meta_key, dump, nil, nil)
+      end
+
+      # The request thread pays for fork() only; the child does GC, dump,
+      # gzip and (for URL stores) the upload, then exit!s.
+      def fork_dump(dump_key, meta_key, meta)
+        full = state do |s|
+          s.children.size >= @config.max_children
+        end
+        return drop("max_children", limit: @config.max_children) if full
+
+        reader, writer = IO.pipe
+        [reader, writer].each(&:binmode)
+        pid = Process.fork do
+          reader.close
+          exit!(child(dump_key, meta_key, meta, writer))
+        end
+        writer.close
+        state { |s| s.children[pid] = Thread.new { reap(pid, reader, dump_key, meta_key) } }
+      end
+
+      # Runs in the fork child; returns its exit status. Reports on `out`: a JSON
+      # line, then (for stores only the parent can write to) the gzipped bytes.
+      def child(dump_key, meta_key, meta, out)
+        if @config.child_writes?
+          dump = take(new_pipeline(dump_key, meta_key), meta)
+          out.write("#{JSON.generate(ok: true, stored_bytes: dump.stored_bytes)}\n")
+        else
+          dump = take(new_pipeline, meta)
+          bytes = dump.take_bytes
+          out.write("#{JSON.generate(ok: true, ship: bytes.bytesize, meta: dump.meta)}\n")
+          out.write(bytes)
+        end
+        out.close
+        0
+      rescue Exception => e # rubocop:disable Lint/RescueException -- the child must always report and exit!
+        begin
+          out.write("#{JSON.generate(ok: false, error: "#{e.class}: #{e.message}")}\n")
+          out.close
+        rescue StandardError
+          nil
+        end
+        1
+      end
+
+      # A parent thread per child: read its report, reap it, count the outcome.
+      def reap(pid, reader, dump_key, meta_key)
+        report = begin
+          JSON.parse(reader.gets.to_s)
+        rescue JSON::ParserError
+          {}
+        end
+        bytes = reader.read(report["ship"]) if report["ok"] && report["ship"]
+        reader.close
+        _, status = Process.wait2(pid)
+        if report["ok"] && status.success?
+          if bytes
+            deliver(dump_key, meta_key, nil, bytes, report["meta"])
+          else
+            count(:stored)
+            @log.debug("dump_stored", key: dump_key, bytes: report["stored_bytes"], pid: pid)
+          end
+        else
+          count(:failed)
+          @log.warn("dump_failed", key: dump_key, error: report["error"] || "child exited with #{status.inspect}")
+        end
+      rescue StandardError => e
+        count(:failed)
+        @log.warn("dump_failed", key: dump_key, error: "#{e.class}: #{e.message}")
+      ensure
+        state { |s| s.children.delete(pid) }
+      end
+
+      # Hand a finished dump (a Native::Dump, or bytes and meta from a child) to its store.
+      def deliver(dump_key, meta_key, dump, bytes, meta)
+        if @config.store_url
+          writer = state { |s| s.writer ||= Native::Writer.new(@config.store_url, @config.queue_size) }
+          queued = dump ? writer.submit(dump_key, meta_key, dump) : writer.submit_bytes(dump_key, meta_key, bytes, meta)
+          # The native writer counts its own drops; log them here.
+          @log.warn("dump_dropped", reason: "queue_full", limit: @config.queue_size) unless queued
+        else
+          enqueue(dump_key, meta_key, bytes || dump.take_bytes, meta || dump.meta)
+        end
+      end
+
+      def drop(reason, **fields)
+        count(:dropped)
+        @log.warn("dump_dropped", reason: reason, **fields)
+        nil
+      end
+
+      # `[]=` stores are written by one background thread per process, behind a
+      # bounded queue: when it is full the dump is dropped, never waited for.
+      def enqueue(dump_key, meta_key, bytes, meta)
+        full = state do |s|
+          s.queue ||= Queue.new
+          s.queue_thread = Thread.new { drain_queue(s) } unless s.queue_thread&.alive?
+          next true if s.queue.size + s.queue_busy >= @config.queue_size
+
+          s.queue << [dump_key, meta_key, bytes, meta]
+          false
+        end
+        drop("queue_full", limit: @config.queue_size) if full
+      end
+
+      def drain_queue(state)
+        loop do
+          job = state.queue.pop
+          @lock.synchronize { state.queue_busy += 1 }
+          write_ruby_store(*job)
+        ensure
+          @lock.synchronize do
+            state.queue_busy -= 1
+            @idle.broadcast
+          end
+        end
+      end
+
+      def write_ruby_store(dump_key, meta_key, bytes, meta)
+        store = @config.store
+        if @config.layout == :object
+          write_objects(store, dump_key, bytes)
+        else
+          store[dump_key] = bytes
+        end
+        store[meta_key] = meta
+        count(:stored)
+        @log.debug("dump_stored", key: dump_key, bytes: bytes.bytesize)
+      rescue StandardError => e
+        count(:failed)
+        @log.warn("store_failed", key: dump_key, error: "#{e.class}: #{e.message}")
+      end
+
+      # The per-object layout: each record under `<dump-key>/<address>`
+      # (ROOT records, which have no address, under `<dump-key>/root-<n>`).
+      def write_objects(store, dump_key, bytes)
+        roots = 0
+        Zlib::GzipReader.wrap(StringIO.new(bytes)) do |gz|
+          gz.each_line do |line|
+            address = line[/"address":"(0x\h+)"/, 1] || "root-#{roots += 1}"
+            store["#{dump_key}/#{address}"] = line.chomp
+          end
+        end
+      end
+
+      def report_writer_errors
+        writer = @state.pid == Process.pid && @state.writer
+        return unless writer
+
+        writer.errors.each { |message| @log.warn("store_failed", error: message) }
+      end
+    end
+  end
+end

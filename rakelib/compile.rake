@@ -1,0 +1,34 @@
+# frozen_string_literal: true
+
+require "rbconfig"
+require "fileutils"
+
+# The rb_sys gem is not available offline, so we drive cargo ourselves: build the
+# cdylib in release mode and copy it to the name Ruby loads (Init_rack_objectspace).
+module RackObjectspaceBuild
+  ROOT = File.expand_path("..", __dir__)
+  CRATE = "rack_objectspace"
+
+  module_function
+
+  def cargo_env
+    { "RUBY" => RbConfig.ruby }
+  end
+
+  def built_library(profile = "release")
+    dir = ENV.fetch("CARGO_TARGET_DIR", File.join(ROOT, "target"))
+    File.join(dir, profile, "lib#{CRATE}.#{RbConfig::CONFIG['SOEXT'] || 'so'}")
+  end
+
+  def installed_library
+    File.join(ROOT, "lib", "rack", "objectspace", "#{CRATE}.#{RbConfig::CONFIG['DLEXT']}")
+  end
+end
+
+desc "Compile the Rust extension into lib/rack/objectspace/"
+task :compile do
+  Dir.chdir(RackObjectspaceBuild::ROOT) do
+    sh RackObjectspaceBuild.cargo_env, "cargo", "build", "--release", "-p", RackObjectspaceBuild::CRATE
+  end
+  FileUtils.cp(RackObjectspaceBuild.built_library, RackObjectspaceBuild.installed_library)
+end
