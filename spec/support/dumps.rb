@@ -1,0 +1,35 @@
+# frozen_string_literal: true
+
+# Helpers to read back what the middleware stored.
+module DumpHelpers
+  # Gunzipped JSON lines of a stored dump.
+  def gunzip(bytes)
+    Zlib::GzipReader.new(StringIO.new(bytes)).read
+  end
+
+  # Parsed records of a stored dump.
+  def records(bytes)
+    gunzip(bytes).each_line.map { |line| JSON.parse(line) }
+  end
+
+  # Every file under dir, relative, sorted.
+  def files_under(dir)
+    Dir.glob("**/*", base: dir).select { |f| File.file?(File.join(dir, f)) }.sort
+  end
+
+  # A Rack app wrapped in Rack::Lint on both sides of the middleware.
+  def linted(app, **options)
+    middleware = Rack::Objectspace.new(Rack::Lint.new(app), logger: quiet_logger, **options)
+    [Rack::Lint.new(middleware), middleware]
+  end
+
+  def quiet_logger
+    @quiet_logger ||= Logger.new(StringIO.new)
+  end
+
+  def logged
+    quiet_logger.instance_variable_get(:@logdev).dev.string
+  end
+end
+
+RSpec.configure { |c| c.include DumpHelpers }
