@@ -1,0 +1,122 @@
+//! The three-dump diff: objects present in the 2nd dump but not the 1st, and
+//! still present in the 3rd, grouped by allocation site, class and type.
+//!
+//! Addresses are reused once an object is freed, so two records are the same
+//! object only when address and type match, and file:line too when both
+//! records carry allocation info.
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use super::heap::{Heap, Obj};
+use super::report::{sort_by_count, Groups, Site, SiteTable};
+use super::source::{Input, Progress};
+use super::AnalysisError;
+
+#[derive(Debug, Serialize)]
+pub struct Diff {
+    pub command: &'static str,
+    /// The three inputs: before, after, retained.
+    pub inputs: Vec<String>,
+    /// Objects in each input.
+    pub input_objects: Vec<u64>,
+    /// Retained objects: in the 2nd, not the 1st, still in the 3rd.
+    pub objects: u64,
+    pub memsize: u64,
+    /// Sites, most retained objects first (then memsize).
+    pub sites: Vec<Site>,
+    #[serde(flatten)]
+    pub groups: Groups,
+}
+
+/// Address -> index into the heap's objects.
+fn index(heap: &Heap) -> FxHashMap<u64, u32> {
+    let mut m = FxHashMap::with_capacity_and_hasher(heap.objects.len(), Default::default());
+    for (i, o) in heap.objects.iter().enumerate() {
+        m.insert(o.addr, i as u32);
+    }
+    m
+}
+
+/// Is `o` (in `h`) the same object as whatever `other` holds at its address?
+#[inline]
+fn same_object(h: &Heap, o: &Obj, other: &Heap, idx: &FxHashMap<u64, u32>) -> bool {
+    let Some(&i) = idx.get(&o.addr) else {
+        return false;
+    };
+    let p = &other.objects[i as usize];
+    if h.types.get(o.ty) != other.types.get(p.ty) {
+        return false;
+    }
+    if o.file != 0 && p.file != 0 {
+        return o.line == p.line && h.files.get(o.file) == other.files.get(p.file);
+    }
+    true
+}
+
+/// Compare three heaps already in memory; `top` = 0 keeps every row.
+pub fn diff_heaps(before: &Heap, after: &Heap, retained: &Heap, top: usize) -> Diff {
+    let (ib, ir) = std::thread::scope(|s| {
+        let b = s.spawn(|| index(before));
+        let r = index(retained);
+        (b.join().unwrap_or_default(), r)
+    });
+    let mut table = SiteTable::default();
+    let mut memsize = 0u64;
+    let mut objects = 0u64;
+    for o in &after.objects {
+        if same_object(after, o, before, &ib) || !same_object(after, o, retained, &ir) {
+            continue;
+        }
+        table.add((o.file, o.line, o.ty, o.class), o.memsize);
+        memsize += o.memsize;
+        objects += 1;
+    }
+    let mut sites = table.rows(after);
+    sort_by_count(&mut sites);
+    if top > 0 {
+        sites.truncate(top);
+    }
+    let mut groups = table.groups(after);
+    groups.truncate(top);
+    Diff {
+        command: "diff",
+        inputs: vec![before.name.clone(), after.name.clone(), retained.name.clone()],
+        input_objects: vec![
+            before.objects.len() as u64,
+            after.objects.len() as u64,
+            retained.objects.len() as u64,
+        ],
+        objects,
+        memsize,
+        sites,
+        groups,
+    }
+}
+
+/// Read three dumps (in parallel) and diff them.
+pub fn diff(inputs: [&Input; 3], progress: Progress, top: usize) -> Result<Diff, AnalysisError> {
+    let [a, b, c] = inputs;
+    let (ha, hb, hc) = std::thread::scope(|s| {
+        let ta = s.spawn(|| Heap::read(a, progress));
+        let tc = s.spawn(|| Heap::read(c, progress));
+        let hb = Heap::read(b, progress);
+        let ha = join(ta, a);
+        let hc = join(tc, c);
+        (ha, hb, hc)
+    });
+    let (ha, hb, hc) = (ha?, hb?, hc?);
+    Ok(diff_heaps(&ha, &hb, &hc, top))
+}
+
+fn join(
+    t: std::thread::ScopedJoinHandle<'_, Result<Heap, AnalysisError>>,
+    input: &Input,
+) -> Result<Heap, AnalysisError> {
+    t.join().unwrap_or_else(|_| {
+        Err(AnalysisError::Read {
+            source_name: input.name(),
+            message: "internal error: the reader thread panicked".into(),
+        })
+    })
+}

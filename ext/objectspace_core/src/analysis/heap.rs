@@ -1,0 +1,251 @@
+//! One dump in memory as a compact object table: 40 bytes per object plus the
+//! distinct file names, whatever the size of the JSON.
+
+use rustc_hash::FxHashMap;
+
+use super::scan::{unescape_lossy, Record};
+use super::source::{read_records, Input, Progress, ReadStats};
+use super::AnalysisError;
+
+/// "No generation recorded" (the object was allocated before tracing began).
+pub const NO_GENERATION: u32 = u32::MAX;
+
+/// One heap object, as the analyses need it.
+#[derive(Debug, Clone, Copy)]
+pub struct Obj {
+    pub addr: u64,
+    pub class: u64,
+    pub memsize: u64,
+    /// Index into [`Heap::files`]; 0 means no allocation info.
+    pub file: u32,
+    pub line: u32,
+    pub generation: u32,
+    /// Index into [`Heap::types`].
+    pub ty: u32,
+}
+
+/// Interns byte strings (file names, type names) to small ids.
+#[derive(Debug, Default)]
+pub struct Interner {
+    ids: FxHashMap<Box<[u8]>, u32>,
+    /// Text of each id (index 0 is the empty string, "none").
+    pub text: Vec<String>,
+    /// Strings that needed lossy decoding.
+    pub lossy: u64,
+}
+
+impl Interner {
+    pub fn new() -> Self {
+        Interner {
+            ids: FxHashMap::default(),
+            text: vec![String::new()],
+            lossy: 0,
+        }
+    }
+
+    /// The id of a raw JSON string body.
+    #[inline]
+    pub fn intern(&mut self, raw: &[u8], escaped: bool) -> u32 {
+        if let Some(&id) = self.ids.get(raw) {
+            return id;
+        }
+        let (text, lossy) = unescape_lossy(raw, escaped);
+        if lossy {
+            self.lossy += 1;
+        }
+        let id = self.text.len() as u32;
+        self.text.push(text);
+        self.ids.insert(raw.into(), id);
+        id
+    }
+
+    pub fn get(&self, id: u32) -> &str {
+        &self.text[id as usize]
+    }
+}
+
+/// A dump read into memory.
+#[derive(Debug, Default)]
+pub struct Heap {
+    pub name: String,
+    pub objects: Vec<Obj>,
+    pub files: Interner,
+    pub types: Interner,
+    /// Class and module names by address (from CLASS/MODULE records).
+    pub class_names: FxHashMap<u64, String>,
+    pub stats: ReadStats,
+    /// ROOT records seen.
+    pub roots: u64,
+    /// Records skipped: no address or type, or not a heap object (SHAPE).
+    pub skipped: u64,
+    last_file: Option<(Vec<u8>, u32)>,
+}
+
+impl Heap {
+    /// Read a whole dump.
+    pub fn read(input: &Input, progress: Progress) -> Result<Heap, AnalysisError> {
+        let mut heap = Heap {
+            name: input.name(),
+            files: Interner::new(),
+            types: Interner::new(),
+            ..Heap::default()
+        };
+        // Dumps run ~300 bytes a record: reserve to avoid regrowing a big table.
+        heap.objects.reserve((input.stored_size() / 320).min(1 << 26) as usize);
+        let mut last_ty: Vec<u8> = Vec::new();
+        let stats = read_records(input, progress, |rec: &Record, _line| {
+            heap.add(rec, &mut last_ty);
+        })?;
+        heap.stats = stats;
+        Ok(heap)
+    }
+
+    #[inline]
+    fn add(&mut self, rec: &Record, last_raw: &mut Vec<u8>) {
+        let ty = rec.ty;
+        if ty == b"ROOT" {
+            self.roots += 1;
+            return;
+        }
+        let Some(addr) = rec.address else {
+            self.skipped += 1;
+            return;
+        };
+        if ty.is_empty() || ty == b"SHAPE" {
+            self.skipped += 1;
+            return;
+        }
+        if let Some(name) = rec.name {
+            if ty == b"CLASS" || ty == b"MODULE" {
+                let (text, lossy) = unescape_lossy(name, rec.name_escaped);
+                if lossy {
+                    self.types.lossy += 1;
+                }
+                self.class_names.insert(addr, text);
+            }
+        }
+        // Consecutive records mostly share a type: skip the hash lookup then.
+        let ty_id = if !last_raw.is_empty() && last_raw.as_slice() == ty {
+            self.objects.last().map(|o| o.ty).unwrap_or(0)
+        } else {
+            last_raw.clear();
+            last_raw.extend_from_slice(ty);
+            self.types.intern(ty, false)
+        };
+        let (file, line) = match rec.file {
+            Some(f) => {
+                // Neighbouring objects often come from the same file.
+                let id = match self.last_file {
+                    Some((ref raw, id)) if raw.as_slice() == f => id,
+                    _ => {
+                        let id = self.files.intern(f, rec.file_escaped);
+                        let mut raw = self.last_file.take().map(|(r, _)| r).unwrap_or_default();
+                        raw.clear();
+                        raw.extend_from_slice(f);
+                        self.last_file = Some((raw, id));
+                        id
+                    }
+                };
+                (id, rec.line.unwrap_or(0))
+            }
+            None => (0, 0),
+        };
+        self.objects.push(Obj {
+            addr,
+            class: rec.class.unwrap_or(0),
+            memsize: rec.memsize,
+            file,
+            line,
+            generation: rec.generation.unwrap_or(NO_GENERATION),
+            ty: ty_id,
+        });
+    }
+
+    pub fn class_name(&self, addr: u64) -> Option<&str> {
+        self.class_names.get(&addr).map(|s| s.as_str())
+    }
+
+    /// Strings read lossily (invalid escapes or UTF-8).
+    pub fn lossy(&self) -> u64 {
+        self.files.lossy + self.types.lossy
+    }
+}
+
+/// The gem a file belongs to, from its path: `.../gems/NAME-VERSION/...` gives
+/// NAME (RubyGems, Bundler, Debian's rubygems-integration), Debian's
+/// `vendor_ruby/NAME/...` and `site_ruby/NAME/...` give NAME, Ruby's own library
+/// and `<internal:...>` give `ruby`, anything else is `app`.
+pub fn gem_of(file: &str) -> String {
+    if file.is_empty() {
+        return "no allocation info".to_string();
+    }
+    if file.starts_with("<internal:") {
+        return "ruby".to_string();
+    }
+    if let Some(at) = file.rfind("/gems/") {
+        let rest = &file[at + "/gems/".len()..];
+        let dir = rest.split('/').next().unwrap_or(rest);
+        // Not the `gems/3.1.0/` version folder itself.
+        if rest.contains('/') && !dir.is_empty() && !dir.starts_with(|c: char| c.is_ascii_digit()) {
+            return strip_version(dir).to_string();
+        }
+    }
+    for marker in ["/vendor_ruby/", "/site_ruby/"] {
+        if let Some(at) = file.find(marker) {
+            let rest = &file[at + marker.len()..];
+            let mut parts = rest.split('/');
+            let mut first = parts.next().unwrap_or("");
+            // site_ruby/3.1.0/foo.rb
+            if first.starts_with(|c: char| c.is_ascii_digit()) {
+                first = parts.next().unwrap_or("");
+            }
+            let first = first.strip_suffix(".rb").unwrap_or(first);
+            if !first.is_empty() {
+                return first.to_string();
+            }
+        }
+    }
+    if let Some(at) = file.find("/lib/ruby/") {
+        let rest = &file[at + "/lib/ruby/".len()..];
+        if rest.starts_with(|c: char| c.is_ascii_digit()) {
+            return "ruby".to_string();
+        }
+    }
+    "app".to_string()
+}
+
+/// `rack-2.2.4` -> `rack`, `nokogiri-1.15.0-x86_64-linux` -> `nokogiri`,
+/// a Bundler git checkout `rails-0123abcd4567` -> `rails`.
+fn strip_version(dir: &str) -> &str {
+    let bytes = dir.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'-' {
+            let rest = &dir[i + 1..];
+            let digit = rest.starts_with(|c: char| c.is_ascii_digit());
+            let git = rest.len() >= 7 && rest.chars().all(|c| c.is_ascii_hexdigit());
+            if digit || git {
+                return &dir[..i];
+            }
+        }
+    }
+    dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gem_of;
+
+    #[test]
+    fn gems_from_paths() {
+        assert_eq!(gem_of("/home/u/.gem/ruby/3.1.0/gems/rack-2.2.4/lib/rack/builder.rb"), "rack");
+        assert_eq!(gem_of("/usr/share/rubygems-integration/all/gems/heapy-0.2.0/lib/heapy.rb"), "heapy");
+        assert_eq!(gem_of("/usr/lib/ruby/vendor_ruby/rack/request.rb"), "rack");
+        assert_eq!(gem_of("/usr/lib/ruby/vendor_ruby/rack.rb"), "rack");
+        assert_eq!(gem_of("/usr/lib/ruby/3.1.0/set.rb"), "ruby");
+        assert_eq!(gem_of("<internal:kernel>"), "ruby");
+        assert_eq!(gem_of("/app/models/user.rb"), "app");
+        assert_eq!(gem_of("/b/ruby/3.1.0/bundler/gems/rails-0123abcd4567/x.rb"), "rails");
+        assert_eq!(gem_of("/g/gems/nokogiri-1.15.0-x86_64-linux/lib/n.rb"), "nokogiri");
+        assert_eq!(gem_of("/g/gems/active-record-ext-2.0/lib/n.rb"), "active-record-ext");
+    }
+}

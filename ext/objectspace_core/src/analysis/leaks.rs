@@ -1,0 +1,649 @@
+//! Leaks over a session of dumps, and the listing of a session (`ls`).
+//!
+//! For each process (host, pid) its dumps are read in sequence order and the
+//! live objects of every allocation site are counted in each. A site leaks when
+//! its count keeps growing through the later half of the series: a cache that
+//! fills up and then stays flat grows early and then stops, so it does not
+//! rank. For `dump: :retained` dumps the metadata records the GC generation at
+//! which each request began, so a retained object's generation names the
+//! request (endpoint) that allocated it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::heap::{Heap, NO_GENERATION};
+use super::report::Site;
+use super::source::{Input, Progress};
+use super::{local_path, AnalysisError};
+use crate::keys::DumpKey;
+use crate::store::Store;
+
+const DUMP_SUFFIXES: [&str; 4] = [".jsonl.gz", ".jsonl", ".json.gz", ".json"];
+const META_SUFFIX: &str = ".meta.json";
+
+/// The metadata the middleware writes beside each dump. Every field is optional.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Meta {
+    pub host: Option<String>,
+    pub pid: Option<u32>,
+    pub seq: Option<u64>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub status: Option<i64>,
+    pub started_at_ms: Option<u64>,
+    pub gc_generation: Option<u64>,
+    pub baseline_generation: Option<u64>,
+    pub dump: Option<String>,
+    pub mode: Option<String>,
+    pub lines: Option<u64>,
+    pub bytes: Option<u64>,
+    pub stored_bytes: Option<u64>,
+    /// Objects and memsize summed over the `types` table.
+    pub objects: Option<u64>,
+    pub memsize: Option<u64>,
+}
+
+impl Meta {
+    /// Parse leniently: a field of the wrong type is treated as absent.
+    pub fn parse(bytes: &[u8]) -> Option<Meta> {
+        let v: Value = serde_json::from_slice(bytes).ok()?;
+        let o = v.as_object()?;
+        let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+        let u = |k: &str| o.get(k).and_then(Value::as_u64);
+        let req = o.get("request").and_then(Value::as_object);
+        let rs = |k: &str| req.and_then(|r| r.get(k)).and_then(Value::as_str).map(str::to_string);
+        let (mut objects, mut memsize, mut any) = (0u64, 0u64, false);
+        if let Some(types) = o.get("types").and_then(Value::as_object) {
+            for t in types.values() {
+                any = true;
+                objects += t.get("count").and_then(Value::as_u64).unwrap_or(0);
+                memsize += t.get("memsize").and_then(Value::as_u64).unwrap_or(0);
+            }
+        }
+        Some(Meta {
+            host: s("host"),
+            pid: u("pid").and_then(|p| u32::try_from(p).ok()),
+            seq: u("seq"),
+            method: rs("method"),
+            path: rs("path"),
+            status: req.and_then(|r| r.get("status")).and_then(Value::as_i64),
+            started_at_ms: u("started_at_ms"),
+            gc_generation: u("gc_generation"),
+            baseline_generation: u("baseline_generation"),
+            dump: s("dump"),
+            mode: s("mode"),
+            lines: u("lines"),
+            bytes: u("bytes"),
+            stored_bytes: u("stored_bytes"),
+            objects: any.then_some(objects),
+            memsize: any.then_some(memsize),
+        })
+    }
+}
+
+/// One dump found in a session source.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: String,
+    pub size: u64,
+    pub input: Input,
+    pub meta_input: Option<Input>,
+    pub parsed: Option<DumpKey>,
+}
+
+/// A source of many dumps: a local folder or a store URL.
+pub struct Session {
+    pub name: String,
+    pub entries: Vec<Entry>,
+}
+
+fn dump_stem(key: &str) -> Option<&str> {
+    if key.ends_with(META_SUFFIX) {
+        return None;
+    }
+    DUMP_SUFFIXES.iter().find_map(|s| key.strip_suffix(s))
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
+    for ent in std::fs::read_dir(dir)? {
+        let ent = ent?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let key = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let ft = ent.file_type()?;
+        if ft.is_dir() {
+            walk(&ent.path(), &key, out)?;
+        } else if ft.is_file() {
+            out.push((key, ent.metadata().map(|m| m.len()).unwrap_or(0)));
+        }
+    }
+    Ok(())
+}
+
+impl Session {
+    /// Find every dump under a folder or store URL.
+    pub fn open(source: &str) -> Result<Session, AnalysisError> {
+        let (keys, make): (Vec<(String, u64)>, Box<dyn Fn(&str) -> Input>) = match local_path(source) {
+            Some(dir) => {
+                let meta = std::fs::metadata(&dir).map_err(|e| AnalysisError::Read {
+                    source_name: source.to_string(),
+                    message: if e.kind() == std::io::ErrorKind::NotFound {
+                        "no such folder".to_string()
+                    } else {
+                        e.to_string()
+                    },
+                })?;
+                if !meta.is_dir() {
+                    return Err(AnalysisError::Read {
+                        source_name: source.to_string(),
+                        message: "is a file; give the folder (or store URL) the middleware writes to".into(),
+                    });
+                }
+                let mut keys = Vec::new();
+                walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
+                    source_name: source.to_string(),
+                    message: e.to_string(),
+                })?;
+                keys.sort();
+                let base: PathBuf = dir.clone();
+                (keys, Box::new(move |k: &str| Input::Local(base.join(k))))
+            }
+            None => {
+                let store = Store::open(source)?;
+                let keys = crate::runtime::block_on(store.list(""))??;
+                (keys, Box::new(move |k: &str| Input::Stored { store: store.clone(), key: k.to_string() }))
+            }
+        };
+        let metas: std::collections::HashSet<&str> = keys
+            .iter()
+            .filter_map(|(k, _)| k.strip_suffix(META_SUFFIX))
+            .collect();
+        let mut entries = Vec::new();
+        for (key, size) in &keys {
+            let Some(stem) = dump_stem(key) else { continue };
+            let meta_input = metas.contains(stem).then(|| make(&format!("{stem}{META_SUFFIX}")));
+            entries.push(Entry {
+                key: key.clone(),
+                size: *size,
+                input: make(key),
+                meta_input,
+                parsed: DumpKey::parse(&format!("{stem}.jsonl.gz")),
+            });
+        }
+        Ok(Session {
+            name: source.to_string(),
+            entries,
+        })
+    }
+}
+
+/// A dump as listed by `ls` and charted by `leaks`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DumpInfo {
+    pub key: String,
+    pub host: String,
+    pub pid: u32,
+    pub seq: Option<u64>,
+    pub unix_ms: Option<u64>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub status: Option<i64>,
+    /// "full" or "retained", from the metadata.
+    pub dump: Option<String>,
+    pub gc_generation: Option<u64>,
+    /// Stored size in bytes.
+    pub size: u64,
+    /// Live objects and their memsize in the dump (from the metadata for `ls`,
+    /// counted from the dump itself for `leaks`).
+    pub objects: Option<u64>,
+    pub memsize: Option<u64>,
+}
+
+fn info(entry: &Entry, meta: &Option<Meta>) -> DumpInfo {
+    let m = meta.clone().unwrap_or_default();
+    let k = entry.parsed.as_ref();
+    DumpInfo {
+        key: entry.key.clone(),
+        host: k.map(|k| k.host.clone()).or(m.host).unwrap_or_else(|| "(unknown)".into()),
+        pid: k.map(|k| k.pid).or(m.pid).unwrap_or(0),
+        seq: k.map(|k| k.seq).or(m.seq),
+        unix_ms: k.map(|k| k.unix_ms).or(m.started_at_ms),
+        method: m.method.or_else(|| k.map(|k| k.method.clone())),
+        path: m.path.or_else(|| k.map(|k| format!("/{}", k.slug))),
+        status: m.status,
+        dump: m.dump,
+        gc_generation: m.gc_generation,
+        size: entry.size,
+        objects: m.objects,
+        memsize: m.memsize,
+    }
+}
+
+fn read_meta(entry: &Entry) -> Option<Meta> {
+    entry.meta_input.as_ref().and_then(|i| i.read_all().ok()).and_then(|b| Meta::parse(&b))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    pub command: &'static str,
+    pub source: String,
+    pub dumps: Vec<DumpInfo>,
+}
+
+/// List the dumps of a session with their metadata, ordered by process and sequence.
+pub fn ls(source: &str) -> Result<Listing, AnalysisError> {
+    let session = Session::open(source)?;
+    let mut dumps: Vec<DumpInfo> = session.entries.iter().map(|e| info(e, &read_meta(e))).collect();
+    dumps.sort_by(|a, b| (&a.host, a.pid, a.seq, &a.key).cmp(&(&b.host, b.pid, b.seq, &b.key)));
+    Ok(Listing {
+        command: "ls",
+        source: session.name,
+        dumps,
+    })
+}
+
+/// An allocation site as named across dumps (by text, not per-dump ids).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SiteName {
+    file: String,
+    line: u32,
+    ty: String,
+    class: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct SiteAgg {
+    count: u64,
+    memsize: u64,
+    generations: FxHashMap<u32, u64>,
+}
+
+/// What one dump contributes to the session analysis.
+#[derive(Debug, Default)]
+struct Digest {
+    objects: u64,
+    memsize: u64,
+    sites: FxHashMap<SiteName, SiteAgg>,
+}
+
+fn digest(heap: &Heap, with_generations: bool) -> Digest {
+    let mut by_id: FxHashMap<(u32, u32, u32, u64), SiteAgg> = FxHashMap::default();
+    let mut d = Digest::default();
+    for o in &heap.objects {
+        d.objects += 1;
+        d.memsize += o.memsize;
+        let agg = by_id.entry((o.file, o.line, o.ty, o.class)).or_default();
+        agg.count += 1;
+        agg.memsize += o.memsize;
+        if with_generations && o.generation != NO_GENERATION {
+            *agg.generations.entry(o.generation).or_insert(0) += 1;
+        }
+    }
+    for ((file, line, ty, class), agg) in by_id {
+        let name = SiteName {
+            file: heap.files.get(file).to_string(),
+            line: if file == 0 { 0 } else { line },
+            ty: heap.types.get(ty).to_string(),
+            class: heap.class_name(class).map(str::to_string),
+        };
+        let e = d.sites.entry(name).or_default();
+        e.count += agg.count;
+        e.memsize += agg.memsize;
+        for (g, n) in agg.generations {
+            *e.generations.entry(g).or_insert(0) += n;
+        }
+    }
+    d
+}
+
+/// An endpoint (request method and path) and how many live objects of a site it allocated.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub method: String,
+    pub path: String,
+    pub count: u64,
+}
+
+/// A leaking site: the last dump's live count and memsize, and its growth.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeakSite {
+    #[serde(flatten)]
+    pub site: Site,
+    pub host: String,
+    pub pid: u32,
+    /// Live objects added per request over the later half of the series (least squares).
+    pub per_request: f64,
+    /// Live objects added over the later half of the series.
+    pub growth: i64,
+    /// Memsize added over the later half of the series.
+    pub memsize_growth: i64,
+    /// Live objects in each dump of the process, in sequence order.
+    pub series: Vec<u64>,
+    pub memsize_series: Vec<u64>,
+    /// Requests that allocated the live objects of the last dump, most first
+    /// (needs `generation` in the dump and `gc_generation` in the metadata).
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One process's part of the session.
+#[derive(Debug, Serialize)]
+pub struct ProcessReport {
+    pub host: String,
+    pub pid: u32,
+    /// Dumps read, in sequence order, with objects and memsize counted from each.
+    pub dumps: Vec<DumpInfo>,
+    /// Dumps that could not be read: key and error.
+    pub skipped: Vec<Skipped>,
+    pub leaking_sites: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub key: String,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Leaks {
+    pub command: &'static str,
+    pub source: String,
+    /// Leaking sites over every process, fastest growing first.
+    pub sites: Vec<LeakSite>,
+    pub processes: Vec<ProcessReport>,
+    /// Human-readable warnings (skipped dumps, too few dumps).
+    pub warnings: Vec<String>,
+}
+
+/// The growth verdict for one site's series of live counts.
+///
+/// `xs` are the request numbers of the dumps (sequence numbers), `ys` the live
+/// counts. A leak grows through the later half: the last count is above the
+/// count at the start of the later half and above the count halfway through
+/// it, counts drop in at most a quarter of its steps, and the least-squares
+/// slope is positive. Returns that slope (objects per request) for a leak.
+pub fn growth_rate(xs: &[f64], ys: &[u64]) -> Option<f64> {
+    let n = ys.len();
+    if n < 3 || xs.len() != n {
+        return None;
+    }
+    let start = n / 2;
+    let last = n - 1;
+    let mid = start + (last - start) / 2;
+    if ys[last] <= ys[start] || (mid > start && ys[last] <= ys[mid]) {
+        return None;
+    }
+    let tail = &ys[start..];
+    let steps = tail.len() - 1;
+    let downs = tail.windows(2).filter(|w| w[1] < w[0]).count();
+    if downs * 4 > steps {
+        return None;
+    }
+    let tx = &xs[start..];
+    let m = tail.len() as f64;
+    let mx = tx.iter().sum::<f64>() / m;
+    let my = tail.iter().map(|&y| y as f64).sum::<f64>() / m;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, &y) in tx.iter().zip(tail) {
+        sxy += (x - mx) * (y as f64 - my);
+        sxx += (x - mx) * (x - mx);
+    }
+    if sxx <= 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    (slope > 0.0).then_some(slope)
+}
+
+struct Loaded {
+    entry: Entry,
+    meta: Option<Meta>,
+    digest: Result<Digest, AnalysisError>,
+}
+
+/// Find the leaking sites of a session (a folder or store URL of dumps).
+/// `top` = 0 keeps every leaking site. `threads` bounds parallel reads.
+pub fn leaks(source: &str, progress: Progress, top: usize, threads: usize) -> Result<Leaks, AnalysisError> {
+    let session = Session::open(source)?;
+    let mut warnings = Vec::new();
+    if session.entries.is_empty() {
+        return Err(AnalysisError::Read {
+            source_name: source.to_string(),
+            message: "no dumps found (expected *.jsonl.gz files, as the middleware writes)".into(),
+        });
+    }
+    // Group by process, then order each process's dumps.
+    let mut groups: BTreeMap<(String, u32), Vec<Entry>> = BTreeMap::new();
+    for e in session.entries {
+        let key = match &e.parsed {
+            Some(k) => (k.host.clone(), k.pid),
+            None => ("(unknown)".to_string(), 0),
+        };
+        groups.entry(key).or_default().push(e);
+    }
+    let mut jobs: Vec<(usize, Entry, bool)> = Vec::new();
+    for (gi, entries) in groups.values_mut().enumerate() {
+        entries.sort_by(|a, b| {
+            let ka = a.parsed.as_ref().map(|k| (k.seq, k.unix_ms));
+            let kb = b.parsed.as_ref().map(|k| (k.seq, k.unix_ms));
+            ka.cmp(&kb).then_with(|| a.key.cmp(&b.key))
+        });
+        let n = entries.len();
+        for (i, e) in entries.iter().enumerate() {
+            // Generations are kept for the last dumps only (endpoint attribution).
+            jobs.push((gi, e.clone(), i + 2 >= n));
+        }
+    }
+    let loaded = load_all(jobs, progress, threads);
+    let mut per_group: Vec<Vec<Loaded>> = groups.keys().map(|_| Vec::new()).collect();
+    for (gi, l) in loaded {
+        per_group[gi].push(l);
+    }
+
+    let mut sites = Vec::new();
+    let mut processes = Vec::new();
+    for ((host, pid), group) in groups.keys().zip(per_group) {
+        let mut skipped = Vec::new();
+        let mut good: Vec<(Entry, Option<Meta>, Digest)> = Vec::new();
+        for l in group {
+            match l.digest {
+                Ok(d) => good.push((l.entry, l.meta, d)),
+                Err(e) => {
+                    warnings.push(format!("skipped {}: {e}", l.entry.key));
+                    skipped.push(Skipped {
+                        key: l.entry.key.clone(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        let dumps: Vec<DumpInfo> = good
+            .iter()
+            .map(|(e, m, d)| {
+                let mut i = info(e, m);
+                i.objects = Some(d.objects);
+                i.memsize = Some(d.memsize);
+                i
+            })
+            .collect();
+        if good.len() < 3 {
+            warnings.push(format!(
+                "process {host}/{pid}: {} readable dump(s); at least 3 are needed to tell growth from noise",
+                good.len()
+            ));
+        }
+        let found = process_leaks(host, *pid, &good);
+        processes.push(ProcessReport {
+            host: host.clone(),
+            pid: *pid,
+            dumps,
+            skipped,
+            leaking_sites: found.len(),
+        });
+        sites.extend(found);
+    }
+    sites.sort_by(|a, b| {
+        b.per_request
+            .partial_cmp(&a.per_request)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(b.memsize_growth.cmp(&a.memsize_growth))
+            .then_with(|| a.site.location.cmp(&b.site.location))
+            .then_with(|| a.site.ty.cmp(&b.site.ty))
+    });
+    if top > 0 {
+        sites.truncate(top);
+    }
+    Ok(Leaks {
+        command: "leaks",
+        source: session.name,
+        sites,
+        processes,
+        warnings,
+    })
+}
+
+fn load_all(jobs: Vec<(usize, Entry, bool)>, progress: Progress, threads: usize) -> Vec<(usize, Loaded)> {
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<(usize, Loaded)>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let threads = threads.clamp(1, 8).min(jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((gi, entry, gens)) = jobs.get(i) else { break };
+                let meta = read_meta(entry);
+                let digest = Heap::read(&entry.input, progress).map(|h| digest(&h, *gens));
+                let loaded = Loaded {
+                    entry: entry.clone(),
+                    meta,
+                    digest,
+                };
+                let mut guard = out.lock().unwrap_or_else(|p| p.into_inner());
+                guard[i] = Some((*gi, loaded));
+            });
+        }
+    });
+    out.into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -> Vec<LeakSite> {
+    let n = good.len();
+    if n < 3 {
+        return Vec::new();
+    }
+    // Request numbers: the sequence numbers when the keys carry them.
+    let xs: Vec<f64> = good
+        .iter()
+        .enumerate()
+        .map(|(i, (e, _, _))| e.parsed.as_ref().map(|k| k.seq as f64).unwrap_or(i as f64))
+        .collect();
+    let xs: Vec<f64> = if xs.windows(2).all(|w| w[1] > w[0]) {
+        xs
+    } else {
+        (0..n).map(|i| i as f64).collect()
+    };
+    // Generation -> endpoint: the request whose GC generation is the largest <= g.
+    let mut by_gen: Vec<(u64, String, String)> = good
+        .iter()
+        .filter_map(|(e, m, _)| {
+            let m = m.as_ref()?;
+            let i = info(e, &Some(m.clone()));
+            Some((m.gc_generation?, i.method.unwrap_or_default(), i.path.unwrap_or_default()))
+        })
+        .collect();
+    by_gen.sort();
+    let endpoint_of = |g: u32| -> Option<(String, String)> {
+        let at = by_gen.partition_point(|(gen, _, _)| *gen <= g as u64);
+        (at > 0).then(|| (by_gen[at - 1].1.clone(), by_gen[at - 1].2.clone()))
+    };
+
+    let mut names: Vec<&SiteName> = good.iter().flat_map(|(_, _, d)| d.sites.keys()).collect();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    let last = &good[n - 1].2;
+    for name in names {
+        if name.file.is_empty() {
+            // Objects without allocation info cannot be pinned on a line.
+            continue;
+        }
+        let series: Vec<u64> = good.iter().map(|(_, _, d)| d.sites.get(name).map_or(0, |a| a.count)).collect();
+        let Some(rate) = growth_rate(&xs, &series) else { continue };
+        let memsize_series: Vec<u64> = good.iter().map(|(_, _, d)| d.sites.get(name).map_or(0, |a| a.memsize)).collect();
+        let start = n / 2;
+        let mut endpoints: BTreeMap<(String, String), u64> = BTreeMap::new();
+        if let Some(agg) = last.sites.get(name) {
+            for (&g, &count) in &agg.generations {
+                if let Some(ep) = endpoint_of(g) {
+                    *endpoints.entry(ep).or_insert(0) += count;
+                }
+            }
+        }
+        let mut endpoints: Vec<Endpoint> = endpoints
+            .into_iter()
+            .map(|((method, path), count)| Endpoint { method, path, count })
+            .collect();
+        endpoints.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+        out.push(LeakSite {
+            site: Site::new(&name.file, name.line, &name.ty, name.class.as_deref(), series[n - 1], memsize_series[n - 1]),
+            host: host.to_string(),
+            pid,
+            per_request: (rate * 1000.0).round() / 1000.0,
+            growth: series[n - 1] as i64 - series[start] as i64,
+            memsize_growth: memsize_series[n - 1] as i64 - memsize_series[start] as i64,
+            series,
+            memsize_series,
+            endpoints,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::growth_rate;
+
+    fn xs(n: usize) -> Vec<f64> {
+        (1..=n).map(|i| i as f64).collect()
+    }
+
+    #[test]
+    fn a_steady_leak_grows() {
+        let ys: Vec<u64> = (0..20).map(|i| 10 + 3 * i).collect();
+        let r = growth_rate(&xs(20), &ys).unwrap();
+        assert!((r - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_cache_that_fills_then_stays_flat_is_not_a_leak() {
+        let ys: Vec<u64> = (0..20).map(|i| (i * 5).min(40)).collect();
+        assert_eq!(growth_rate(&xs(20), &ys), None);
+    }
+
+    #[test]
+    fn a_cache_that_stops_early_in_the_later_half_is_not_a_leak() {
+        // Still filling at the start of the later half, flat for its last half.
+        let ys: Vec<u64> = (0..20).map(|i| i.min(13)).collect();
+        assert_eq!(growth_rate(&xs(20), &ys), None);
+    }
+
+    #[test]
+    fn a_leak_on_every_other_request_still_counts() {
+        let ys: Vec<u64> = (0..20).map(|i| i / 2).collect();
+        assert!(growth_rate(&xs(20), &ys).is_some());
+    }
+
+    #[test]
+    fn noise_and_short_series_are_not_leaks() {
+        assert_eq!(growth_rate(&xs(2), &[1, 5]), None);
+        assert_eq!(growth_rate(&xs(8), &[5, 7, 5, 8, 5, 7, 4, 6]), None);
+    }
+}

@@ -1,0 +1,93 @@
+//! Reading heap dumps back and naming the code that leaks.
+//!
+//! - [`scan`]: the byte scanner for one `ObjectSpace.dump_all` record.
+//! - [`source`]: files, folders and store objects, plain or gzipped, streamed.
+//! - [`heap`]: one dump as a compact object table; gem names from paths.
+//! - [`summary`], [`diff`], [`leaks`]: the analyses; each returns a
+//!   serialisable report whose `sites` array is most significant first.
+//!
+//! Reports are plain data (serde); the CLI and the Ruby API render them.
+
+pub mod diff;
+pub mod heap;
+pub mod leaks;
+pub mod report;
+pub mod scan;
+pub mod source;
+pub mod summary;
+
+pub use diff::diff;
+pub use leaks::{leaks, ls};
+pub use report::{Group, Site};
+pub use source::{Input, Progress};
+pub use summary::summary;
+
+/// Why an analysis could not run. Every variant names the input it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    /// A dump that is not valid dump_all output at some line.
+    #[error("{source_name}: line {line}: {message}")]
+    Parse {
+        source_name: String,
+        line: u64,
+        message: String,
+    },
+    /// A gzip stream that ends early: the dump was cut short.
+    #[error("{source_name}: gzip stream truncated after line {line} ({bytes} bytes of JSON read); the dump was cut short")]
+    Truncated {
+        source_name: String,
+        line: u64,
+        bytes: u64,
+    },
+    /// An input that cannot be opened or read at all.
+    #[error("{source_name}: {message}")]
+    Read { source_name: String, message: String },
+    /// A store error (listing or fetching) or a bad store URL.
+    #[error(transparent)]
+    Core(#[from] crate::Error),
+}
+
+impl AnalysisError {
+    /// True when the caller passed something unusable (a bad store URL).
+    pub fn is_argument_error(&self) -> bool {
+        matches!(self, AnalysisError::Core(e) if e.is_argument_error())
+    }
+}
+
+/// Resolve what the user typed into one input: a local path, or a store URL
+/// naming one object (`s3://bucket/prefix/key.jsonl.gz`, `file://dir/x.jsonl.gz`).
+pub fn input_for(spec: &str) -> Result<Input, AnalysisError> {
+    if let Some(local) = local_path(spec) {
+        return Ok(Input::Local(local));
+    }
+    // A URL: open its folder as a store and read the last segment as the key.
+    let (dir, key) = match spec.rsplit_once('/') {
+        Some((dir, key)) if !key.is_empty() && dir.contains("://") && !dir.ends_with(':') && !dir.ends_with("//") => (dir, key),
+        _ => {
+            return Err(AnalysisError::Read {
+                source_name: spec.to_string(),
+                message: "expected a file path or a store URL ending in an object key".into(),
+            })
+        }
+    };
+    let store = crate::store::Store::open(dir)?;
+    Ok(Input::Stored {
+        store,
+        key: key.to_string(),
+    })
+}
+
+/// A local path for plain paths and `file://` URLs; `None` for other URLs.
+pub fn local_path(spec: &str) -> Option<std::path::PathBuf> {
+    if let Some(rest) = spec.strip_prefix("file://") {
+        let rest = match rest.strip_prefix("localhost/") {
+            Some(r) => format!("/{r}"),
+            None => rest.to_string(),
+        };
+        return Some(std::path::PathBuf::from(rest));
+    }
+    if spec.contains("://") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(spec))
+}

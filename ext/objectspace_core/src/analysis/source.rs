@@ -1,0 +1,391 @@
+//! Where dumps come from, and how their lines reach the scanner.
+//!
+//! Local files are memory-mapped (plain JSON) or decompressed on a reader
+//! thread (gzip, detected by its magic bytes, not the file name) so that
+//! inflating overlaps with parsing. Store objects are fetched whole (a dump is
+//! tens of MB compressed at most) and then handled the same way.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use memchr::memchr;
+
+use super::scan::{scan, Record};
+use super::AnalysisError;
+use crate::store::Store;
+
+/// Progress callback: called with the number of input bytes (as stored, so
+/// compressed for gzip) consumed since the previous call. May be called from
+/// several threads at once.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// A no-op progress callback.
+pub fn no_progress(_: u64) {}
+
+/// One dump to read.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A file on this machine.
+    Local(PathBuf),
+    /// An object in a store, by key relative to the store's prefix.
+    Stored { store: Store, key: String },
+}
+
+impl Input {
+    /// The name used in messages: the path, or the store URL and key.
+    pub fn name(&self) -> String {
+        match self {
+            Input::Local(p) => p.display().to_string(),
+            Input::Stored { store, key } => {
+                format!("{}/{}", store.url().trim_end_matches('/'), key)
+            }
+        }
+    }
+
+    /// The size as stored, for progress (0 when unknown).
+    pub fn stored_size(&self) -> u64 {
+        match self {
+            Input::Local(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            Input::Stored { .. } => 0,
+        }
+    }
+
+    /// Read the whole object (used for small metadata records).
+    pub fn read_all(&self) -> Result<Vec<u8>, AnalysisError> {
+        match self {
+            Input::Local(p) => std::fs::read(p).map_err(|e| read_error(&self.name(), e)),
+            Input::Stored { store, key } => {
+                let bytes = crate::runtime::block_on(store.get(key))??;
+                Ok(bytes.to_vec())
+            }
+        }
+    }
+}
+
+fn read_error(name: &str, e: io::Error) -> AnalysisError {
+    let message = match e.kind() {
+        io::ErrorKind::NotFound => "no such file".to_string(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    };
+    AnalysisError::Read {
+        source_name: name.to_string(),
+        message,
+    }
+}
+
+/// What reading one dump saw, besides its records.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadStats {
+    /// Lines read (blank lines included).
+    pub lines: u64,
+    /// Bytes of JSON read (decompressed).
+    pub bytes: u64,
+}
+
+const CHUNK: usize = 4 << 20;
+const PROGRESS_STEP: usize = 16 << 20;
+
+/// Read every record of a dump, in order, calling `f` with each and its line
+/// number (1-based). Any unreadable part stops the read with an error that
+/// names the input and the line.
+pub fn read_records<F>(input: &Input, progress: Progress, mut f: F) -> Result<ReadStats, AnalysisError>
+where
+    F: FnMut(&Record, u64),
+{
+    let name = input.name();
+    let mut lines = Lines::new(&name);
+    match input {
+        Input::Local(path) => read_local(path, &name, &mut lines, progress, &mut f)?,
+        Input::Stored { store, key } => {
+            let bytes = crate::runtime::block_on(store.get(key))??;
+            progress(bytes.len() as u64);
+            if is_gzip(&bytes) {
+                let len = bytes.len() as u64;
+                inflate_on_thread(io::Cursor::new(bytes), len, &name, &mut lines, &no_progress, &mut f)?;
+            } else {
+                lines.feed_all(&bytes, &no_progress, &mut f)?;
+            }
+        }
+    }
+    lines.finish(&mut f)
+}
+
+fn is_gzip(b: &[u8]) -> bool {
+    b.len() >= 2 && b[0] == 0x1f && b[1] == 0x8b
+}
+
+fn read_local<F: FnMut(&Record, u64)>(
+    path: &Path,
+    name: &str,
+    lines: &mut Lines,
+    progress: Progress,
+    f: &mut F,
+) -> Result<(), AnalysisError> {
+    let mut file = File::open(path).map_err(|e| read_error(name, e))?;
+    let meta = file.metadata().map_err(|e| read_error(name, e))?;
+    if meta.is_dir() {
+        return Err(AnalysisError::Read {
+            source_name: name.to_string(),
+            message: "is a folder; give a dump file (or use `leaks`/`ls` for a folder)".into(),
+        });
+    }
+    let mut magic = [0u8; 2];
+    let got = file.read(&mut magic).map_err(|e| read_error(name, e))?;
+    if got == 2 && is_gzip(&magic) {
+        let file = File::open(path).map_err(|e| read_error(name, e))?;
+        return inflate_on_thread(file, meta.len(), name, lines, progress, f);
+    }
+    if meta.len() == 0 {
+        return Ok(());
+    }
+    // SAFETY: the map is read-only and lives only for this call. A dump being
+    // truncated by another process while we read it could fault; dumps are
+    // written once and renamed into place by the middleware, so we accept that.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| read_error(name, e))?;
+    #[cfg(unix)]
+    let _ = map.advise(memmap2::Advice::Sequential);
+    lines.feed_all(&map, progress, f)
+}
+
+/// Counts the compressed bytes read, for progress.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+enum Chunk {
+    Data(Vec<u8>),
+    Error(io::Error),
+}
+
+/// Inflate `raw` on a reader thread and parse the lines here as they arrive.
+fn inflate_on_thread<R, F>(
+    raw: R,
+    _len: u64,
+    name: &str,
+    lines: &mut Lines,
+    progress: Progress,
+    f: &mut F,
+) -> Result<(), AnalysisError>
+where
+    R: Read + Send + 'static,
+    F: FnMut(&Record, u64),
+{
+    let count = Arc::new(AtomicU64::new(0));
+    let counting = Counting {
+        inner: io::BufReader::with_capacity(1 << 20, raw),
+        count: count.clone(),
+    };
+    let (tx, rx) = sync_channel::<Chunk>(4);
+    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(6);
+    let reader = std::thread::Builder::new()
+        .name("objectspace-inflate".into())
+        .spawn(move || {
+            let mut gz = flate2::read::MultiGzDecoder::new(counting);
+            loop {
+                let mut buf = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                buf.clear();
+                buf.resize(CHUNK, 0);
+                let mut filled = 0;
+                let mut failure = None;
+                while filled < CHUNK {
+                    match gz.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                buf.truncate(filled);
+                let done = filled < CHUNK;
+                if filled > 0 && tx.send(Chunk::Data(buf)).is_err() {
+                    return;
+                }
+                if let Some(e) = failure {
+                    let _ = tx.send(Chunk::Error(e));
+                    return;
+                }
+                if done {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| read_error(name, e))?;
+    let result = consume(&rx, &back_tx, &count, name, lines, progress, f);
+    drop(rx);
+    let _ = reader.join();
+    result
+}
+
+fn consume<F: FnMut(&Record, u64)>(
+    rx: &Receiver<Chunk>,
+    back: &std::sync::mpsc::SyncSender<Vec<u8>>,
+    count: &AtomicU64,
+    name: &str,
+    lines: &mut Lines,
+    progress: Progress,
+    f: &mut F,
+) -> Result<(), AnalysisError> {
+    let mut reported = 0u64;
+    for chunk in rx.iter() {
+        match chunk {
+            Chunk::Data(buf) => {
+                lines.feed(&buf, f)?;
+                let _ = back.try_send(buf);
+                let now = count.load(Ordering::Relaxed);
+                progress(now - reported);
+                reported = now;
+            }
+            Chunk::Error(e) => {
+                return Err(gzip_error(name, lines, e));
+            }
+        }
+    }
+    let now = count.load(Ordering::Relaxed);
+    progress(now.saturating_sub(reported));
+    Ok(())
+}
+
+fn gzip_error(name: &str, lines: &Lines, e: io::Error) -> AnalysisError {
+    let complete = lines.line;
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        AnalysisError::Truncated {
+            source_name: name.to_string(),
+            line: complete,
+            bytes: lines.bytes,
+        }
+    } else {
+        AnalysisError::Parse {
+            source_name: name.to_string(),
+            line: complete + 1,
+            message: format!("invalid gzip data ({e}) after {} bytes of JSON", lines.bytes),
+        }
+    }
+}
+
+/// Splits a byte stream into lines, carrying a partial line across chunks,
+/// and scans each one.
+struct Lines {
+    name: String,
+    carry: Vec<u8>,
+    /// Number of the last complete line handed to the scanner.
+    line: u64,
+    bytes: u64,
+}
+
+impl Lines {
+    fn new(name: &str) -> Self {
+        Lines {
+            name: name.to_string(),
+            carry: Vec::new(),
+            line: 0,
+            bytes: 0,
+        }
+    }
+
+    #[inline]
+    fn one<F: FnMut(&Record, u64)>(&mut self, line: &[u8], at_end: bool, f: &mut F) -> Result<(), AnalysisError> {
+        self.line += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || line.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(());
+        }
+        match scan(line) {
+            Ok(rec) => {
+                f(&rec, self.line);
+                Ok(())
+            }
+            Err(e) => {
+                let cut = at_end && e.offset >= line.len();
+                let message = if cut {
+                    format!("record cut short at byte {} of the line (the dump ends mid-record: {})", e.offset, e.message)
+                } else if !line.is_ascii() && std::str::from_utf8(line).is_err() && line.first() != Some(&b'{') {
+                    format!("not a JSON record (binary data?) at byte {}", e.offset)
+                } else {
+                    format!("{} at byte {}", e.message, e.offset)
+                };
+                Err(AnalysisError::Parse {
+                    source_name: self.name.clone(),
+                    line: self.line,
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Feed one chunk; a trailing partial line is kept for the next.
+    fn feed<F: FnMut(&Record, u64)>(&mut self, mut buf: &[u8], f: &mut F) -> Result<(), AnalysisError> {
+        self.bytes += buf.len() as u64;
+        if !self.carry.is_empty() {
+            match memchr(b'\n', buf) {
+                Some(k) => {
+                    let mut carry = std::mem::take(&mut self.carry);
+                    carry.extend_from_slice(&buf[..k]);
+                    self.one(&carry, false, f)?;
+                    carry.clear();
+                    self.carry = carry;
+                    buf = &buf[k + 1..];
+                }
+                None => {
+                    self.carry.extend_from_slice(buf);
+                    return Ok(());
+                }
+            }
+        }
+        let mut start = 0;
+        while let Some(k) = memchr(b'\n', &buf[start..]) {
+            self.one(&buf[start..start + k], false, f)?;
+            start += k + 1;
+        }
+        self.carry.extend_from_slice(&buf[start..]);
+        Ok(())
+    }
+
+    /// Feed a whole input held in memory, reporting progress as it goes.
+    fn feed_all<F: FnMut(&Record, u64)>(&mut self, buf: &[u8], progress: Progress, f: &mut F) -> Result<(), AnalysisError> {
+        let mut offset = 0;
+        while offset < buf.len() {
+            let end = (offset + PROGRESS_STEP).min(buf.len());
+            // Cut at a line end so that no line is copied into `carry`.
+            let end = if end == buf.len() {
+                end
+            } else {
+                match memchr(b'\n', &buf[end..]) {
+                    Some(k) => end + k + 1,
+                    None => buf.len(),
+                }
+            };
+            self.feed(&buf[offset..end], f)?;
+            progress((end - offset) as u64);
+            offset = end;
+        }
+        Ok(())
+    }
+
+    fn finish<F: FnMut(&Record, u64)>(mut self, f: &mut F) -> Result<ReadStats, AnalysisError> {
+        if !self.carry.is_empty() {
+            let carry = std::mem::take(&mut self.carry);
+            self.one(&carry, true, f)?;
+        }
+        Ok(ReadStats {
+            lines: self.line,
+            bytes: self.bytes,
+        })
+    }
+}
