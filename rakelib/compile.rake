@@ -30,5 +30,9 @@ task :compile do
   Dir.chdir(RackObjectspaceBuild::ROOT) do
     sh RackObjectspaceBuild.cargo_env, "cargo", "build", "--release", "-p", RackObjectspaceBuild::CRATE
   end
-  FileUtils.cp(RackObjectspaceBuild.built_library, RackObjectspaceBuild.installed_library)
+  # Copy then rename: overwriting the .so in place crashes every Ruby that has it
+  # loaded (a spec run, a puma), since they map the same inode.
+  installed = RackObjectspaceBuild.installed_library
+  FileUtils.cp(RackObjectspaceBuild.built_library, "#{installed}.tmp-#{Process.pid}")
+  File.rename("#{installed}.tmp-#{Process.pid}", installed)
 end
