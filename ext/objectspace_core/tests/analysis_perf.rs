@@ -26,10 +26,14 @@ fn parse_throughput() {
             scanned += r.memsize;
         }
     }
-    println!("in-memory scan of {newlines} lines: {:.3}s ({scanned})", t.elapsed().as_secs_f64());
+    println!(
+        "in-memory scan of {newlines} lines: {:.3}s ({scanned})",
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     let mut n = 0u64;
-    let stats = read_records(&input, &no_progress, |r, _| n += r.memsize & 1).expect("readable dump");
+    let stats =
+        read_records(&input, &no_progress, |r, _| n += r.memsize & 1).expect("readable dump");
     let scan = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let heap = Heap::read(&input, &no_progress).expect("readable dump");

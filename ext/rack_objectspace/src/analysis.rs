@@ -1,7 +1,171 @@
-//! Native analysis API (in progress, owned by the analysis work).
+//! `Rack::Objectspace::Native::Analysis` (private API): the analyses of the core
+//! crate, run without the GVL, returning their reports as JSON strings that
+//! lib/rack/objectspace/analysis.rb parses. Defaults live in Ruby: every
+//! argument is explicit here.
 
-use magnus::{RModule, Ruby};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-pub fn init(_ruby: &Ruby, _native: RModule) -> Result<(), magnus::Error> {
+use magnus::{function, prelude::*, Error, ExceptionClass, RClass, RModule, Ruby};
+use objectspace_core::analysis::{self, AnalysisError, Input};
+
+use crate::nogvl::nogvl;
+
+type RbResult<T> = Result<T, Error>;
+
+/// `Rack::Objectspace::<name>`, or RuntimeError if Ruby did not define it.
+fn error_class(ruby: &Ruby, name: &str) -> ExceptionClass {
+    ruby.class_object()
+        .const_get::<_, RModule>("Rack")
+        // Rack::Objectspace is a class (the middleware), not a module.
+        .and_then(|rack| rack.const_get::<_, RClass>("Objectspace"))
+        .and_then(|os| os.const_get::<_, ExceptionClass>(name))
+        .unwrap_or_else(|_| ruby.exception_runtime_error())
+}
+
+fn to_ruby(ruby: &Ruby, err: AnalysisError) -> Error {
+    match err {
+        AnalysisError::Core(e) if e.is_argument_error() => {
+            Error::new(ruby.exception_arg_error(), e.to_string())
+        }
+        AnalysisError::Core(e @ objectspace_core::Error::Store { .. }) => {
+            Error::new(error_class(ruby, "StoreError"), e.to_string())
+        }
+        other => Error::new(error_class(ruby, "ParseError"), other.to_string()),
+    }
+}
+
+fn encode_error(ruby: &Ruby, e: serde_json::Error) -> Error {
+    Error::new(
+        error_class(ruby, "Error"),
+        format!("cannot encode the report: {e}"),
+    )
+}
+
+/// A progress bar on stderr (the caller decides whether stderr is a terminal).
+/// Called from reader threads without the GVL, so it writes with Rust's stderr.
+struct Bar {
+    enabled: bool,
+    total: u64,
+    done: AtomicU64,
+    last: Mutex<Option<Instant>>,
+    label: &'static str,
+}
+
+impl Bar {
+    fn new(enabled: bool, total: u64, label: &'static str) -> Bar {
+        Bar {
+            enabled,
+            total,
+            done: AtomicU64::new(0),
+            last: Mutex::new(None),
+            label,
+        }
+    }
+
+    fn tick(&self, delta: u64) {
+        if !self.enabled {
+            return;
+        }
+        let done = self.done.fetch_add(delta, Ordering::Relaxed) + delta;
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if matches!(*last, Some(t) if now.duration_since(t) < Duration::from_millis(100)) {
+            return;
+        }
+        *last = Some(now);
+        let mb = |b: u64| b as f64 / 1e6;
+        let line = if self.total > 0 {
+            let frac = (done as f64 / self.total as f64).min(1.0);
+            let filled = (frac * 30.0) as usize;
+            format!(
+                "\r{} [{}{}] {:3.0}% {:.0}/{:.0} MB",
+                self.label,
+                "#".repeat(filled),
+                " ".repeat(30 - filled),
+                frac * 100.0,
+                mb(done),
+                mb(self.total)
+            )
+        } else {
+            format!("\r{} {:.0} MB", self.label, mb(done))
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    fn finish(&self) {
+        if self.enabled {
+            let _ = std::io::stderr().write_all(b"\r\x1b[2K");
+        }
+    }
+}
+
+fn input(ruby: &Ruby, spec: &str) -> RbResult<Input> {
+    analysis::input_for(spec).map_err(|e| to_ruby(ruby, e))
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// `Native::Analysis.summary(path_or_url, top, progress)` -> JSON String
+fn summary(ruby: &Ruby, spec: String, top: usize, progress: bool) -> RbResult<String> {
+    let input = input(ruby, &spec)?;
+    let bar = Bar::new(progress, input.stored_size(), "reading");
+    let tick = |d: u64| bar.tick(d);
+    let started = Instant::now();
+    let result = nogvl(|| analysis::summary(&input, &tick, top));
+    bar.finish();
+    let mut report = result.map_err(|e| to_ruby(ruby, e))?;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    serde_json::to_string(&report).map_err(|e| encode_error(ruby, e))
+}
+
+/// `Native::Analysis.diff(before, after, retained, top, progress)` -> JSON String
+fn diff(
+    ruby: &Ruby,
+    a: String,
+    b: String,
+    c: String,
+    top: usize,
+    progress: bool,
+) -> RbResult<String> {
+    let (a, b, c) = (input(ruby, &a)?, input(ruby, &b)?, input(ruby, &c)?);
+    let total = a.stored_size() + b.stored_size() + c.stored_size();
+    let bar = Bar::new(progress, total, "reading");
+    let tick = |d: u64| bar.tick(d);
+    let result = nogvl(|| analysis::diff([&a, &b, &c], &tick, top));
+    bar.finish();
+    serde_json::to_string(&result.map_err(|e| to_ruby(ruby, e))?).map_err(|e| encode_error(ruby, e))
+}
+
+/// `Native::Analysis.leaks(source, top, progress)` -> JSON String
+fn leaks(ruby: &Ruby, source: String, top: usize, progress: bool) -> RbResult<String> {
+    let bar = Bar::new(progress, 0, "reading dumps");
+    let tick = |d: u64| bar.tick(d);
+    let result = nogvl(|| analysis::leaks(&source, &tick, top, threads()));
+    bar.finish();
+    serde_json::to_string(&result.map_err(|e| to_ruby(ruby, e))?).map_err(|e| encode_error(ruby, e))
+}
+
+/// `Native::Analysis.ls(source)` -> JSON String
+fn ls(ruby: &Ruby, source: String) -> RbResult<String> {
+    let result = nogvl(|| analysis::ls(&source));
+    serde_json::to_string(&result.map_err(|e| to_ruby(ruby, e))?).map_err(|e| encode_error(ruby, e))
+}
+
+pub fn init(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
+    let m = native.define_module("Analysis")?;
+    m.define_singleton_method("summary", function!(summary, 3))?;
+    m.define_singleton_method("diff", function!(diff, 5))?;
+    m.define_singleton_method("leaks", function!(leaks, 3))?;
+    m.define_singleton_method("ls", function!(ls, 1))?;
+    let _ = ruby;
     Ok(())
 }

@@ -81,7 +81,11 @@ pub fn diff_heaps(before: &Heap, after: &Heap, retained: &Heap, top: usize) -> D
     groups.truncate(top);
     Diff {
         command: "diff",
-        inputs: vec![before.name.clone(), after.name.clone(), retained.name.clone()],
+        inputs: vec![
+            before.name.clone(),
+            after.name.clone(),
+            retained.name.clone(),
+        ],
         input_objects: vec![
             before.objects.len() as u64,
             after.objects.len() as u64,

@@ -91,7 +91,8 @@ impl Heap {
             ..Heap::default()
         };
         // Dumps run ~300 bytes a record: reserve to avoid regrowing a big table.
-        heap.objects.reserve((input.stored_size() / 320).min(1 << 26) as usize);
+        heap.objects
+            .reserve((input.stored_size() / 320).min(1 << 26) as usize);
         let mut last_ty: Vec<u8> = Vec::new();
         let stats = read_records(input, progress, |rec: &Record, _line| {
             heap.add(rec, &mut last_ty);
@@ -237,15 +238,30 @@ mod tests {
 
     #[test]
     fn gems_from_paths() {
-        assert_eq!(gem_of("/home/u/.gem/ruby/3.1.0/gems/rack-2.2.4/lib/rack/builder.rb"), "rack");
-        assert_eq!(gem_of("/usr/share/rubygems-integration/all/gems/heapy-0.2.0/lib/heapy.rb"), "heapy");
+        assert_eq!(
+            gem_of("/home/u/.gem/ruby/3.1.0/gems/rack-2.2.4/lib/rack/builder.rb"),
+            "rack"
+        );
+        assert_eq!(
+            gem_of("/usr/share/rubygems-integration/all/gems/heapy-0.2.0/lib/heapy.rb"),
+            "heapy"
+        );
         assert_eq!(gem_of("/usr/lib/ruby/vendor_ruby/rack/request.rb"), "rack");
         assert_eq!(gem_of("/usr/lib/ruby/vendor_ruby/rack.rb"), "rack");
         assert_eq!(gem_of("/usr/lib/ruby/3.1.0/set.rb"), "ruby");
         assert_eq!(gem_of("<internal:kernel>"), "ruby");
         assert_eq!(gem_of("/app/models/user.rb"), "app");
-        assert_eq!(gem_of("/b/ruby/3.1.0/bundler/gems/rails-0123abcd4567/x.rb"), "rails");
-        assert_eq!(gem_of("/g/gems/nokogiri-1.15.0-x86_64-linux/lib/n.rb"), "nokogiri");
-        assert_eq!(gem_of("/g/gems/active-record-ext-2.0/lib/n.rb"), "active-record-ext");
+        assert_eq!(
+            gem_of("/b/ruby/3.1.0/bundler/gems/rails-0123abcd4567/x.rb"),
+            "rails"
+        );
+        assert_eq!(
+            gem_of("/g/gems/nokogiri-1.15.0-x86_64-linux/lib/n.rb"),
+            "nokogiri"
+        );
+        assert_eq!(
+            gem_of("/g/gems/active-record-ext-2.0/lib/n.rb"),
+            "active-record-ext"
+        );
     }
 }

@@ -57,7 +57,11 @@ impl Meta {
         let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
         let u = |k: &str| o.get(k).and_then(Value::as_u64);
         let req = o.get("request").and_then(Value::as_object);
-        let rs = |k: &str| req.and_then(|r| r.get(k)).and_then(Value::as_str).map(str::to_string);
+        let rs = |k: &str| {
+            req.and_then(|r| r.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         let (mut objects, mut memsize, mut any) = (0u64, 0u64, false);
         if let Some(types) = o.get("types").and_then(Value::as_object) {
             for t in types.values() {
@@ -114,7 +118,11 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> std::io::Result<
     for ent in std::fs::read_dir(dir)? {
         let ent = ent?;
         let name = ent.file_name().to_string_lossy().into_owned();
-        let key = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let key = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
         let ft = ent.file_type()?;
         if ft.is_dir() {
             walk(&ent.path(), &key, out)?;
@@ -128,37 +136,46 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> std::io::Result<
 impl Session {
     /// Find every dump under a folder or store URL.
     pub fn open(source: &str) -> Result<Session, AnalysisError> {
-        let (keys, make): (Vec<(String, u64)>, Box<dyn Fn(&str) -> Input>) = match local_path(source) {
-            Some(dir) => {
-                let meta = std::fs::metadata(&dir).map_err(|e| AnalysisError::Read {
-                    source_name: source.to_string(),
-                    message: if e.kind() == std::io::ErrorKind::NotFound {
-                        "no such folder".to_string()
-                    } else {
-                        e.to_string()
-                    },
-                })?;
-                if !meta.is_dir() {
-                    return Err(AnalysisError::Read {
+        let (keys, make): (Vec<(String, u64)>, Box<dyn Fn(&str) -> Input>) =
+            match local_path(source) {
+                Some(dir) => {
+                    let meta = std::fs::metadata(&dir).map_err(|e| AnalysisError::Read {
                         source_name: source.to_string(),
-                        message: "is a file; give the folder (or store URL) the middleware writes to".into(),
-                    });
+                        message: if e.kind() == std::io::ErrorKind::NotFound {
+                            "no such folder".to_string()
+                        } else {
+                            e.to_string()
+                        },
+                    })?;
+                    if !meta.is_dir() {
+                        return Err(AnalysisError::Read {
+                            source_name: source.to_string(),
+                            message:
+                                "is a file; give the folder (or store URL) the middleware writes to"
+                                    .into(),
+                        });
+                    }
+                    let mut keys = Vec::new();
+                    walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
+                        source_name: source.to_string(),
+                        message: e.to_string(),
+                    })?;
+                    keys.sort();
+                    let base: PathBuf = dir.clone();
+                    (keys, Box::new(move |k: &str| Input::Local(base.join(k))))
                 }
-                let mut keys = Vec::new();
-                walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
-                    source_name: source.to_string(),
-                    message: e.to_string(),
-                })?;
-                keys.sort();
-                let base: PathBuf = dir.clone();
-                (keys, Box::new(move |k: &str| Input::Local(base.join(k))))
-            }
-            None => {
-                let store = Store::open(source)?;
-                let keys = crate::runtime::block_on(store.list(""))??;
-                (keys, Box::new(move |k: &str| Input::Stored { store: store.clone(), key: k.to_string() }))
-            }
-        };
+                None => {
+                    let store = Store::open(source)?;
+                    let keys = crate::runtime::block_on(store.list(""))??;
+                    (
+                        keys,
+                        Box::new(move |k: &str| Input::Stored {
+                            store: store.clone(),
+                            key: k.to_string(),
+                        }),
+                    )
+                }
+            };
         let metas: std::collections::HashSet<&str> = keys
             .iter()
             .filter_map(|(k, _)| k.strip_suffix(META_SUFFIX))
@@ -166,7 +183,9 @@ impl Session {
         let mut entries = Vec::new();
         for (key, size) in &keys {
             let Some(stem) = dump_stem(key) else { continue };
-            let meta_input = metas.contains(stem).then(|| make(&format!("{stem}{META_SUFFIX}")));
+            let meta_input = metas
+                .contains(stem)
+                .then(|| make(&format!("{stem}{META_SUFFIX}")));
             entries.push(Entry {
                 key: key.clone(),
                 size: *size,
@@ -209,7 +228,10 @@ fn info(entry: &Entry, meta: &Option<Meta>) -> DumpInfo {
     let k = entry.parsed.as_ref();
     DumpInfo {
         key: entry.key.clone(),
-        host: k.map(|k| k.host.clone()).or(m.host).unwrap_or_else(|| "(unknown)".into()),
+        host: k
+            .map(|k| k.host.clone())
+            .or(m.host)
+            .unwrap_or_else(|| "(unknown)".into()),
         pid: k.map(|k| k.pid).or(m.pid).unwrap_or(0),
         seq: k.map(|k| k.seq).or(m.seq),
         unix_ms: k.map(|k| k.unix_ms).or(m.started_at_ms),
@@ -225,7 +247,11 @@ fn info(entry: &Entry, meta: &Option<Meta>) -> DumpInfo {
 }
 
 fn read_meta(entry: &Entry) -> Option<Meta> {
-    entry.meta_input.as_ref().and_then(|i| i.read_all().ok()).and_then(|b| Meta::parse(&b))
+    entry
+        .meta_input
+        .as_ref()
+        .and_then(|i| i.read_all().ok())
+        .and_then(|b| Meta::parse(&b))
 }
 
 #[derive(Debug, Serialize)]
@@ -238,7 +264,11 @@ pub struct Listing {
 /// List the dumps of a session with their metadata, ordered by process and sequence.
 pub fn ls(source: &str) -> Result<Listing, AnalysisError> {
     let session = Session::open(source)?;
-    let mut dumps: Vec<DumpInfo> = session.entries.iter().map(|e| info(e, &read_meta(e))).collect();
+    let mut dumps: Vec<DumpInfo> = session
+        .entries
+        .iter()
+        .map(|e| info(e, &read_meta(e)))
+        .collect();
     dumps.sort_by(|a, b| (&a.host, a.pid, a.seq, &a.key).cmp(&(&b.host, b.pid, b.seq, &b.key)));
     Ok(Listing {
         command: "ls",
@@ -407,7 +437,12 @@ struct Loaded {
 
 /// Find the leaking sites of a session (a folder or store URL of dumps).
 /// `top` = 0 keeps every leaking site. `threads` bounds parallel reads.
-pub fn leaks(source: &str, progress: Progress, top: usize, threads: usize) -> Result<Leaks, AnalysisError> {
+pub fn leaks(
+    source: &str,
+    progress: Progress,
+    top: usize,
+    threads: usize,
+) -> Result<Leaks, AnalysisError> {
     let session = Session::open(source)?;
     let mut warnings = Vec::new();
     if session.entries.is_empty() {
@@ -506,15 +541,22 @@ pub fn leaks(source: &str, progress: Progress, top: usize, threads: usize) -> Re
     })
 }
 
-fn load_all(jobs: Vec<(usize, Entry, bool)>, progress: Progress, threads: usize) -> Vec<(usize, Loaded)> {
+fn load_all(
+    jobs: Vec<(usize, Entry, bool)>,
+    progress: Progress,
+    threads: usize,
+) -> Vec<(usize, Loaded)> {
     let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<(usize, Loaded)>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let out: Mutex<Vec<Option<(usize, Loaded)>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
     let threads = threads.clamp(1, 8).min(jobs.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((gi, entry, gens)) = jobs.get(i) else { break };
+                let Some((gi, entry, gens)) = jobs.get(i) else {
+                    break;
+                };
                 let meta = read_meta(entry);
                 let digest = Heap::read(&entry.input, progress).map(|h| digest(&h, *gens));
                 let loaded = Loaded {
@@ -556,7 +598,11 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
         .filter_map(|(e, m, _)| {
             let m = m.as_ref()?;
             let i = info(e, &Some(m.clone()));
-            Some((m.gc_generation?, i.method.unwrap_or_default(), i.path.unwrap_or_default()))
+            Some((
+                m.gc_generation?,
+                i.method.unwrap_or_default(),
+                i.path.unwrap_or_default(),
+            ))
         })
         .collect();
     by_gen.sort();
@@ -575,9 +621,17 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
             // Objects without allocation info cannot be pinned on a line.
             continue;
         }
-        let series: Vec<u64> = good.iter().map(|(_, _, d)| d.sites.get(name).map_or(0, |a| a.count)).collect();
-        let Some(rate) = growth_rate(&xs, &series) else { continue };
-        let memsize_series: Vec<u64> = good.iter().map(|(_, _, d)| d.sites.get(name).map_or(0, |a| a.memsize)).collect();
+        let series: Vec<u64> = good
+            .iter()
+            .map(|(_, _, d)| d.sites.get(name).map_or(0, |a| a.count))
+            .collect();
+        let Some(rate) = growth_rate(&xs, &series) else {
+            continue;
+        };
+        let memsize_series: Vec<u64> = good
+            .iter()
+            .map(|(_, _, d)| d.sites.get(name).map_or(0, |a| a.memsize))
+            .collect();
         let start = n / 2;
         let mut endpoints: BTreeMap<(String, String), u64> = BTreeMap::new();
         if let Some(agg) = last.sites.get(name) {
@@ -589,11 +643,22 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
         }
         let mut endpoints: Vec<Endpoint> = endpoints
             .into_iter()
-            .map(|((method, path), count)| Endpoint { method, path, count })
+            .map(|((method, path), count)| Endpoint {
+                method,
+                path,
+                count,
+            })
             .collect();
         endpoints.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
         out.push(LeakSite {
-            site: Site::new(&name.file, name.line, &name.ty, name.class.as_deref(), series[n - 1], memsize_series[n - 1]),
+            site: Site::new(
+                &name.file,
+                name.line,
+                &name.ty,
+                name.class.as_deref(),
+                series[n - 1],
+                memsize_series[n - 1],
+            ),
             host: host.to_string(),
             pid,
             per_request: (rate * 1000.0).round() / 1000.0,

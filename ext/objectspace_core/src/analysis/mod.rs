@@ -41,7 +41,10 @@ pub enum AnalysisError {
     },
     /// An input that cannot be opened or read at all.
     #[error("{source_name}: {message}")]
-    Read { source_name: String, message: String },
+    Read {
+        source_name: String,
+        message: String,
+    },
     /// A store error (listing or fetching) or a bad store URL.
     #[error(transparent)]
     Core(#[from] crate::Error),
@@ -62,7 +65,14 @@ pub fn input_for(spec: &str) -> Result<Input, AnalysisError> {
     }
     // A URL: open its folder as a store and read the last segment as the key.
     let (dir, key) = match spec.rsplit_once('/') {
-        Some((dir, key)) if !key.is_empty() && dir.contains("://") && !dir.ends_with(':') && !dir.ends_with("//") => (dir, key),
+        Some((dir, key))
+            if !key.is_empty()
+                && dir.contains("://")
+                && !dir.ends_with(':')
+                && !dir.ends_with("//") =>
+        {
+            (dir, key)
+        }
         _ => {
             return Err(AnalysisError::Read {
                 source_name: spec.to_string(),

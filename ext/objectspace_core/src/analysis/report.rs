@@ -21,13 +21,22 @@ pub struct Site {
     pub ty: String,
     /// The class name, when the dump named it (anonymous and singleton classes have none).
     pub class: Option<String>,
-    pub gem: String,
+    /// The gem the file belongs to ("app" for the application, "ruby" for the
+    /// standard library); `null` without allocation info.
+    pub gem: Option<String>,
     pub count: u64,
     pub memsize: u64,
 }
 
 impl Site {
-    pub fn new(file: &str, line: u32, ty: &str, class: Option<&str>, count: u64, memsize: u64) -> Site {
+    pub fn new(
+        file: &str,
+        line: u32,
+        ty: &str,
+        class: Option<&str>,
+        count: u64,
+        memsize: u64,
+    ) -> Site {
         let (file_v, line_v, location) = if file.is_empty() {
             (None, None, NO_ALLOCATION_INFO.to_string())
         } else {
@@ -39,7 +48,7 @@ impl Site {
             location,
             ty: ty.to_string(),
             class: class.map(str::to_string),
-            gem: gem_of(file),
+            gem: (!file.is_empty()).then(|| gem_of(file)),
             count,
             memsize,
         }
@@ -76,7 +85,14 @@ impl SiteTable {
         self.sites
             .iter()
             .map(|(&(file, line, ty, class), &(count, memsize))| {
-                Site::new(heap.files.get(file), line, heap.types.get(ty), heap.class_name(class), count, memsize)
+                Site::new(
+                    heap.files.get(file),
+                    line,
+                    heap.types.get(ty),
+                    heap.class_name(class),
+                    count,
+                    memsize,
+                )
             })
             .collect()
     }
@@ -96,7 +112,10 @@ impl SiteTable {
                 e.1 += memsize;
             };
             bump(&mut by_type, heap.types.get(ty));
-            bump(&mut by_class, heap.class_name(class).unwrap_or("(unnamed class)"));
+            bump(
+                &mut by_class,
+                heap.class_name(class).unwrap_or("(unnamed class)"),
+            );
             let f = heap.files.get(file);
             let gem = gems.entry(file).or_insert_with(|| gem_of(f));
             bump(&mut by_gem, gem);
@@ -144,9 +163,18 @@ impl Groups {
 fn sorted(m: FxHashMap<String, (u64, u64)>) -> Vec<Group> {
     let mut v: Vec<Group> = m
         .into_iter()
-        .map(|(name, (count, memsize))| Group { name, count, memsize })
+        .map(|(name, (count, memsize))| Group {
+            name,
+            count,
+            memsize,
+        })
         .collect();
-    v.sort_by(|a, b| b.memsize.cmp(&a.memsize).then(b.count.cmp(&a.count)).then(a.name.cmp(&b.name)));
+    v.sort_by(|a, b| {
+        b.memsize
+            .cmp(&a.memsize)
+            .then(b.count.cmp(&a.count))
+            .then(a.name.cmp(&b.name))
+    });
     v
 }
 

@@ -91,7 +91,10 @@ fn string_end_slow(b: &[u8], mut i: usize, mut escaped: bool) -> Scan<(usize, bo
 /// Skip any JSON value starting at `i`; returns the index after it.
 fn skip_value(b: &[u8], i: usize) -> Scan<usize> {
     match b.get(i) {
-        None => err(i, "expected a value, found the end of the line (record cut short?)"),
+        None => err(
+            i,
+            "expected a value, found the end of the line (record cut short?)",
+        ),
         Some(b'"') => Ok(string_end(b, i + 1)?.0 + 1),
         Some(b'[') | Some(b'{') => skip_nested(b, i),
         Some(c) if c.is_ascii_digit() || *c == b'-' => {
@@ -476,15 +479,29 @@ mod tests {
 
     #[test]
     fn errors_carry_an_offset() {
-        for bad in [&b"{\"address\":\"0x1\", \"type\":\"STR"[..], b"{\"a\":1", b"garbage", b"{\"a\":}", b"{\"a\":[1,2}", b"{} x", b"\x00\xff{"] {
+        for bad in [
+            &b"{\"address\":\"0x1\", \"type\":\"STR"[..],
+            b"{\"a\":1",
+            b"garbage",
+            b"{\"a\":}",
+            b"{\"a\":[1,2}",
+            b"{} x",
+            b"\x00\xff{",
+        ] {
             assert!(scan(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 
     #[test]
     fn lossy_unescape() {
-        assert_eq!(unescape_lossy(br#"a\"b\u00e9\ud83d\ude00"#, true), ("a\"bé😀".to_string(), false));
-        assert_eq!(unescape_lossy(br#"bad\x"#, true), ("bad\\x".to_string(), true));
+        assert_eq!(
+            unescape_lossy(br#"a\"b\u00e9\ud83d\ude00"#, true),
+            ("a\"bé😀".to_string(), false)
+        );
+        assert_eq!(
+            unescape_lossy(br#"bad\x"#, true),
+            ("bad\\x".to_string(), true)
+        );
         assert_eq!(unescape_lossy(b"\xff/x.rb", false).1, true);
     }
 }

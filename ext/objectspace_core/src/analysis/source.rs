@@ -93,7 +93,11 @@ const PROGRESS_STEP: usize = 16 << 20;
 /// Read every record of a dump, in order, calling `f` with each and its line
 /// number (1-based). Any unreadable part stops the read with an error that
 /// names the input and the line.
-pub fn read_records<F>(input: &Input, progress: Progress, mut f: F) -> Result<ReadStats, AnalysisError>
+pub fn read_records<F>(
+    input: &Input,
+    progress: Progress,
+    mut f: F,
+) -> Result<ReadStats, AnalysisError>
 where
     F: FnMut(&Record, u64),
 {
@@ -106,7 +110,14 @@ where
             progress(bytes.len() as u64);
             if is_gzip(&bytes) {
                 let len = bytes.len() as u64;
-                inflate_on_thread(io::Cursor::new(bytes), len, &name, &mut lines, &no_progress, &mut f)?;
+                inflate_on_thread(
+                    io::Cursor::new(bytes),
+                    len,
+                    &name,
+                    &mut lines,
+                    &no_progress,
+                    &mut f,
+                )?;
             } else {
                 lines.feed_all(&bytes, &no_progress, &mut f)?;
             }
@@ -146,7 +157,8 @@ fn read_local<F: FnMut(&Record, u64)>(
     // SAFETY: the map is read-only and lives only for this call. A dump being
     // truncated by another process while we read it could fault; dumps are
     // written once and renamed into place by the middleware, so we accept that.
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| read_error(name, e))?;
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .map_err(|e| read_error(name, e))?;
     #[cfg(unix)]
     let _ = map.advise(memmap2::Advice::Sequential);
     lines.feed_all(&map, progress, f)
@@ -196,7 +208,9 @@ where
         .spawn(move || {
             let mut gz = flate2::read::MultiGzDecoder::new(counting);
             loop {
-                let mut buf = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                let mut buf = back_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
                 buf.clear();
                 buf.resize(CHUNK, 0);
                 let mut filled = 0;
@@ -274,7 +288,10 @@ fn gzip_error(name: &str, lines: &Lines, e: io::Error) -> AnalysisError {
         AnalysisError::Parse {
             source_name: name.to_string(),
             line: complete + 1,
-            message: format!("invalid gzip data ({e}) after {} bytes of JSON", lines.bytes),
+            message: format!(
+                "invalid gzip data ({e}) after {} bytes of JSON",
+                lines.bytes
+            ),
         }
     }
 }
@@ -300,7 +317,12 @@ impl Lines {
     }
 
     #[inline]
-    fn one<F: FnMut(&Record, u64)>(&mut self, line: &[u8], at_end: bool, f: &mut F) -> Result<(), AnalysisError> {
+    fn one<F: FnMut(&Record, u64)>(
+        &mut self,
+        line: &[u8],
+        at_end: bool,
+        f: &mut F,
+    ) -> Result<(), AnalysisError> {
         self.line += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() || line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -314,8 +336,14 @@ impl Lines {
             Err(e) => {
                 let cut = at_end && e.offset >= line.len();
                 let message = if cut {
-                    format!("record cut short at byte {} of the line (the dump ends mid-record: {})", e.offset, e.message)
-                } else if !line.is_ascii() && std::str::from_utf8(line).is_err() && line.first() != Some(&b'{') {
+                    format!(
+                        "record cut short at byte {} of the line (the dump ends mid-record: {})",
+                        e.offset, e.message
+                    )
+                } else if !line.is_ascii()
+                    && std::str::from_utf8(line).is_err()
+                    && line.first() != Some(&b'{')
+                {
                     format!("not a JSON record (binary data?) at byte {}", e.offset)
                 } else {
                     format!("{} at byte {}", e.message, e.offset)
@@ -330,7 +358,11 @@ impl Lines {
     }
 
     /// Feed one chunk; a trailing partial line is kept for the next.
-    fn feed<F: FnMut(&Record, u64)>(&mut self, mut buf: &[u8], f: &mut F) -> Result<(), AnalysisError> {
+    fn feed<F: FnMut(&Record, u64)>(
+        &mut self,
+        mut buf: &[u8],
+        f: &mut F,
+    ) -> Result<(), AnalysisError> {
         self.bytes += buf.len() as u64;
         if !self.carry.is_empty() {
             match memchr(b'\n', buf) {
@@ -358,7 +390,12 @@ impl Lines {
     }
 
     /// Feed a whole input held in memory, reporting progress as it goes.
-    fn feed_all<F: FnMut(&Record, u64)>(&mut self, buf: &[u8], progress: Progress, f: &mut F) -> Result<(), AnalysisError> {
+    fn feed_all<F: FnMut(&Record, u64)>(
+        &mut self,
+        buf: &[u8],
+        progress: Progress,
+        f: &mut F,
+    ) -> Result<(), AnalysisError> {
         let mut offset = 0;
         while offset < buf.len() {
             let end = (offset + PROGRESS_STEP).min(buf.len());

@@ -21,6 +21,8 @@ pub struct Summary {
     pub skipped: u64,
     /// Strings that were read lossily (invalid escapes or UTF-8).
     pub lossy_strings: u64,
+    /// Wall time of the whole analysis, filled in by the caller that timed it.
+    pub elapsed_ms: u64,
     /// Allocation sites (file:line, type, class), largest memsize first.
     pub sites: Vec<Site>,
     #[serde(flatten)]
@@ -52,6 +54,7 @@ pub fn summarize(heap: &Heap, top: usize) -> Summary {
         roots: heap.roots,
         skipped: heap.skipped,
         lossy_strings: heap.lossy(),
+        elapsed_ms: 0,
         sites,
         groups,
     }

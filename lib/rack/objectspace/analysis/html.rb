@@ -1,0 +1,220 @@
+# frozen_string_literal: true
+
+require "cgi"
+require_relative "text"
+
+module Rack
+  class Objectspace
+    module Analysis
+      # One self-contained HTML page per report: inline CSS and inline SVG
+      # charts, no script and no network access, so it opens from a file, a CI
+      # artifact or an email attachment.
+      module Html
+        COLORS = %w[#d62728 #1f77b4 #2ca02c #ff7f0e #9467bd #8c564b #e377c2 #17becf].freeze
+
+        module_function
+
+        def h(value)
+          CGI.escapeHTML(value.to_s)
+        end
+
+        # @param report [Hash] a report from Analysis
+        # @return [String] the page
+        def render(report)
+          body = case report["command"]
+                 when "leaks" then leaks(report)
+                 when "summary" then summary(report)
+                 when "diff" then diff(report)
+                 else "<pre>#{h(JSON.pretty_generate(report))}</pre>"
+                 end
+          page("rack-objectspace #{report['command']}", body)
+        end
+
+        def page(title, body)
+          <<~HTML
+            <!DOCTYPE html>
+            <html lang="en"><head><meta charset="utf-8">
+            <title>#{h(title)}</title>
+            <style>
+              body { font: 14px/1.4 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px; color: #222; }
+              h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
+              .sub { color: #666; margin-bottom: 16px; }
+              table { border-collapse: collapse; margin: 8px 0; }
+              th, td { padding: 4px 10px; border-bottom: 1px solid #e4e4e4; text-align: left; vertical-align: top; }
+              th { background: #f6f6f6; font-weight: 600; }
+              td.n { text-align: right; font-variant-numeric: tabular-nums; }
+              td.loc { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12.5px; }
+              .charts { display: flex; flex-wrap: wrap; gap: 16px; }
+              .chart { border: 1px solid #e4e4e4; border-radius: 6px; padding: 8px; }
+              .warn { color: #8a5a00; background: #fff7e0; padding: 6px 10px; border-radius: 4px; }
+              .legend span { display: inline-block; margin-right: 14px; font-size: 12.5px; }
+              .legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -1px; }
+            </style></head>
+            <body>
+            #{body}
+            </body></html>
+          HTML
+        end
+
+        def nice_max(v)
+          return 1 if v <= 0
+
+          mag = 10**Math.log10(v).floor
+          [1, 2, 2.5, 5, 10].map { |m| m * mag }.find { |c| c >= v }
+        end
+
+        def fmt_axis(v, bytes)
+          bytes ? Text.bytes(v) : (v >= 10_000 ? "#{(v / 1000.0).round(1)}k" : v.round(1).to_s.sub(/\.0\z/, ""))
+        end
+
+        # A line chart as inline SVG.
+        # @param series [Array<Hash>] each {name:, xs:, ys:, color:}
+        def line_chart(title, series, bytes: false, width: 540, height: 260, x_label: "request")
+          left = 70
+          right = 16
+          top = 28
+          bottom = 40
+          pw = width - left - right
+          ph = height - top - bottom
+          xs = series.flat_map { |s| s[:xs] }
+          ys = series.flat_map { |s| s[:ys] }
+          xmin = xs.min || 0
+          xmax = xs.max || 1
+          xmax = xmin + 1 if xmax == xmin
+          ymax = nice_max(ys.max || 1)
+          sx = ->(x) { left + (x - xmin) * pw.to_f / (xmax - xmin) }
+          sy = ->(y) { top + ph - y * ph.to_f / ymax }
+          svg = +%(<svg xmlns="http://www.w3.org/2000/svg" width="#{width}" height="#{height}" role="img" aria-label="#{h(title)}">)
+          svg << %(<text x="#{left}" y="18" font-size="14" font-weight="600">#{h(title)}</text>)
+          5.times do |i|
+            v = ymax * i / 4.0
+            y = sy.call(v).round(1)
+            svg << %(<line x1="#{left}" y1="#{y}" x2="#{left + pw}" y2="#{y}" stroke="#eee"/>)
+            svg << %(<text x="#{left - 6}" y="#{y + 4}" font-size="11" text-anchor="end" fill="#555">#{h(fmt_axis(v, bytes))}</text>)
+          end
+          ticks = [xmin, xmin + (xmax - xmin) / 2.0, xmax].map(&:round).uniq
+          ticks.each do |t|
+            x = sx.call(t).round(1)
+            svg << %(<text x="#{x}" y="#{top + ph + 16}" font-size="11" text-anchor="middle" fill="#555">#{t}</text>)
+          end
+          svg << %(<text x="#{left + pw / 2}" y="#{height - 6}" font-size="11" text-anchor="middle" fill="#555">#{h(x_label)}</text>)
+          svg << %(<line x1="#{left}" y1="#{top + ph}" x2="#{left + pw}" y2="#{top + ph}" stroke="#999"/>)
+          svg << %(<line x1="#{left}" y1="#{top}" x2="#{left}" y2="#{top + ph}" stroke="#999"/>)
+          series.each do |s|
+            pts = s[:xs].zip(s[:ys]).map { |x, y| "#{sx.call(x).round(1)},#{sy.call(y).round(1)}" }
+            svg << %(<polyline fill="none" stroke="#{s[:color]}" stroke-width="2" points="#{pts.join(' ')}"><title>#{h(s[:name])}</title></polyline>)
+            s[:xs].zip(s[:ys]).each do |x, y|
+              svg << %(<circle cx="#{sx.call(x).round(1)}" cy="#{sy.call(y).round(1)}" r="2.5" fill="#{s[:color]}"><title>#{h(s[:name])} @ #{x}: #{h(bytes ? Text.bytes(y) : y)}</title></circle>)
+            end
+          end
+          svg << "</svg>"
+          %(<div class="chart">#{svg}</div>)
+        end
+
+        # Horizontal bars for the top rows of a table.
+        def bar_chart(title, rows, value_key, bytes: false, width: 1100)
+          rows = rows.first(12)
+          return "" if rows.empty?
+
+          label_w = 520
+          bar_h = 20
+          height = 34 + rows.size * (bar_h + 6)
+          max = [rows.map { |r| r[value_key].to_f }.max, 1].max
+          svg = +%(<svg xmlns="http://www.w3.org/2000/svg" width="#{width}" height="#{height}" role="img" aria-label="#{h(title)}">)
+          svg << %(<text x="0" y="18" font-size="14" font-weight="600">#{h(title)}</text>)
+          rows.each_with_index do |r, i|
+            y = 30 + i * (bar_h + 6)
+            w = ((width - label_w - 110) * r[value_key].to_f / max).round(1)
+            label = "#{r['location']} #{r['type']}"
+            label = "…#{label[-78..]}" if label.length > 80
+            svg << %(<text x="#{label_w - 8}" y="#{y + 14}" font-size="11.5" text-anchor="end" font-family="monospace">#{h(label)}</text>)
+            svg << %(<rect x="#{label_w}" y="#{y}" width="#{[w, 1].max}" height="#{bar_h}" fill="#{COLORS[i % COLORS.size]}"/>)
+            value = bytes ? Text.bytes(r[value_key]) : Text.num(r[value_key])
+            svg << %(<text x="#{label_w + w + 6}" y="#{y + 14}" font-size="11.5">#{h(value)}</text>)
+          end
+          svg << "</svg>"
+          %(<div class="chart">#{svg}</div>)
+        end
+
+        def site_table(sites, extra = [])
+          head = %w[# objects memsize type class gem location] + extra.map(&:first)
+          rows = sites.each_with_index.map do |s, i|
+            cells = [%(<td class="n">#{i + 1}</td>), %(<td class="n">#{Text.num(s['count'])}</td>),
+                     %(<td class="n">#{h(Text.bytes(s['memsize']))}</td>), "<td>#{h(s['type'])}</td>",
+                     "<td>#{h(s['class'] || '-')}</td>", "<td>#{h(s['gem'] || '-')}</td>",
+                     %(<td class="loc">#{h(s['location'])}</td>)]
+            cells += extra.map { |(_, fn)| "<td>#{fn.call(s)}</td>" }
+            "<tr>#{cells.join}</tr>"
+          end
+          "<table><tr>#{head.map { |c| "<th>#{h(c)}</th>" }.join}</tr>#{rows.join("\n")}</table>"
+        end
+
+        def group_table(title, groups)
+          return "" if groups.nil? || groups.empty?
+
+          rows = groups.map do |g|
+            %(<tr><td class="n">#{Text.num(g['count'])}</td><td class="n">#{h(Text.bytes(g['memsize']))}</td><td class="loc">#{h(g['name'])}</td></tr>)
+          end
+          "<h2>#{h(title)}</h2><table><tr><th>objects</th><th>memsize</th><th>name</th></tr>#{rows.join}</table>"
+        end
+
+        def leaks(r)
+          out = +"<h1>Leaks</h1>"
+          processes = r["processes"] || []
+          out << %(<div class="sub">#{h(r['source'])}: #{r['sites'].size} growing site(s), #{processes.size} process(es), ) +
+                 %(#{processes.sum { |p| p['dumps'].size }} dump(s)</div>)
+          (r["warnings"] || []).each { |w| out << %(<p class="warn">#{h(w)}</p>) }
+          processes.each do |p|
+            xs = p["dumps"].each_with_index.map { |d, i| d["seq"] || i }
+            out << "<h2>Process #{h(p['host'])}/#{h(p['pid'])}</h2><div class=\"charts\">"
+            out << line_chart("Live objects per request", [{ name: "live objects", xs: xs, ys: p["dumps"].map { |d| d["objects"].to_i }, color: "#1f77b4" }])
+            out << line_chart("Memsize per request", [{ name: "memsize", xs: xs, ys: p["dumps"].map { |d| d["memsize"].to_i }, color: "#2ca02c" }], bytes: true)
+            sites = r["sites"].select { |s| s["host"] == p["host"] && s["pid"] == p["pid"] }.first(6)
+            unless sites.empty?
+              series = sites.each_with_index.map do |s, i|
+                { name: "#{s['location']} #{s['type']}", xs: xs, ys: s["series"], color: COLORS[i % COLORS.size] }
+              end
+              out << line_chart("Top growing sites: live objects", series, width: 1096, height: 300)
+              out << %(<div class="legend" style="width:100%">) +
+                     series.map { |s| %(<span><i style="background:#{s[:color]}"></i>#{h(s[:name])}</span>) }.join + "</div>"
+            end
+            out << "</div>"
+          end
+          out << "<h2>Growing sites</h2>"
+          if r["sites"].empty?
+            out << "<p>No site keeps growing through the later half of the session.</p>"
+          else
+            endpoints = lambda do |s|
+              (s["endpoints"] || []).first(3).map { |e| h("#{e['method']} #{e['path']} (#{e['count']})") }.join("<br>")
+            end
+            out << site_table(r["sites"], [["objects/request", ->(s) { h(format('%.2f', s['per_request'])) }],
+                                           ["growth", ->(s) { "+#{Text.num(s['growth'])}" }],
+                                           ["retained by", endpoints]])
+          end
+          out
+        end
+
+        def summary(r)
+          out = +"<h1>Heap summary</h1>"
+          out << %(<div class="sub">#{h(r['source'])}: #{Text.num(r['objects'])} objects, #{h(Text.bytes(r['memsize']))}</div>)
+          out << bar_chart("Top allocation sites by memsize", r["sites"], "memsize", bytes: true)
+          out << "<h2>Sites</h2>" << site_table(r["sites"])
+          out << group_table("By type", r["by_type"]) << group_table("By class", r["by_class"])
+          out << group_table("By gem", r["by_gem"]) << group_table("By file", r["by_file"])
+          out
+        end
+
+        def diff(r)
+          before, after, retained = r["inputs"]
+          out = +"<h1>Retained objects</h1>"
+          out << %(<div class="sub">#{Text.num(r['objects'])} objects (#{h(Text.bytes(r['memsize']))}) in #{h(after)}, ) +
+                 %(not in #{h(before)}, still in #{h(retained)}</div>)
+          out << bar_chart("Top retaining sites by objects", r["sites"], "count")
+          out << "<h2>Sites</h2>" << site_table(r["sites"])
+          out << group_table("By gem", r["by_gem"]) << group_table("By class", r["by_class"])
+          out
+        end
+      end
+    end
+  end
+end

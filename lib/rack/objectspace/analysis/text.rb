@@ -1,0 +1,126 @@
+# frozen_string_literal: true
+
+module Rack
+  class Objectspace
+    module Analysis
+      # Plain-text tables for the CLI.
+      module Text
+        module_function
+
+        # @param report [Hash] a report from Analysis
+        # @return [String]
+        def render(report)
+          case report["command"]
+          when "summary" then summary(report)
+          when "diff" then diff(report)
+          when "leaks" then leaks(report)
+          when "ls" then ls(report)
+          else JSON.pretty_generate(report)
+          end
+        end
+
+        def bytes(n)
+          n = n.to_i
+          return "#{n} B" if n < 1000
+
+          units = %w[kB MB GB TB]
+          value = n.to_f
+          unit = nil
+          units.each do |u|
+            value /= 1000.0
+            unit = u
+            break if value < 1000
+          end
+          format("%.1f %s", value, unit)
+        end
+
+        def num(n)
+          n.to_i.to_s.reverse.scan(/\d{1,3}/).join(",").reverse.then { |s| n.to_i.negative? ? "-#{s}" : s }
+        end
+
+        def table(headers, rows, right: [])
+          widths = headers.each_index.map { |i| ([headers[i]] + rows.map { |r| r[i].to_s }).map(&:length).max }
+          line = lambda do |cells|
+            cells.each_with_index.map do |c, i|
+              i == cells.size - 1 ? c.to_s : (right.include?(i) ? c.to_s.rjust(widths[i]) : c.to_s.ljust(widths[i]))
+            end.join("  ").rstrip
+          end
+          ([line.call(headers)] + rows.map { |r| line.call(r) }).map { |l| "  #{l}" }.join("\n")
+        end
+
+        def site_rows(sites)
+          sites.each_with_index.map do |s, i|
+            [i + 1, num(s["count"]), bytes(s["memsize"]), s["type"], s["class"] || "-", s["location"]]
+          end
+        end
+
+        def groups(report, key, title)
+          rows = (report[key] || []).map { |g| [num(g["count"]), bytes(g["memsize"]), g["name"]] }
+          return "" if rows.empty?
+
+          "\n#{title}\n#{table(%w[objects memsize name], rows, right: [0, 1])}\n"
+        end
+
+        def summary(r)
+          out = +"#{r['source']}: #{num(r['objects'])} objects, #{bytes(r['memsize'])} " \
+                  "(#{num(r['lines'])} lines, #{bytes(r['bytes'])} of JSON, #{r['elapsed_ms']} ms)\n"
+          out << "#{num(r['lossy_strings'])} strings read lossily (invalid escapes or UTF-8)\n" if r["lossy_strings"].to_i.positive?
+          out << "\nTop allocation sites by memsize\n"
+          out << table(%w[# objects memsize type class location], site_rows(r["sites"]), right: [0, 1, 2]) << "\n"
+          out << groups(r, "by_type", "By type")
+          out << groups(r, "by_class", "By class")
+          out << groups(r, "by_gem", "By gem")
+          out << groups(r, "by_file", "By file")
+          out
+        end
+
+        def diff(r)
+          before, after, retained = r["inputs"]
+          out = +"Retained: #{num(r['objects'])} objects, #{bytes(r['memsize'])} in #{after}, " \
+                  "not in #{before}, still in #{retained}\n\n"
+          if r["sites"].empty?
+            out << "  (no retained objects)\n"
+          else
+            out << table(%w[# objects memsize type class location], site_rows(r["sites"]), right: [0, 1, 2]) << "\n"
+          end
+          out << groups(r, "by_gem", "By gem")
+          out
+        end
+
+        def leaks(r)
+          processes = r["processes"] || []
+          dumps = processes.sum { |p| p["dumps"].size }
+          out = +"Leaks in #{r['source']}: #{r['sites'].size} growing site(s) " \
+                  "(#{processes.size} process(es), #{dumps} dump(s) read)\n\n"
+          if r["sites"].empty?
+            out << "  No site keeps growing through the later half of the session.\n"
+          else
+            rows = r["sites"].each_with_index.map do |s, i|
+              endpoints = (s["endpoints"] || []).first(2).map { |e| "#{e['method']} #{e['path']} (#{e['count']})" }.join(", ")
+              [i + 1, format("%.2f", s["per_request"]), num(s["count"]), bytes(s["memsize"]),
+               "+#{num(s['growth'])}", s["type"], s["class"] || "-", s["location"], endpoints.empty? ? "-" : endpoints]
+            end
+            out << table(["#", "objects/req", "live", "memsize", "growth", "type", "class", "location", "retained by"],
+                         rows, right: [0, 1, 2, 3, 4]) << "\n"
+          end
+          processes.each do |p|
+            series = p["dumps"].map { |d| d["objects"] }
+            out << "\nprocess #{p['host']}/#{p['pid']}: #{p['dumps'].size} dumps, live objects #{series.first || 0} -> #{series.last || 0}"
+            out << ", #{p['skipped'].size} skipped" unless p["skipped"].empty?
+          end
+          out << "\n"
+          out
+        end
+
+        def ls(r)
+          rows = r["dumps"].map do |d|
+            [d["host"], d["pid"], d["seq"] || "-", "#{d['method']} #{d['path']}".strip, d["status"] || "-",
+             d["dump"] || "-", d["objects"] ? num(d["objects"]) : "-", bytes(d["size"]), d["key"]]
+          end
+          "#{r['dumps'].size} dump(s) in #{r['source']}\n\n" +
+            table(%w[host pid seq request status dump objects stored key], rows, right: [1, 2, 6, 7]) + "\n"
+        end
+      end
+    end
+  end
+end
