@@ -1,0 +1,106 @@
+# frozen_string_literal: true
+
+# A real puma over HTTP serving spec/fixtures/puma/config.ru, single mode and
+# cluster mode (2 workers, app preloaded in the master, so the middleware is
+# built before the fork): each process's dumps go under its own pid, and every
+# request served is dumped exactly once, to the right folder.
+RSpec.describe "Rack::Objectspace under a real puma" do
+  around do |example|
+    @dir = Dir.mktmpdir("objectspace-puma-")
+    example.run
+  ensure
+    @puma&.stop
+    FileUtils.rm_rf(@dir)
+  end
+
+  def boot(mode:, workers:, threads: 2)
+    env = {
+      "RACK_OBJECTSPACE_STORE" => "file://#{@dir}", "RACK_OBJECTSPACE_MODE" => mode.to_s,
+      "RACK_OBJECTSPACE_DUMP" => "retained", "RACK_OBJECTSPACE_EVERY" => "1",
+      "RACK_OBJECTSPACE_MAX_CHILDREN" => "16", "RACK_OBJECTSPACE_QUEUE_SIZE" => "64",
+      "APP_SLEEP" => "0.02"
+    }
+    @puma = start_server!(:puma, workers: workers, threads: threads, env: env)
+  end
+
+  # `clients` threads send `per_client` requests each, to distinct paths.
+  # @return [Hash{Integer=>Array<String>}] paths served, by the pid in x-pid
+  def load(clients:, per_client:)
+    threads = Array.new(clients) do |c|
+      Thread.new do
+        Array.new(per_client) do |i|
+          path = "/r/#{c}-#{i}"
+          response = http_get(@puma.port, path)
+          raise "#{path}: HTTP #{response.code}" unless response.code == "200"
+
+          [Integer(response["x-pid"]), path]
+        end
+      end
+    end
+    threads.flat_map(&:value).group_by(&:first).transform_values { |pairs| pairs.map(&:last).sort }
+  end
+
+  # The dumps in the store: { pid folder => [meta Hash, ...] }, once each dump has its meta.
+  def stored_by_pid
+    host = Socket.gethostname
+    metas = files_under(@dir).grep(/\.meta\.json\z/)
+    metas.group_by { |f| Integer(f.split("/")[1]) }.transform_values do |files|
+      files.map do |f|
+        meta = JSON.parse(File.read(File.join(@dir, f)))
+        expect(f).to start_with("#{host}/#{meta['pid']}/")
+        expect(File).to exist(File.join(@dir, f.sub(/\.meta\.json\z/, ".jsonl.gz")))
+        meta
+      end
+    end
+  end
+
+  def expect_every_request_dumped_under_its_pid(served)
+    total = served.values.sum(&:size)
+    stored = eventually(timeout: 60) do
+      s = stored_by_pid
+      s if s.values.sum(&:size) >= total
+    end
+    stored ||= stored_by_pid
+    expect(stored.keys).to match_array(served.keys)
+    served.each do |pid, paths|
+      metas = stored.fetch(pid)
+      expect(metas.map { |m| m["pid"] }.uniq).to eq([pid])
+      expect(metas.map { |m| m["request"]["path"] }.sort).to eq(paths), "dumps of pid #{pid} are not its requests; log:\n#{@puma.log[-3000..] || @puma.log}"
+      # A per-process sequence with no gap: none lost, none from another process.
+      expect(metas.map { |m| m["seq"] }.sort).to eq((1..paths.size).to_a)
+    end
+    log = @puma.log
+    expect(log).not_to match(/event=(dump_dropped|dump_failed|store_failed)/)
+  end
+
+  it "in single mode with fork dumps, stores every request's dump under the server's pid" do
+    boot(mode: :fork, workers: 0)
+    served = load(clients: 3, per_client: 8)
+    expect(served.keys.size).to eq(1)
+    expect_every_request_dumped_under_its_pid(served)
+  end
+
+  %i[fork inline].each do |mode|
+    it "in cluster mode with 2 workers (#{mode} dumps), keys each worker's dumps by its own pid, none mixed up or lost" do
+      # Inline dumps run one puma thread per worker: two ObjectSpace.dump_all at
+      # once in one process crash it (see faults_spec, "concurrent inline dumps").
+      boot(mode: mode, workers: 2, threads: mode == :inline ? 1 : 2)
+      served = load(clients: 6, per_client: 6)
+      expect(served.keys.size).to eq(2), "both workers should have served requests: #{served.transform_values(&:size)}"
+      expect(served.keys).not_to include(@puma.pid)
+      expect_every_request_dumped_under_its_pid(served)
+
+      # Each worker counts its own: ask until both have answered.
+      stats = {}
+      eventually(timeout: 20) do
+        s = JSON.parse(http_get(@puma.port, "/__flush").body)
+        stats[s["pid"]] = s
+        stats.size == 2
+      end
+      served.each do |pid, paths|
+        expect(stats.fetch(pid)).to include("dumped" => paths.size, "stored" => paths.size, "failed" => 0,
+                                            "dropped" => 0)
+      end
+    end
+  end
+end
