@@ -17,13 +17,16 @@ RSpec.configure do |config|
   config.disable_monkey_patching!
   config.order = :defined
   config.filter_run_when_matching :focus
-  # GC_STRESS=true runs the suite under GC.stress to catch GC bugs in the glue.
-  if ENV["GC_STRESS"] == "true"
-    config.around(:each, :gc_stress) do |example|
-      GC.stress = true
-      example.run
-    ensure
-      GC.stress = false
-    end
+end
+
+# GC_STRESS=true runs the native calls inside `stressed { }` under GC.stress, to
+# catch objects the glue forgets to keep alive (bin/test runs the :gc_stress specs so).
+module GCStress
+  def stressed
+    GC.stress = ENV["GC_STRESS"] == "true"
+    yield
+  ensure
+    GC.stress = false
   end
 end
+RSpec.configure { |c| c.include GCStress }

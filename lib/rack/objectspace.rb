@@ -64,8 +64,8 @@ module Rack
       return @app.call(env) unless dump?(env)
 
       request = {
-        method: env["REQUEST_METHOD"],
-        path: "#{env['SCRIPT_NAME']}#{env['PATH_INFO']}",
+        method: utf8(env["REQUEST_METHOD"], 16),
+        path: request_path(env),
         started_at_ms: (Time.now.to_f * 1000).to_i,
         gc_generation: GC.count
       }
@@ -115,6 +115,16 @@ module Rack
 
       @log.warn("trigger_refused", path: env["PATH_INFO"])
       false
+    end
+
+    # SCRIPT_NAME + PATH_INFO as valid UTF-8 (the key and metadata are JSON/UTF-8),
+    # at most 2 KB; the query string is left out, it often carries tokens.
+    def request_path(env)
+      utf8("#{env['SCRIPT_NAME']}#{env['PATH_INFO']}", 2048)
+    end
+
+    def utf8(text, max_bytes)
+      text.to_s.byteslice(0, max_bytes).force_encoding(Encoding::UTF_8).scrub("?")
     end
 
     def path_matches?(path)

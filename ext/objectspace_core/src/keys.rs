@@ -15,7 +15,8 @@ pub const MAX_SLUG_LEN: usize = 64;
 /// Longest host name kept in a key.
 pub const MAX_HOST_LEN: usize = 64;
 /// No key is longer than this.
-pub const MAX_KEY_LEN: usize = MAX_HOST_LEN + 1 + 10 + 1 + 20 + 1 + 20 + 1 + 16 + 1 + MAX_SLUG_LEN + 1 + 16 + 16;
+pub const MAX_KEY_LEN: usize =
+    MAX_HOST_LEN + 1 + 10 + 1 + 20 + 1 + 20 + 1 + 16 + 1 + MAX_SLUG_LEN + 1 + 16 + 16;
 
 /// The parts of one dump's key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +97,15 @@ pub fn method_segment(method: &str) -> String {
 
 impl DumpKey {
     /// Build the key of one dump from raw request data; every part is sanitised.
-    pub fn new(host: &str, pid: u32, seq: u64, unix_ms: u64, method: &str, path: &str, salt: u32) -> Self {
+    pub fn new(
+        host: &str,
+        pid: u32,
+        seq: u64,
+        unix_ms: u64,
+        method: &str,
+        path: &str,
+        salt: u32,
+    ) -> Self {
         DumpKey {
             host: host_segment(host),
             pid,
@@ -162,23 +171,52 @@ mod tests {
 
     #[test]
     fn keys_round_trip() {
-        let key = DumpKey::new("web-1.example.com", 4242, 7, 1_700_000_000_123, "get", "/users/42/edit?token=s3cret", 0xdead_beef);
-        assert_eq!(key.dump_key(), "web-1.example.com/4242/000007-1700000000123-GET-users_42_edit-deadbeef.jsonl.gz");
-        assert_eq!(key.meta_key(), "web-1.example.com/4242/000007-1700000000123-GET-users_42_edit-deadbeef.meta.json");
+        let key = DumpKey::new(
+            "web-1.example.com",
+            4242,
+            7,
+            1_700_000_000_123,
+            "get",
+            "/users/42/edit?token=s3cret",
+            0xdead_beef,
+        );
+        assert_eq!(
+            key.dump_key(),
+            "web-1.example.com/4242/000007-1700000000123-GET-users_42_edit-deadbeef.jsonl.gz"
+        );
+        assert_eq!(
+            key.meta_key(),
+            "web-1.example.com/4242/000007-1700000000123-GET-users_42_edit-deadbeef.meta.json"
+        );
         assert_eq!(DumpKey::parse(&key.dump_key()), Some(key.clone()));
-        assert_eq!(DumpKey::parse(&format!("some/prefix/{}", key.meta_key())), Some(key));
+        assert_eq!(
+            DumpKey::parse(&format!("some/prefix/{}", key.meta_key())),
+            Some(key)
+        );
     }
 
     #[test]
     fn query_strings_never_reach_the_key() {
-        assert!(!DumpKey::new("h", 1, 1, 1, "GET", "/x?token=s3cret", 0).dump_key().contains("s3cret"));
+        assert!(!DumpKey::new("h", 1, 1, 1, "GET", "/x?token=s3cret", 0)
+            .dump_key()
+            .contains("s3cret"));
     }
 
     #[test]
     fn hostile_paths_stay_one_segment() {
         let long = "/a".repeat(10_000);
         let nul = "/x\0/../y\r\n";
-        for path in ["/../../x", "..", "/./.", nul, long.as_str(), "/ünïcødé/☃", "//", "", "/%2e%2e/%2f"] {
+        for path in [
+            "/../../x",
+            "..",
+            "/./.",
+            nul,
+            long.as_str(),
+            "/ünïcødé/☃",
+            "//",
+            "",
+            "/%2e%2e/%2f",
+        ] {
             let key = DumpKey::new("h", 1, 1, 1, "GET", path, 0);
             let dump = key.dump_key();
             assert!(dump.len() <= MAX_KEY_LEN, "{dump}");
@@ -202,7 +240,12 @@ mod tests {
 
     #[test]
     fn foreign_names_do_not_parse() {
-        for name in ["dump.json", "h/1/x.jsonl.gz", "h/notpid/000001-1-GET-x-00.jsonl.gz", "000001-1-GET-x-00.jsonl.gz"] {
+        for name in [
+            "dump.json",
+            "h/1/x.jsonl.gz",
+            "h/notpid/000001-1-GET-x-00.jsonl.gz",
+            "000001-1-GET-x-00.jsonl.gz",
+        ] {
             assert_eq!(DumpKey::parse(name), None, "{name}");
         }
     }

@@ -6,7 +6,7 @@
 //! whole: memory stays bounded by the gzip output (memory sink, ~14x smaller
 //! than the JSON) or by one multipart part (store sink).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
-use crate::redact::redact_line;
+use crate::redact::Redactor;
 use crate::runtime;
 use crate::store::Store;
 
@@ -74,13 +74,13 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn count(&mut self, line: &[u8]) {
+    fn count(&mut self, scanner: &Scanner, line: &[u8]) {
         self.lines += 1;
-        let Some(kind) = field_str(line, b"\"type\":\"") else {
+        let Some(kind) = field_str(line, &scanner.kind) else {
             self.untyped_lines += 1;
             return;
         };
-        let memsize = field_u64(line, b"\"memsize\":").unwrap_or(0);
+        let memsize = field_u64(line, &scanner.memsize).unwrap_or(0);
         if let Some((_, stat)) = self.types.iter_mut().find(|(t, _)| t.as_bytes() == kind) {
             stat.count += 1;
             stat.memsize += memsize;
@@ -111,7 +111,12 @@ impl Summary {
         let types: serde_json::Map<String, serde_json::Value> = self
             .types
             .iter()
-            .map(|(t, s)| (t.clone(), serde_json::json!({"count": s.count, "memsize": s.memsize})))
+            .map(|(t, s)| {
+                (
+                    t.clone(),
+                    serde_json::json!({"count": s.count, "memsize": s.memsize}),
+                )
+            })
             .collect();
         object.insert("lines".into(), self.lines.into());
         object.insert("objects".into(), self.objects().into());
@@ -119,22 +124,29 @@ impl Summary {
         object.insert("stored_bytes".into(), self.stored_bytes.into());
         object.insert("redacted_values".into(), self.redacted_values.into());
         object.insert("truncated".into(), self.truncated.into());
-        object.insert("memsize".into(), self.types.iter().map(|(_, s)| s.memsize).sum::<u64>().into());
+        object.insert(
+            "memsize".into(),
+            self.types
+                .iter()
+                .map(|(_, s)| s.memsize)
+                .sum::<u64>()
+                .into(),
+        );
         object.insert("types".into(), types.into());
         serde_json::to_string(&meta).map_err(|e| Error::State(e.to_string()))
     }
 }
 
 /// The bytes of a string field, e.g. `"type":"` -> `STRING`.
-fn field_str<'a>(line: &'a [u8], needle: &[u8]) -> Option<&'a [u8]> {
-    let at = memchr::memmem::find(line, needle)? + needle.len();
+fn field_str<'a>(line: &'a [u8], needle: &memchr::memmem::Finder) -> Option<&'a [u8]> {
+    let at = needle.find(line)? + needle.needle().len();
     let len = memchr::memchr(b'"', &line[at..])?;
     Some(&line[at..at + len])
 }
 
 /// An unsigned integer field, e.g. `"memsize":` -> 40.
-fn field_u64(line: &[u8], needle: &[u8]) -> Option<u64> {
-    let at = memchr::memmem::find(line, needle)? + needle.len();
+fn field_u64(line: &[u8], needle: &memchr::memmem::Finder) -> Option<u64> {
+    let at = needle.find(line)? + needle.needle().len();
     let digits = line[at..].iter().take_while(|b| b.is_ascii_digit());
     let mut n: u64 = 0;
     let mut any = false;
@@ -231,7 +243,10 @@ fn run(reader: std::io::PipeReader, options: Options, sink: Sink) -> Result<Fini
             key,
         },
     };
-    let mut encoder = GzEncoder::new(Vec::with_capacity(CHUNK * 2), Compression::new(options.level.min(9)));
+    let mut encoder = GzEncoder::new(
+        Vec::with_capacity(CHUNK * 2),
+        Compression::new(options.level.min(9)),
+    );
     let mut summary = Summary::default();
     let result = stream(reader, options, &mut summary, &mut encoder, &mut out);
     if let Err(err) = result {
@@ -254,41 +269,96 @@ fn run(reader: std::io::PipeReader, options: Options, sink: Sink) -> Result<Fini
     Ok(Finished { summary, gzip })
 }
 
+/// Searchers built once per pipeline, not once per line.
+struct Scanner {
+    kind: memchr::memmem::Finder<'static>,
+    memsize: memchr::memmem::Finder<'static>,
+    redactor: Redactor,
+}
+
+impl Scanner {
+    fn new() -> Self {
+        Scanner {
+            kind: memchr::memmem::Finder::new(b"\"type\":\""),
+            memsize: memchr::memmem::Finder::new(b"\"memsize\":"),
+            redactor: Redactor::default(),
+        }
+    }
+}
+
+/// Grow the pipe to 1 MiB (best effort): fewer wake-ups between Ruby and us.
+fn widen_pipe(reader: &std::io::PipeReader) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure (an old kernel, a limit) is harmless.
+    unsafe {
+        libc::fcntl(reader.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+}
+
+/// Read whole blocks of lines, count and redact each line, and hand each block
+/// to gzip in one call (per-line calls into the compressor cost more than the lines).
 fn stream(
-    reader: impl Read,
+    mut reader: std::io::PipeReader,
     options: Options,
     summary: &mut Summary,
     encoder: &mut GzEncoder<Vec<u8>>,
     out: &mut Out,
 ) -> Result<()> {
-    let mut reader = BufReader::with_capacity(CHUNK, reader);
-    let mut line = Vec::with_capacity(64 * 1024);
-    let mut redacted = Vec::with_capacity(64 * 1024);
+    widen_pipe(&reader);
+    let scanner = Scanner::new();
+    let mut buf = vec![0u8; 4 * CHUNK];
+    let mut filled = 0;
+    let mut redacted = Vec::with_capacity(4 * CHUNK);
     loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            break;
+        if filled == buf.len() {
+            // One line longer than the buffer (a huge `references` array): grow.
+            buf.resize(buf.len() * 2, 0);
         }
+        let n = match reader.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let at_eof = n == 0;
+        filled += n;
         summary.bytes += n as u64;
-        summary.truncated = line.last() != Some(&b'\n');
-        summary.count(&line);
-        if options.redact {
-            redacted.clear();
-            summary.redacted_values += redact_line(&line, &mut redacted) as u64;
-            encoder.write_all(&redacted)?;
+        let end = if at_eof {
+            filled
         } else {
-            encoder.write_all(&line)?;
-        }
-        if let Out::Store { .. } = out {
-            let before = encoder.get_ref().len() as u64;
-            out.drain(encoder, CHUNK)?;
-            if encoder.get_ref().is_empty() {
-                summary.stored_bytes += before;
+            match memchr::memrchr(b'\n', &buf[..filled]) {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        if end > 0 {
+            let block = &buf[..end];
+            redacted.clear();
+            let mut start = 0;
+            while start < block.len() {
+                let stop = memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i + 1);
+                let line = &block[start..stop];
+                summary.count(&scanner, line);
+                if options.redact {
+                    summary.redacted_values += scanner.redactor.redact_line(line, &mut redacted) as u64;
+                }
+                start = stop;
+            }
+            summary.truncated = block.last() != Some(&b'\n');
+            encoder.write_all(if options.redact { &redacted } else { block })?;
+            buf.copy_within(end..filled, 0);
+            filled -= end;
+            if let Out::Store { .. } = out {
+                let before = encoder.get_ref().len() as u64;
+                out.drain(encoder, CHUNK)?;
+                if encoder.get_ref().is_empty() {
+                    summary.stored_bytes += before;
+                }
             }
         }
+        if at_eof {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -320,7 +390,14 @@ mod tests {
 
     #[test]
     fn round_trip_in_memory_redacts_and_summarises() {
-        let p = Pipeline::start(Options { redact: true, level: 1 }, Sink::Memory).unwrap();
+        let p = Pipeline::start(
+            Options {
+                redact: true,
+                level: 1,
+            },
+            Sink::Memory,
+        )
+        .unwrap();
         let done = write_and_finish(p, DUMP.as_bytes()).unwrap();
         let text = gunzip(&done.gzip);
         let expected = DUMP
@@ -329,15 +406,34 @@ mod tests {
         assert_eq!(text, expected);
         assert!(!text.contains("s3cret"));
         let s = done.summary;
-        assert_eq!((s.lines, s.bytes, s.redacted_values, s.truncated), (4, DUMP.len() as u64, 2, false));
+        assert_eq!(
+            (s.lines, s.bytes, s.redacted_values, s.truncated),
+            (4, DUMP.len() as u64, 2, false)
+        );
         assert_eq!(s.objects(), 3);
-        assert_eq!(s.types[1], ("STRING".to_string(), TypeStat { count: 2, memsize: 80 }));
+        assert_eq!(
+            s.types[1],
+            (
+                "STRING".to_string(),
+                TypeStat {
+                    count: 2,
+                    memsize: 80
+                }
+            )
+        );
         assert_eq!(s.stored_bytes, done.gzip.len() as u64);
     }
 
     #[test]
     fn redaction_can_be_turned_off() {
-        let p = Pipeline::start(Options { redact: false, level: 6 }, Sink::Memory).unwrap();
+        let p = Pipeline::start(
+            Options {
+                redact: false,
+                level: 6,
+            },
+            Sink::Memory,
+        )
+        .unwrap();
         let done = write_and_finish(p, DUMP.as_bytes()).unwrap();
         assert_eq!(gunzip(&done.gzip), DUMP);
         assert_eq!(done.summary.redacted_values, 0);
@@ -346,7 +442,14 @@ mod tests {
     #[test]
     fn a_dump_cut_short_is_flagged() {
         let cut = &DUMP.as_bytes()[..DUMP.len() - 30];
-        let p = Pipeline::start(Options { redact: true, level: 1 }, Sink::Memory).unwrap();
+        let p = Pipeline::start(
+            Options {
+                redact: true,
+                level: 1,
+            },
+            Sink::Memory,
+        )
+        .unwrap();
         let done = write_and_finish(p, cut).unwrap();
         assert!(done.summary.truncated);
         assert!(!gunzip(&done.gzip).contains("hi\""));
@@ -354,16 +457,33 @@ mod tests {
 
     #[test]
     fn dropping_an_unused_pipeline_ends_its_thread() {
-        let p = Pipeline::start(Options { redact: true, level: 1 }, Sink::Memory).unwrap();
+        let p = Pipeline::start(
+            Options {
+                redact: true,
+                level: 1,
+            },
+            Sink::Memory,
+        )
+        .unwrap();
         let thread = std::thread::spawn(move || drop(p));
         thread.join().unwrap();
     }
 
     #[test]
     fn meta_gets_the_summary() {
-        let p = Pipeline::start(Options { redact: true, level: 1 }, Sink::Memory).unwrap();
+        let p = Pipeline::start(
+            Options {
+                redact: true,
+                level: 1,
+            },
+            Sink::Memory,
+        )
+        .unwrap();
         let done = write_and_finish(p, DUMP.as_bytes()).unwrap();
-        let meta = done.summary.merge_into_meta(r#"{"request":{"path":"/x"}}"#).unwrap();
+        let meta = done
+            .summary
+            .merge_into_meta(r#"{"request":{"path":"/x"}}"#)
+            .unwrap();
         let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
         assert_eq!(meta["request"]["path"], "/x");
         assert_eq!(meta["objects"], 3);

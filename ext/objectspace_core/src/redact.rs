@@ -7,47 +7,67 @@ use memchr::memmem;
 
 const NEEDLE: &[u8] = b"\"value\":";
 
-/// Copy `line` into `out` without any `"value":...` field. Returns how many
-/// values were removed. A value whose end cannot be found (a line cut short)
-/// is dropped together with the rest of the line, never copied.
-pub fn redact_line(line: &[u8], out: &mut Vec<u8>) -> usize {
-    let finder = memmem::Finder::new(NEEDLE);
-    let mut removed = 0;
-    let mut rest = line;
-    while let Some(at) = finder.find(rest) {
-        // Drop the separator before the field too: `, "value":` or `,"value":`.
-        let mut start = at;
-        while start > 0 && rest[start - 1] == b' ' {
-            start -= 1;
-        }
-        let had_comma = start > 0 && rest[start - 1] == b',';
-        if had_comma {
-            start -= 1;
-        }
-        out.extend_from_slice(&rest[..start]);
-        removed += 1;
-        let value = &rest[at + NEEDLE.len()..];
-        match value_end(value) {
-            Some(end) => {
-                let mut after = &value[end..];
-                if !had_comma {
-                    // `{"value":"x", "a":1}` -> `{"a":1}`: eat the comma after instead.
-                    let trimmed = after.strip_prefix(b",").unwrap_or(after);
-                    after = trimmed.strip_prefix(b" ").unwrap_or(trimmed);
-                }
-                rest = after;
-            }
-            None => {
-                // Unterminated: keep nothing of it; close the record if it was open.
-                if line.last() == Some(&b'\n') {
-                    out.extend_from_slice(b"}\n");
-                }
-                return removed;
-            }
+/// Removes `"value"` fields; build one and reuse it (the searcher is built once).
+pub struct Redactor {
+    finder: memmem::Finder<'static>,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Redactor {
+            finder: memmem::Finder::new(NEEDLE),
         }
     }
-    out.extend_from_slice(rest);
-    removed
+}
+
+/// Copy `line` into `out` without any `"value":...` field (see [`Redactor::redact_line`]).
+pub fn redact_line(line: &[u8], out: &mut Vec<u8>) -> usize {
+    Redactor::default().redact_line(line, out)
+}
+
+impl Redactor {
+    /// Copy `line` into `out` without any `"value":...` field. Returns how many
+    /// values were removed. A value whose end cannot be found (a line cut short)
+    /// is dropped together with the rest of the line, never copied.
+    pub fn redact_line(&self, line: &[u8], out: &mut Vec<u8>) -> usize {
+        let finder = &self.finder;
+        let mut removed = 0;
+        let mut rest = line;
+        while let Some(at) = finder.find(rest) {
+            // Drop the separator before the field too: `, "value":` or `,"value":`.
+            let mut start = at;
+            while start > 0 && rest[start - 1] == b' ' {
+                start -= 1;
+            }
+            let had_comma = start > 0 && rest[start - 1] == b',';
+            if had_comma {
+                start -= 1;
+            }
+            out.extend_from_slice(&rest[..start]);
+            removed += 1;
+            let value = &rest[at + NEEDLE.len()..];
+            match value_end(value) {
+                Some(end) => {
+                    let mut after = &value[end..];
+                    if !had_comma {
+                        // `{"value":"x", "a":1}` -> `{"a":1}`: eat the comma after instead.
+                        let trimmed = after.strip_prefix(b",").unwrap_or(after);
+                        after = trimmed.strip_prefix(b" ").unwrap_or(trimmed);
+                    }
+                    rest = after;
+                }
+                None => {
+                    // Unterminated: keep nothing of it; close the record if it was open.
+                    if line.last() == Some(&b'\n') {
+                        out.extend_from_slice(b"}\n");
+                    }
+                    return removed;
+                }
+            }
+        }
+        out.extend_from_slice(rest);
+        removed
+    }
 }
 
 /// The length of the JSON value at the start of `bytes` (after optional spaces).
@@ -92,7 +112,10 @@ mod tests {
         let line = r#"{"address":"0x7f", "type":"STRING", "class":"0x1", "bytesize":11, "value":"hunter2 pwd", "encoding":"UTF-8", "memsize":40}"#;
         let (out, n) = redact(line);
         assert_eq!(n, 1);
-        assert_eq!(out, r#"{"address":"0x7f", "type":"STRING", "class":"0x1", "bytesize":11, "encoding":"UTF-8", "memsize":40}"#);
+        assert_eq!(
+            out,
+            r#"{"address":"0x7f", "type":"STRING", "class":"0x1", "bytesize":11, "encoding":"UTF-8", "memsize":40}"#
+        );
         serde_json::from_str::<serde_json::Value>(&out).unwrap();
     }
 

@@ -20,7 +20,9 @@ static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
 /// The runtime of this process, created on first use (and again after a fork).
 pub fn handle() -> Result<Arc<tokio::runtime::Runtime>> {
     let pid = std::process::id();
-    let mut guard = CURRENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = CURRENT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(current) = guard.as_ref() {
         if current.pid == pid {
             return Ok(current.runtime.clone());

@@ -22,7 +22,8 @@ use url::Url;
 use crate::error::{Error, Result};
 
 /// The URL schemes `open` accepts, for messages.
-pub const SCHEMES: &str = "file://DIR, memory://NAME, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX";
+pub const SCHEMES: &str =
+    "file://DIR, memory://NAME, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX";
 
 /// Multipart part size: S3 parts must be at least 5 MiB; below this a dump is one PUT.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -92,11 +93,17 @@ impl Store {
                 process_local: true,
             });
         }
-        let parsed = Url::parse(url).map_err(|e| {
-            invalid(url, format!("{e}; expected one of {SCHEMES}"))
+        let parsed =
+            Url::parse(url).map_err(|e| invalid(url, format!("{e}; expected one of {SCHEMES}")))?;
+        let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|_| {
+            invalid(
+                url,
+                format!(
+                    "unknown scheme {:?}; expected one of {SCHEMES}",
+                    parsed.scheme()
+                ),
+            )
         })?;
-        let (scheme, path) = ObjectStoreScheme::parse(&parsed)
-            .map_err(|_| invalid(url, format!("unknown scheme {:?}; expected one of {SCHEMES}", parsed.scheme())))?;
         let inner: Arc<dyn ObjectStore> = match scheme {
             ObjectStoreScheme::AmazonS3 => {
                 let http = env_is_http(&["AWS_ENDPOINT", "AWS_ENDPOINT_URL"]);
@@ -148,7 +155,10 @@ impl Store {
         let rest = rest.strip_prefix("localhost/").map(|r| format!("/{r}"));
         let rest = rest.as_deref().unwrap_or(&url["file://".len()..]);
         if rest.is_empty() {
-            return Err(invalid(url, "no folder given; write file://DIR, e.g. file://tmp/objectspace"));
+            return Err(invalid(
+                url,
+                "no folder given; write file://DIR, e.g. file://tmp/objectspace",
+            ));
         }
         let dir = std::path::Path::new(rest);
         let dir = if dir.is_absolute() {

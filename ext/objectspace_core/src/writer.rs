@@ -74,7 +74,9 @@ impl Writer {
     /// A writer for `store` holding at most `capacity` dumps not yet stored.
     pub fn new(store: Store, capacity: usize) -> Result<Writer> {
         if capacity == 0 {
-            return Err(Error::State("the writer's capacity must be at least 1".into()));
+            return Err(Error::State(
+                "the writer's capacity must be at least 1".into(),
+            ));
         }
         Ok(Writer {
             store,
@@ -90,9 +92,19 @@ impl Writer {
 
     /// Queue a gzipped dump and its metadata record for storing. Returns
     /// `Err(QueueFull)` (and counts a drop) instead of waiting when full.
-    pub fn try_submit(&self, key: String, gzip: Vec<u8>, meta_key: String, meta: String) -> Result<()> {
+    pub fn try_submit(
+        &self,
+        key: String,
+        gzip: Vec<u8>,
+        meta_key: String,
+        meta: String,
+    ) -> Result<()> {
         {
-            let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if *pending >= self.capacity {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::QueueFull {
@@ -121,7 +133,11 @@ impl Writer {
     /// Wait until nothing is pending or `timeout` has passed. True when idle.
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         while *pending > 0 {
             let now = Instant::now();
             if now >= deadline {
@@ -157,7 +173,13 @@ impl Writer {
 }
 
 /// Store a dump (one PUT, or a multipart upload of `PART_SIZE` parts), then its metadata.
-async fn store_dump(store: &Store, key: &str, gzip: Bytes, meta_key: &str, meta: String) -> Result<()> {
+async fn store_dump(
+    store: &Store,
+    key: &str,
+    gzip: Bytes,
+    meta_key: &str,
+    meta: String,
+) -> Result<()> {
     if gzip.len() < PART_SIZE {
         store.put(key, gzip).await?;
     } else {
@@ -184,10 +206,26 @@ mod tests {
     fn stores_dump_and_meta() {
         let store = memory_store("stores");
         let writer = Writer::new(store.clone(), 4).unwrap();
-        writer.try_submit("h/1/a.jsonl.gz".into(), b"gz".to_vec(), "h/1/a.meta.json".into(), "{}".into()).unwrap();
+        writer
+            .try_submit(
+                "h/1/a.jsonl.gz".into(),
+                b"gz".to_vec(),
+                "h/1/a.meta.json".into(),
+                "{}".into(),
+            )
+            .unwrap();
         assert!(writer.flush(Duration::from_secs(10)));
-        assert_eq!(writer.stats(), Stats { submitted: 1, stored: 1, ..Stats::default() });
-        let got = runtime::block_on(store.get("h/1/a.jsonl.gz")).unwrap().unwrap();
+        assert_eq!(
+            writer.stats(),
+            Stats {
+                submitted: 1,
+                stored: 1,
+                ..Stats::default()
+            }
+        );
+        let got = runtime::block_on(store.get("h/1/a.jsonl.gz"))
+            .unwrap()
+            .unwrap();
         assert_eq!(&got[..], b"gz");
         let keys = runtime::block_on(store.list("h")).unwrap().unwrap();
         assert_eq!(keys.len(), 2);
@@ -199,10 +237,20 @@ mod tests {
         let store = Store::open(&format!("file://{}", dir.path().display())).unwrap();
         let writer = Writer::new(store.clone(), 1).unwrap();
         let big: Vec<u8> = (0..PART_SIZE * 2 + 123).map(|i| (i % 251) as u8).collect();
-        writer.try_submit("h/1/big.jsonl.gz".into(), big.clone(), "h/1/big.meta.json".into(), "{}".into()).unwrap();
+        writer
+            .try_submit(
+                "h/1/big.jsonl.gz".into(),
+                big.clone(),
+                "h/1/big.meta.json".into(),
+                "{}".into(),
+            )
+            .unwrap();
         assert!(writer.flush(Duration::from_secs(30)));
         assert_eq!(writer.stats().stored, 1, "{:?}", writer.take_errors());
-        assert_eq!(std::fs::read(dir.path().join("h/1/big.jsonl.gz")).unwrap(), big);
+        assert_eq!(
+            std::fs::read(dir.path().join("h/1/big.jsonl.gz")).unwrap(),
+            big
+        );
     }
 
     #[test]
@@ -212,7 +260,12 @@ mod tests {
         let writer = Writer::new(store, 1).unwrap();
         let mut dropped = 0;
         for i in 0..50 {
-            let r = writer.try_submit(format!("h/1/{i}.jsonl.gz"), vec![0; 1 << 16], format!("h/1/{i}.meta.json"), "{}".into());
+            let r = writer.try_submit(
+                format!("h/1/{i}.jsonl.gz"),
+                vec![0; 1 << 16],
+                format!("h/1/{i}.meta.json"),
+                "{}".into(),
+            );
             if matches!(r, Err(Error::QueueFull { .. })) {
                 dropped += 1;
             }
@@ -231,7 +284,14 @@ mod tests {
         // A plain file where the host folder must go: every write under it fails.
         std::fs::write(dir.path().join("h"), b"not a folder").unwrap();
         let writer = Writer::new(store, 4).unwrap();
-        writer.try_submit("h/1/a.jsonl.gz".into(), b"gz".to_vec(), "h/1/a.meta.json".into(), "{}".into()).unwrap();
+        writer
+            .try_submit(
+                "h/1/a.jsonl.gz".into(),
+                b"gz".to_vec(),
+                "h/1/a.meta.json".into(),
+                "{}".into(),
+            )
+            .unwrap();
         assert!(writer.flush(Duration::from_secs(10)));
         assert_eq!(writer.stats().failed, 1);
         let errors = writer.take_errors();

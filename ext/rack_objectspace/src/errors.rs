@@ -1,7 +1,7 @@
 //! Mapping core errors onto the exception classes defined in Ruby
 //! (lib/rack/objectspace/errors.rb), looked up lazily.
 
-use magnus::{Error, ExceptionClass, Module, RModule, Ruby};
+use magnus::{Error, ExceptionClass, Module, RClass, RModule, Ruby};
 use objectspace_core::Error as CoreError;
 
 pub type RbResult<T> = Result<T, Error>;
@@ -11,7 +11,7 @@ fn class(ruby: &Ruby, name: &str) -> ExceptionClass {
     let found = ruby
         .class_object()
         .const_get::<_, RModule>("Rack")
-        .and_then(|rack| rack.const_get::<_, RModule>("Objectspace"))
+        .and_then(|rack| rack.const_get::<_, RClass>("Objectspace"))
         .and_then(|os| os.const_get::<_, ExceptionClass>(name));
     found.unwrap_or_else(|_| ruby.exception_runtime_error())
 }

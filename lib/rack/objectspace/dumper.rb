@@ -129,7 +129,6 @@ module Rack
           baseline_generation: since, dump: @config.dump, mode: @config.mode, redacted: @config.redact,
           timings_ms: { request: request[:request_ms] }
         }
-        count(:dumped)
         [dump_key, meta_key, meta]
       end
 
@@ -173,6 +172,7 @@ module Rack
       end
 
       def inline_dump(dump_key, meta_key, meta)
+        count(:dumped)
         dump = take(new_pipeline, meta)
         deliver(dump_key, meta_key, dump, nil, nil)
       end
@@ -185,6 +185,7 @@ module Rack
         end
         return drop("max_children", limit: @config.max_children) if full
 
+        count(:dumped)
         reader, writer = IO.pipe
         [reader, writer].each(&:binmode)
         pid = Process.fork do

@@ -1,0 +1,26 @@
+# frozen_string_literal: true
+
+require_relative "lib/rack/objectspace/version"
+
+Gem::Specification.new do |spec|
+  spec.name = "rack-objectspace"
+  spec.version = Rack::Objectspace::VERSION
+  spec.authors = ["rack-objectspace developers"]
+  spec.summary = "Find memory leaks in Rack and Rails apps: heap dumps after requests, analysed in Rust"
+  spec.description = "A Rack middleware that dumps the Ruby heap after requests (in a forked child, " \
+                     "redacted, gzipped, streamed to file://, s3:// or any []= store) and a fast Rust " \
+                     "analyser that names the file:line whose objects keep growing."
+  spec.license = "MIT"
+  spec.required_ruby_version = ">= 3.1"
+
+  spec.files = Dir[
+    "lib/**/*.rb", "exe/*", "ext/**/*.{rs,rb,toml}", "Cargo.toml", "Cargo.lock",
+    "README.md", "LICENSE", "rack-objectspace.gemspec"
+  ].reject { |f| f.include?("/tests/") || f.start_with?("ext/objectspace_core/benches") }
+  spec.bindir = "exe"
+  spec.executables = ["rack-objectspace"]
+  spec.require_paths = ["lib"]
+  spec.extensions = ["ext/rack_objectspace/extconf.rb"]
+
+  spec.add_dependency "rack", ">= 2.0"
+end

@@ -1,0 +1,282 @@
+# frozen_string_literal: true
+
+require "securerandom"
+
+# Objects this app keeps forever: one Array per request, allocated on LEAK_LINE.
+KEPT_FOREVER = [] # rubocop:disable Style/MutableConstant
+LEAK_LINE = __LINE__ + 4
+GARBAGE_LINE = __LINE__ + 4
+BODY_LINE = __LINE__ + 4
+LEAKY_APP = lambda do |env|
+  KEPT_FOREVER << Array.new(3) { |i| i } if env["PATH_INFO"].start_with?("/leak")
+  # Garbage: allocated each request, unreachable once the request ends.
+  20.times.map { |i| Array.new(2, i) }.size
+  [200, { "Content-Type" => "text/plain" }, [+"ok #{env['PATH_INFO']}"]]
+end
+
+RSpec.describe Rack::Objectspace do
+  let(:dir) { Dir.mktmpdir("objectspace-spec") }
+  after { FileUtils.rm_rf(dir) }
+
+  def dumps_in(dir)
+    files_under(dir).select { |f| f.end_with?(".jsonl.gz") }.map { |f| File.binread(File.join(dir, f)) }
+  end
+
+  # Objects (not the IMEMO inline caches of the first call) allocated at this file's line.
+  def count_at(records, line)
+    records.count { |r| r["line"] == line && r["file"] == __FILE__ && r["type"] != "IMEMO" }
+  end
+
+  describe "responses" do
+    %i[fork inline].each do |mode|
+      it "returns the app's response unchanged in #{mode} mode" do
+        app, middleware = linted(LEAKY_APP, store: "file://#{dir}", mode: mode)
+        response = Rack::MockRequest.new(app).get("/hello?x=1")
+        expect([response.status, response.body, response.headers["Content-Type"]]).to eq([200, "ok /hello", "text/plain"])
+        expect(middleware.flush(30)).to include(dumped: 1, stored: 1, failed: 0)
+      end
+    end
+
+    it "never swallows the app's own exceptions, and takes no dump for them" do
+      app, middleware = linted(->(_env) { raise "boom" }, store: {}, mode: :inline)
+      expect { Rack::MockRequest.new(app).get("/") }.to raise_error(RuntimeError, "boom")
+      expect(middleware.flush(5)[:dumped]).to eq(0)
+    end
+
+    it "serves the request when the dump itself fails, and counts the failure" do
+      store = Object.new
+      def store.[]=(_key, _value)
+        raise IOError, "disk on fire"
+      end
+      app, middleware = linted(LEAKY_APP, store: store, mode: :inline)
+      3.times { expect(Rack::MockRequest.new(app).get("/x").status).to eq(200) }
+      expect(middleware.flush(10)).to include(dumped: 3, stored: 0, failed: 3)
+      expect(logged.scan("event=store_failed").size).to eq(1) # once per burst, not per request
+      expect(logged).to include("disk on fire")
+    end
+  end
+
+  describe "options" do
+    {
+      { mode: :thread } => /mode: must be one of :fork, :inline, got :thread/,
+      { dump: :partial } => /dump: must be one of :full, :retained, got :partial/,
+      { every: 0 } => /every: must be a positive Integer.*got 0/,
+      { every: "x" } => /every: .*got "x"/,
+      { gc: "maybe" } => /gc: must be true or false, got "maybe"/,
+      { redact: nil.to_a } => /redact: must be true or false/,
+      { gzip_level: 10 } => /gzip_level: must be an Integer in 0..9, got 10/,
+      { max_children: 0 } => /max_children: must be an Integer in 1..64, got 0/,
+      { queue_size: -1 } => /queue_size: .*got -1/,
+      { token: "short" } => /token: must be a secret String of at least 16 bytes.*got "5-byte String"/,
+      { paths: ["admin"] } => %r{paths: must be path prefixes \(Strings starting with "/"\) or Regexps, got "admin"},
+      { filter: "yes" } => /filter: must be nil or a callable/,
+      { store: Object.new } => /store: must be a store URL .* or an object responding to \[\]=/,
+      { store: "ftp://example.com/x" } => /invalid store URL "ftp:\/\/example.com\/x".*expected one of file:\/\//,
+      { store: "file://" } => /no folder given/,
+      { store: "file:///tmp", layout: :object } => /layout: must be :dump for URL stores/,
+      { flush_timeout: -1 } => /flush_timeout: must be a number of seconds >= 0, got -1/,
+      { logger: "stdout" } => /logger: must be nil or a Logger/
+    }.each do |options, message|
+      it "rejects #{options.inspect} at boot with a message naming it" do
+        options = { store: {} }.merge(options)
+        expect { described_class.new(LEAKY_APP, **options) }.to raise_error(ArgumentError, message)
+      end
+    end
+
+    it "rejects unknown options with Ruby's own error" do
+      expect { described_class.new(LEAKY_APP, store: {}, evry: 2) }.to raise_error(ArgumentError, /unknown keyword: :evry/)
+    end
+
+    it "takes options from RACK_OBJECTSPACE_* variables when no keyword is given" do
+      ENV["RACK_OBJECTSPACE_MODE"] = "inline"
+      ENV["RACK_OBJECTSPACE_EVERY"] = "3"
+      middleware = described_class.new(LEAKY_APP, store: {})
+      expect([middleware.config.mode, middleware.config.every]).to eq([:inline, 3])
+      ENV["RACK_OBJECTSPACE_MODE"] = "sideways"
+      expect { described_class.new(LEAKY_APP, store: {}) }.to raise_error(ArgumentError, /mode: .*got "sideways"/)
+    ensure
+      ENV.delete("RACK_OBJECTSPACE_MODE")
+      ENV.delete("RACK_OBJECTSPACE_EVERY")
+    end
+
+    it "dumps every Nth request, only matching paths and filters" do
+      store = {}
+      app, middleware = linted(LEAKY_APP, store: store, mode: :inline, every: 2, paths: ["/api", %r{\A/v\d}],
+                                          filter: ->(env) { env["HTTP_X_SKIP"].nil? })
+      request = Rack::MockRequest.new(app)
+      # Candidates: /api/1 (1st, dumped), /api/2, /api/3 (3rd, dumped), /v2/x, /api/4 (5th, dumped).
+      %w[/api/1 /api/2 /api/3 /v2/x /other /api/4].each { |path| request.get(path) }
+      request.get("/api/5", "HTTP_X_SKIP" => "1")
+      middleware.flush(10)
+      expect(store.keys.grep(/jsonl\.gz\z/).map { |k| k[/GET-(\w+)-/, 1] }.sort).to eq(%w[api_1 api_3 api_4])
+    end
+  end
+
+  describe "stores" do
+    %i[fork inline].each do |mode|
+      it "writes dumps and metadata to a Hash in #{mode} mode" do
+        store = {}
+        app, middleware = linted(LEAKY_APP, store: store, mode: mode)
+        request = Rack::MockRequest.new(app)
+        2.times { request.post("/orders/7") && middleware.flush(30) }
+        expect(middleware.stats).to include(dumped: 2, stored: 2, failed: 0, dropped: 0, pending: 0)
+        dump_keys = store.keys.grep(/\.jsonl\.gz\z/).sort
+        host = Socket.gethostname.gsub(/[^A-Za-z0-9.-]+/, "_")
+        expect(dump_keys).to all(match(%r{\A#{Regexp.escape(host)}/#{Process.pid}/00000[12]-\d{13}-POST-orders_7-\h{8}\.jsonl\.gz\z}))
+        meta = JSON.parse(store[dump_keys.first.sub(".jsonl.gz", ".meta.json")])
+        expect(meta).to include("pid" => Process.pid, "seq" => 1, "dump" => "full", "mode" => mode.to_s,
+                                "request" => { "method" => "POST", "path" => "/orders/7", "status" => 200 })
+        expect(meta["types"]["STRING"]["count"]).to be > 1000
+        heap = records(store[dump_keys.first])
+        expect(heap.size).to eq(meta["lines"])
+        expect(heap.map { |r| r["type"] }).to include("ROOT", "STRING", "CLASS")
+        # Allocation tracing is on: dumps carry file, line and generation.
+        expect(heap.find { |r| r["file"] && r["line"] && r["generation"] }).not_to be_nil
+      end
+
+      it "round-trips through a file:// store in #{mode} mode" do
+        app, middleware = linted(LEAKY_APP, store: "file://#{dir}/dumps", mode: mode)
+        Rack::MockRequest.new(app).get("/round/trip")
+        expect(middleware.flush(30)).to include(stored: 1)
+        files = files_under("#{dir}/dumps")
+        expect(files.size).to eq(2)
+        dump = File.binread(File.join(dir, "dumps", files.find { |f| f.end_with?(".jsonl.gz") }))
+        meta = JSON.parse(File.read(File.join(dir, "dumps", files.find { |f| f.end_with?(".meta.json") })))
+        expect(records(dump).size).to eq(meta["lines"])
+        expect(meta["stored_bytes"]).to eq(dump.bytesize)
+      end
+    end
+
+    it "writes into the memory:// store of this process in both modes" do
+      %i[inline fork].each do |mode|
+        middleware = described_class.new(LEAKY_APP, store: "memory://spec-#{mode}", mode: mode, logger: quiet_logger)
+        Rack::MockRequest.new(middleware).get("/m")
+        expect(middleware.flush(30)).to include(stored: 1, failed: 0)
+      end
+    end
+
+    it "writes one record per object with layout: :object" do
+      store = {}
+      middleware = described_class.new(LEAKY_APP, store: store, mode: :inline, dump: :retained, layout: :object,
+                                                  logger: quiet_logger)
+      Rack::MockRequest.new(middleware).get("/leak")
+      middleware.flush(10)
+      dump_key = store.keys.find { |k| k.end_with?(".meta.json") }.sub(".meta.json", ".jsonl.gz")
+      objects = store.select { |k, _| k.start_with?("#{dump_key}/") }
+      expect(objects).not_to be_empty
+      address, line = objects.find { |k, _| k.include?("/0x") }
+      expect(JSON.parse(line)["address"]).to eq(address.split("/").last)
+    end
+  end
+
+  describe "what a dump holds" do
+    %i[inline fork].each do |mode|
+      it "in :retained #{mode} dumps, kept objects accumulate and garbage or responses do not" do
+        KEPT_FOREVER.clear
+        store = {}
+        middleware = described_class.new(LEAKY_APP, store: store, mode: mode, dump: :retained, logger: quiet_logger)
+        request = Rack::MockRequest.new(middleware)
+        5.times do |i|
+          request.get("/leak/#{i}")
+          middleware.flush(30)
+        end
+        dumps = store.keys.grep(/\.jsonl\.gz\z/).sort.map { |k| records(store[k]) }
+        expect(dumps.size).to eq(5)
+        kept = dumps.map { |d| count_at(d, LEAK_LINE) }
+        expect(kept).to eq([1, 2, 3, 4, 5])
+        expect(dumps.map { |d| count_at(d, GARBAGE_LINE) }).to all(eq(0))
+        expect(dumps.map { |d| count_at(d, BODY_LINE) }.max).to be <= 2
+        # A retained dump is small: only what was allocated since the first dumped request.
+        expect(dumps.last.size).to be < 5_000
+        metas = store.keys.grep(/meta\.json\z/).sort.map { |k| JSON.parse(store[k]) }
+        expect(metas.map { |m| m["baseline_generation"] }.uniq).to eq([metas.first["gc_generation"]])
+        expect(metas.map { |m| m["gc_generation"] }).to eq(metas.map { |m| m["gc_generation"] }.sort)
+      end
+    end
+
+    it "in :full dumps, holds the whole heap" do
+      store = {}
+      middleware = described_class.new(LEAKY_APP, store: store, mode: :inline, dump: :full, logger: quiet_logger)
+      Rack::MockRequest.new(middleware).get("/x")
+      middleware.flush(10)
+      heap = records(store[store.keys.grep(/jsonl\.gz\z/).first])
+      expect(heap.size).to be > 10_000
+      expect(heap.count { |r| r["type"] == "CLASS" && r["name"] == "Rack::Objectspace" }).to eq(1)
+    end
+  end
+
+  describe "secrets" do
+    SECRET = "s3cr3t-#{SecureRandom.hex(12)}".freeze
+    HOLDER = [] # rubocop:disable Style/MutableConstant
+    SECRET_APP = lambda do |env|
+      HOLDER << "token=#{SECRET}" << SECRET.dup
+      [200, { "Content-Type" => "text/plain" }, [SECRET.dup]]
+    end
+
+    def stored_text(store_or_dir)
+      blobs = store_or_dir.is_a?(Hash) ? store_or_dir.values : files_under(store_or_dir).map { |f| File.binread(File.join(store_or_dir, f)) }
+      blobs.map { |b| b.start_with?("\x1f\x8b".b) ? gunzip(b) : b }.join("\n")
+    end
+
+    %i[fork inline].each do |mode|
+      it "never stores a string value under default options (#{mode}, Hash and file://)" do
+        [{}, "#{dir}/#{mode}"].each do |store|
+          middleware = described_class.new(SECRET_APP, store: store.is_a?(String) ? "file://#{store}" : store,
+                                                       mode: mode, logger: quiet_logger)
+          Rack::MockRequest.new(middleware).get("/login?password=#{SECRET}")
+          expect(middleware.flush(30)).to include(stored: 1)
+          text = stored_text(store)
+          expect(text).to include("\"bytesize\":#{SECRET.bytesize}")
+          expect(text).not_to include(SECRET)
+          expect(text).not_to include("\"value\":")
+        end
+      end
+    end
+
+    it "stores string values only when redaction is turned off" do
+      store = {}
+      middleware = described_class.new(SECRET_APP, store: store, mode: :inline, redact: false, logger: quiet_logger)
+      Rack::MockRequest.new(middleware).get("/")
+      middleware.flush(10)
+      expect(stored_text(store)).to include(SECRET)
+    end
+  end
+
+  describe "hostile paths" do
+    ["/../../x", "/..", "/x\0/../../etc", "/#{'a' * 20_000}", "/ünïcødé/☃/..", "//etc/passwd", "/%2e%2e/%2f"].each do |path|
+      it "keeps #{path[0, 30].inspect} inside the store with a short key" do
+        root = File.join(dir, "store")
+        middleware = described_class.new(LEAKY_APP, store: "file://#{root}", mode: :inline, gc: false, logger: quiet_logger)
+        env = Rack::MockRequest.env_for("/")
+        env["PATH_INFO"] = path.dup.force_encoding(Encoding::BINARY)
+        status, _headers, body = middleware.call(env)
+        body.close
+        expect(status).to eq(200)
+        expect(middleware.flush(10)).to include(stored: 1)
+        files = files_under(root)
+        expect(files.size).to eq(2)
+        expect(Dir.glob("#{dir}/**/*", File::FNM_DOTMATCH).reject { |f| f.start_with?(root) || File.directory?(f) }).to be_empty
+        files.each do |file|
+          expect(file.bytesize).to be < 300
+          expect(file.count("/")).to eq(2)
+          expect(file).not_to include("..")
+          expect(File.realpath(File.join(root, file))).to start_with(File.realpath(root))
+        end
+      end
+    end
+  end
+
+  describe "fork mode" do
+    it "leaves no zombies and drops dumps beyond max_children" do
+      store = {}
+      middleware = described_class.new(LEAKY_APP, store: store, mode: :fork, max_children: 1, logger: quiet_logger)
+      request = Rack::MockRequest.new(middleware)
+      5.times { request.get("/burst") }
+      stats = middleware.flush(30)
+      expect(stats[:dumped] + stats[:dropped]).to eq(5)
+      expect(stats[:dropped]).to be >= 1
+      expect(stats[:stored]).to eq(stats[:dumped])
+      expect { Process.wait(-1, Process::WNOHANG) }.to raise_error(Errno::ECHILD)
+    end
+  end
+end
