@@ -217,7 +217,7 @@ enum Out {
     Memory,
     Store {
         key: String,
-        writer: object_store::buffered::BufWriter,
+        writer: Box<object_store::buffered::BufWriter>,
     },
 }
 
@@ -239,7 +239,7 @@ fn run(reader: std::io::PipeReader, options: Options, sink: Sink) -> Result<Fini
     let mut out = match sink {
         Sink::Memory => Out::Memory,
         Sink::Store { store, key } => Out::Store {
-            writer: store.writer(&key),
+            writer: Box::new(store.writer(&key)),
             key,
         },
     };
