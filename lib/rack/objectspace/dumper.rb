@@ -34,6 +34,7 @@ module Rack
         @log = log
         @host = Socket.gethostname
         @lock = Monitor.new
+        @fork_lock = Mutex.new
         @idle = @lock.new_cond
         @state = ProcessState.new
       end
@@ -186,13 +187,18 @@ module Rack
         return drop("max_children", limit: @config.max_children) if full
 
         count(:dumped)
-        reader, writer = IO.pipe
-        [reader, writer].each(&:binmode)
-        pid = Process.fork do
-          reader.close
-          exit!(child(dump_key, meta_key, meta, writer))
+        # One fork at a time, so no child inherits the write end of another
+        # child's report pipe (its reader would then wait for both to exit).
+        reader, pid = @fork_lock.synchronize do
+          reader, writer = IO.pipe
+          [reader, writer].each(&:binmode)
+          pid = Process.fork do
+            reader.close
+            exit!(child(dump_key, meta_key, meta, writer))
+          end
+          writer.close
+          [reader, pid]
         end
-        writer.close
         state { |s| s.children[pid] = Thread.new { reap(pid, reader, dump_key, meta_key) } }
       end
 
