@@ -15,7 +15,7 @@ module Rack
       # Per-process state; rebuilt when Process.pid changes.
       class ProcessState
         attr_reader :pid, :children, :stats
-        attr_accessor :seq, :baseline, :writer, :queue, :queue_thread, :queue_busy
+        attr_accessor :seq, :baseline, :writer, :queue, :queue_thread, :queued
 
         def initialize
           @pid = Process.pid
@@ -23,7 +23,7 @@ module Rack
           @baseline = nil
           @children = {}
           @stats = Hash.new(0)
-          @queue_busy = 0
+          @queued = 0 # jobs pushed to the []= store queue and not yet written
         end
       end
 
@@ -63,7 +63,7 @@ module Rack
         children.each { |thread| thread.join([deadline - now, 0].max) }
         @lock.synchronize do
           s = @state
-          @idle.wait([deadline - now, 0].max) while s.pid == Process.pid && (s.queue&.size.to_i + s.queue_busy).positive? && deadline > now
+          @idle.wait([deadline - now, 0].max) while s.pid == Process.pid && s.queued.positive? && deadline > now
         end
         writer = state(&:writer)
         writer&.flush([deadline - now, 0].max)
@@ -73,7 +73,7 @@ module Rack
 
       # `{dumped:, stored:, failed:, dropped:, pending:}` for this process.
       def stats
-        s = state { |st| st.stats.dup.merge(pending: st.children.size + st.queue&.size.to_i + st.queue_busy) }
+        s = state { |st| st.stats.dup.merge(pending: st.children.size + st.queued) }
         writer = state(&:writer)
         if writer
           w = writer.stats
@@ -278,8 +278,9 @@ module Rack
         full = state do |s|
           s.queue ||= Queue.new
           s.queue_thread = Thread.new { drain_queue(s) } unless s.queue_thread&.alive?
-          next true if s.queue.size + s.queue_busy >= @config.queue_size
+          next true if s.queued >= @config.queue_size
 
+          s.queued += 1
           s.queue << [dump_key, meta_key, bytes, meta]
           false
         end
@@ -289,12 +290,13 @@ module Rack
       def drain_queue(state)
         loop do
           job = state.queue.pop
-          @lock.synchronize { state.queue_busy += 1 }
-          write_ruby_store(*job)
-        ensure
-          @lock.synchronize do
-            state.queue_busy -= 1
-            @idle.broadcast
+          begin
+            write_ruby_store(*job)
+          ensure
+            @lock.synchronize do
+              state.queued -= 1
+              @idle.broadcast
+            end
           end
         end
       end
