@@ -163,8 +163,9 @@ module TestServers
 
     # puma serving `rackup` (a config.ru), single mode or `workers:` cluster mode.
     # `env` goes to the server (the fixture config.ru reads OBJECTSPACE_* from it).
+    # Ready once GET `ready_path` answers 200.
     def puma(rackup: File.join(FIXTURES, "puma", "config.ru"), workers: 0, threads: 4, env: {}, preload: true,
-             name: "puma", timeout: 60)
+             name: "puma", timeout: 60, ready_path: "/ready")
       bin = require_binary!("puma", "apt-get install puma, or bin/setup")
       port = free_port
       command = [RbConfig.ruby, bin, "-b", "tcp://127.0.0.1:#{port}", "-t", "#{threads}:#{threads}",
@@ -173,13 +174,13 @@ module TestServers
       command << "--preload" if workers.positive? && preload
       command << rackup
       ready = lambda do
-        Net::HTTP.start("127.0.0.1", port, open_timeout: 0.5, read_timeout: 10) { |h| h.get("/ready").code == "200" }
+        Net::HTTP.start("127.0.0.1", port, open_timeout: 0.5, read_timeout: 10) { |h| h.get(ready_path).code == "200" }
       rescue StandardError
         false
       end
       env = { "RUBYLIB" => [File.join(ROOT, "lib"), ENV.fetch("RUBYLIB", nil)].compact.join(File::PATH_SEPARATOR) }
             .merge(env)
-      Server.new(name, command, port: port, env: env, ready: ready, timeout: timeout)
+      Server.new(name, command, port: port, env: env, ready: ready, timeout: timeout, chdir: File.dirname(rackup))
     end
   end
 end
