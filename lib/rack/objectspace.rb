@@ -39,7 +39,7 @@ module Rack
     # @param logger [Logger, nil] defaults to Rails.logger, env["rack.logger"], $stderr
     # @param layout [:dump, :object] for []= stores: one value per dump, or one per object
     # @raise [ArgumentError] for any bad option, naming it, the value and what is accepted
-    def initialize(app, store: nil, mode: nil, dump: nil, every: nil, gc: nil, redact: nil, trace: nil,
+    def initialize(app, store: nil, mode: nil, dump: nil, every: Config::NOT_GIVEN, gc: nil, redact: nil, trace: nil,
                    gzip_level: nil, filter: nil, paths: nil, token: nil, token_header: nil, max_children: nil,
                    queue_size: nil, flush_timeout: nil, logger: nil, layout: nil)
       @app = app

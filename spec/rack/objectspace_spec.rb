@@ -75,7 +75,8 @@ RSpec.describe Rack::Objectspace do
       { store: "file://" } => /no folder given/,
       { store: "file:///tmp", layout: :object } => /layout: must be :dump for URL stores/,
       { flush_timeout: -1 } => /flush_timeout: must be a number of seconds >= 0, got -1/,
-      { logger: "stdout" } => /logger: must be nil or a Logger/
+      { logger: "stdout" } => /logger: must be nil or a Logger/,
+      { every: nil } => /every: must be a positive Integer when token: is not set/
     }.each do |options, message|
       it "rejects #{options.inspect} at boot with a message naming it" do
         options = { store: {} }.merge(options)

@@ -10,6 +10,8 @@ module Rack
       DUMPS = %i[full retained].freeze
       LAYOUTS = %i[dump object].freeze
       DEFAULT_STORE = "file://tmp/objectspace"
+      # The default of keywords where nil is a meaningful value (every: nil).
+      NOT_GIVEN = Object.new.freeze
 
       attr_reader :store, :store_url, :mode, :dump, :every, :gc, :redact, :trace, :gzip_level,
                   :filter, :paths, :token, :token_header, :max_children, :queue_size,
@@ -25,7 +27,7 @@ module Rack
         @store = pick(store, "STORE") { DEFAULT_STORE }
         @mode = symbol(:mode, pick(mode, "MODE") { self.class.default_mode }, MODES)
         @dump = symbol(:dump, pick(dump, "DUMP") { :full }, DUMPS)
-        @every = every_value(pick(every, "EVERY") { 1 })
+        @every = every_value(every.equal?(NOT_GIVEN) ? pick(nil, "EVERY") { 1 } : every)
         @gc = boolean(:gc, pick(gc, "GC") { true })
         @redact = boolean(:redact, pick(redact, "REDACT") { true })
         @trace = boolean(:trace, trace.nil? ? true : trace)
@@ -40,6 +42,7 @@ module Rack
         @logger = logger_value(logger)
         @layout = symbol(:layout, layout || :dump, LAYOUTS)
         check_store
+        fail!(:every, nil, "a positive Integer when token: is not set (nil dumps only on demand, with the token)") if @every.nil? && @token.nil?
         freeze
       end
 

@@ -172,9 +172,20 @@ module Rack
         end
       end
 
+      # Two ObjectSpace.dump_all running at once crash Ruby 3.1 (SEGV in _dump_all)
+      # or deadlock: one inline dump per process at a time, others dropped and counted.
+      INLINE_DUMP = Mutex.new
+      private_constant :INLINE_DUMP
+
       def inline_dump(dump_key, meta_key, meta)
-        count(:dumped)
-        dump = take(new_pipeline, meta)
+        return drop("dump_in_progress") unless INLINE_DUMP.try_lock
+
+        begin
+          count(:dumped)
+          dump = take(new_pipeline, meta)
+        ensure
+          INLINE_DUMP.unlock
+        end
         deliver(dump_key, meta_key, dump, nil, nil)
       end
 
