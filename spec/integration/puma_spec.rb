@@ -82,8 +82,9 @@ RSpec.describe "Rack::Objectspace under a real puma" do
 
   %i[fork inline].each do |mode|
     it "in cluster mode with 2 workers (#{mode} dumps), keys each worker's dumps by its own pid, none mixed up or lost" do
-      # Inline dumps run one puma thread per worker: two ObjectSpace.dump_all at
-      # once in one process crash it (see faults_spec, "concurrent inline dumps").
+      # Inline: one puma thread per worker, since a second concurrent inline dump in
+      # a process is dropped by design (faults_spec, "concurrent inline dumps"), and
+      # this spec wants every request dumped.
       boot(mode: mode, workers: 2, threads: mode == :inline ? 1 : 2)
       served = load(clients: 6, per_client: 6)
       expect(served.keys.size).to eq(2), "both workers should have served requests: #{served.transform_values(&:size)}"
