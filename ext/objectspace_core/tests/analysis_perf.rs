@@ -1,11 +1,37 @@
-//! Parse throughput on a real dump. Not run by default (needs a big input):
-//!   ANALYSIS_DUMP=tmp/bench/before.json \
+//! Parse throughput on a real dump, per core. Not run by default (needs a big input):
+//!   ANALYSIS_DUMP=$PWD/tmp/bench/before.json \
 //!   cargo test --release -p objectspace_core --test analysis_perf -- --ignored --nocapture
+//!
+//! Throughput is bytes over this thread's CPU time (from /proc/thread-self/schedstat),
+//! so other load on the machine does not skew it; wall time is printed too.
 
 use std::time::Instant;
 
 use objectspace_core::analysis::heap::Heap;
+use objectspace_core::analysis::scan::scan;
 use objectspace_core::analysis::source::{no_progress, read_records, Input};
+
+/// CPU time of this thread in seconds (Linux), or None.
+fn thread_cpu() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(ns / 1e9)
+}
+
+fn measure<T>(label: &str, bytes: u64, f: impl FnOnce() -> T) -> T {
+    let wall = Instant::now();
+    let cpu = thread_cpu();
+    let out = f();
+    let wall = wall.elapsed().as_secs_f64();
+    let cpu = thread_cpu().zip(cpu).map(|(b, a)| b - a).unwrap_or(wall);
+    println!(
+        "{label}: {:.3}s CPU ({:.3}s wall) = {:.2} GB/s per core",
+        cpu,
+        wall,
+        bytes as f64 / cpu / 1e9
+    );
+    out
+}
 
 #[test]
 #[ignore]
@@ -15,38 +41,31 @@ fn parse_throughput() {
         return;
     };
     let input = Input::Local(path.clone().into());
-    // Warm the page cache.
-    let _ = read_records(&input, &no_progress, |_, _| {});
     let raw = std::fs::read(&path).expect("readable");
-    let t = Instant::now();
-    let newlines = memchr::memchr_iter(b'\n', &raw).count();
-    let mut scanned = 0u64;
-    for line in raw.split(|&b| b == b'\n') {
-        if let Ok(r) = objectspace_core::analysis::scan::scan(line) {
-            scanned += r.memsize;
+    let bytes = raw.len() as u64;
+    let lines = measure("memchr newlines only", bytes, || {
+        memchr::memchr_iter(b'\n', &raw).count()
+    });
+    measure("scan records in memory", bytes, || {
+        let mut n = 0u64;
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &raw) {
+            n += scan(&raw[start..end]).map(|r| r.memsize).unwrap_or(0);
+            start = end + 1;
         }
-    }
+        n
+    });
+    drop(raw);
+    measure("read_records from file (mmap)", bytes, || {
+        read_records(&input, &no_progress, |_, _| {}).expect("readable dump")
+    });
+    let heap = measure("Heap::read (object table)", bytes, || {
+        Heap::read(&input, &no_progress).expect("readable dump")
+    });
     println!(
-        "in-memory scan of {newlines} lines: {:.3}s ({scanned})",
-        t.elapsed().as_secs_f64()
-    );
-    let t = Instant::now();
-    let mut n = 0u64;
-    let stats =
-        read_records(&input, &no_progress, |r, _| n += r.memsize & 1).expect("readable dump");
-    let scan = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let heap = Heap::read(&input, &no_progress).expect("readable dump");
-    let table = t.elapsed().as_secs_f64();
-    let mb = stats.bytes as f64 / 1e6;
-    println!(
-        "{} lines, {:.0} MB: scan {:.3}s = {:.2} GB/s; into object table {:.3}s = {:.2} GB/s; {} objects ({n})",
-        stats.lines,
-        mb,
-        scan,
-        mb / scan / 1000.0,
-        table,
-        mb / table / 1000.0,
-        heap.objects.len()
+        "{lines} lines, {} objects, {:.1} MB of JSON; object table {} bytes/object",
+        heap.objects.len(),
+        bytes as f64 / 1e6,
+        std::mem::size_of_val(&heap.objects[0])
     );
 }

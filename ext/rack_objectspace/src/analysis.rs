@@ -104,6 +104,22 @@ impl Bar {
     }
 }
 
+/// Run an analysis, turning a panic (a bug) into an error instead of a Ruby
+/// `fatal` that would kill the process.
+fn guarded<T>(f: impl FnOnce() -> Result<T, AnalysisError>) -> Result<T, AnalysisError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(AnalysisError::Read {
+            source_name: "rack-objectspace".into(),
+            message: format!("internal error ({what}); please report it"),
+        })
+    })
+}
+
 fn input(ruby: &Ruby, spec: &str) -> RbResult<Input> {
     analysis::input_for(spec).map_err(|e| to_ruby(ruby, e))
 }
@@ -120,7 +136,7 @@ fn summary(ruby: &Ruby, spec: String, top: usize, progress: bool) -> RbResult<St
     let bar = Bar::new(progress, input.stored_size(), "reading");
     let tick = |d: u64| bar.tick(d);
     let started = Instant::now();
-    let result = nogvl(|| analysis::summary(&input, &tick, top));
+    let result = nogvl(|| guarded(|| analysis::summary(&input, &tick, top)));
     bar.finish();
     let mut report = result.map_err(|e| to_ruby(ruby, e))?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -140,7 +156,7 @@ fn diff(
     let total = a.stored_size() + b.stored_size() + c.stored_size();
     let bar = Bar::new(progress, total, "reading");
     let tick = |d: u64| bar.tick(d);
-    let result = nogvl(|| analysis::diff([&a, &b, &c], &tick, top));
+    let result = nogvl(|| guarded(|| analysis::diff([&a, &b, &c], &tick, top)));
     bar.finish();
     serde_json::to_string(&result.map_err(|e| to_ruby(ruby, e))?).map_err(|e| encode_error(ruby, e))
 }
@@ -149,14 +165,14 @@ fn diff(
 fn leaks(ruby: &Ruby, source: String, top: usize, progress: bool) -> RbResult<String> {
     let bar = Bar::new(progress, 0, "reading dumps");
     let tick = |d: u64| bar.tick(d);
-    let result = nogvl(|| analysis::leaks(&source, &tick, top, threads()));
+    let result = nogvl(|| guarded(|| analysis::leaks(&source, &tick, top, threads())));
     bar.finish();
     serde_json::to_string(&result.map_err(|e| to_ruby(ruby, e))?).map_err(|e| encode_error(ruby, e))
 }
 
 /// `Native::Analysis.ls(source)` -> JSON String
 fn ls(ruby: &Ruby, source: String) -> RbResult<String> {
-    let result = nogvl(|| analysis::ls(&source));
+    let result = nogvl(|| guarded(|| analysis::ls(&source)));
     serde_json::to_string(&result.map_err(|e| to_ruby(ruby, e))?).map_err(|e| encode_error(ruby, e))
 }
 

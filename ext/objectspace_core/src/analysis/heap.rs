@@ -10,6 +10,38 @@ use super::AnalysisError;
 /// "No generation recorded" (the object was allocated before tracing began).
 pub const NO_GENERATION: u32 = u32::MAX;
 
+/// Types interned first, in this order, so that [`known_type`] can name their
+/// ids without a hash lookup (ids start at 1; 0 is the empty string).
+const KNOWN_TYPES: [&str; 14] = [
+    "STRING", "ARRAY", "HASH", "OBJECT", "IMEMO", "CLASS", "MODULE", "ICLASS", "DATA", "SYMBOL",
+    "FLOAT", "STRUCT", "REGEXP", "BIGNUM",
+];
+
+/// The id of a common type name, by length and first bytes, then one comparison.
+#[inline]
+fn known_type(ty: &[u8]) -> Option<u32> {
+    let (id, name): (u32, &[u8]) = match (ty.len(), ty.first(), ty.get(1)) {
+        (6, Some(b'S'), Some(b'T')) if ty.get(2) == Some(&b'R') && ty.get(3) == Some(&b'I') => {
+            (1, b"STRING")
+        }
+        (5, Some(b'A'), _) => (2, b"ARRAY"),
+        (4, Some(b'H'), _) => (3, b"HASH"),
+        (6, Some(b'O'), _) => (4, b"OBJECT"),
+        (5, Some(b'I'), _) => (5, b"IMEMO"),
+        (5, Some(b'C'), _) => (6, b"CLASS"),
+        (6, Some(b'M'), _) => (7, b"MODULE"),
+        (6, Some(b'I'), _) => (8, b"ICLASS"),
+        (4, Some(b'D'), _) => (9, b"DATA"),
+        (6, Some(b'S'), Some(b'Y')) => (10, b"SYMBOL"),
+        (5, Some(b'F'), _) => (11, b"FLOAT"),
+        (6, Some(b'S'), Some(b'T')) => (12, b"STRUCT"),
+        (6, Some(b'R'), _) => (13, b"REGEXP"),
+        (6, Some(b'B'), _) => (14, b"BIGNUM"),
+        _ => return None,
+    };
+    (ty == name).then_some(id)
+}
+
 /// One heap object, as the analyses need it.
 #[derive(Debug, Clone, Copy)]
 pub struct Obj {
@@ -90,9 +122,13 @@ impl Heap {
             types: Interner::new(),
             ..Heap::default()
         };
+        // Known types get fixed ids, so that `known_type` needs no lookup.
+        for t in KNOWN_TYPES {
+            heap.types.intern(t.as_bytes(), false);
+        }
         // Dumps run ~300 bytes a record: reserve to avoid regrowing a big table.
         heap.objects
-            .reserve((input.stored_size() / 320).min(1 << 26) as usize);
+            .reserve((input.stored_size() / 280).min(1 << 26) as usize);
         let mut last_ty: Vec<u8> = Vec::new();
         let stats = read_records(input, progress, |rec: &Record, _line| {
             heap.add(rec, &mut last_ty);
@@ -125,13 +161,16 @@ impl Heap {
                 self.class_names.insert(addr, text);
             }
         }
-        // Consecutive records mostly share a type: skip the hash lookup then.
-        let ty_id = if !last_raw.is_empty() && last_raw.as_slice() == ty {
-            self.objects.last().map(|o| o.ty).unwrap_or(0)
-        } else {
-            last_raw.clear();
-            last_raw.extend_from_slice(ty);
-            self.types.intern(ty, false)
+        let ty_id = match known_type(ty) {
+            Some(id) => id,
+            None if !last_raw.is_empty() && last_raw.as_slice() == ty => {
+                self.objects.last().map(|o| o.ty).unwrap_or(0)
+            }
+            None => {
+                last_raw.clear();
+                last_raw.extend_from_slice(ty);
+                self.types.intern(ty, false)
+            }
         };
         let (file, line) = match rec.file {
             Some(f) => {
@@ -235,6 +274,15 @@ fn strip_version(dir: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::gem_of;
+
+    #[test]
+    fn known_types_have_their_interned_ids() {
+        for (i, t) in super::KNOWN_TYPES.iter().enumerate() {
+            assert_eq!(super::known_type(t.as_bytes()), Some(i as u32 + 1), "{t}");
+        }
+        assert_eq!(super::known_type(b"SHAPE"), None);
+        assert_eq!(super::known_type(b"STRINX"), None);
+    }
 
     #[test]
     fn gems_from_paths() {

@@ -558,7 +558,16 @@ fn load_all(
                     break;
                 };
                 let meta = read_meta(entry);
-                let digest = Heap::read(&entry.input, progress).map(|h| digest(&h, *gens));
+                // A bug on one dump must not take the session down with it.
+                let digest = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    Heap::read(&entry.input, progress).map(|h| digest(&h, *gens))
+                }))
+                .unwrap_or_else(|_| {
+                    Err(AnalysisError::Read {
+                        source_name: entry.input.name(),
+                        message: "internal error while reading this dump (please report it)".into(),
+                    })
+                });
                 let loaded = Loaded {
                     entry: entry.clone(),
                     meta,

@@ -55,14 +55,29 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// which beats `memchr`'s setup; long ones (values, paths) use `memchr2`.
 #[inline]
 fn string_end(b: &[u8], i: usize) -> Scan<(usize, bool)> {
-    let stop = (i + 16).min(b.len());
+    // Eight bytes at a time: find the first '"' or '\\' in a word with the
+    // has-zero-byte trick (only the lowest match is exact, which is the one used).
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    #[inline(always)]
+    fn matches(w: u64, c: u8) -> u64 {
+        let x = w ^ (ONES * c as u64);
+        x.wrapping_sub(ONES) & !x & HIGH
+    }
     let mut j = i;
-    while j < stop {
-        match b[j] {
-            b'"' => return Ok((j, false)),
-            b'\\' => return string_end_slow(b, j, true),
-            _ => j += 1,
+    while j + 8 <= b.len() && j < i + 64 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&b[j..j + 8]);
+        let w = u64::from_le_bytes(word);
+        let m = matches(w, b'"') | matches(w, b'\\');
+        if m != 0 {
+            let k = j + (m.trailing_zeros() / 8) as usize;
+            if b[k] == b'"' {
+                return Ok((k, false));
+            }
+            return string_end_slow(b, k, true);
         }
+        j += 8;
     }
     string_end_slow(b, j, false)
 }
