@@ -161,6 +161,14 @@ module TestServers
       Server.new("moto", [*moto_command, "-H", "127.0.0.1", "-p", port.to_s], port: port, ready: ready, timeout: 60)
     end
 
+    # Azurite's blob service (an Azure Storage emulator, from npm: `npm install -g azurite`).
+    def azurite
+      bin = require_binary!("azurite-blob", "npm install -g azurite")
+      port = free_port
+      Server.new("azurite", [bin, "--blobHost", "127.0.0.1", "--blobPort", port.to_s, "--inMemoryPersistence",
+                             "--skipApiVersionCheck", "--silent"], port: port, timeout: 60)
+    end
+
     # puma serving `rackup` (a config.ru), single mode or `workers:` cluster mode.
     # `env` goes to the server (the fixture config.ru reads OBJECTSPACE_* from it).
     # Ready once GET `ready_path` answers 200.
