@@ -223,6 +223,50 @@ RSpec.describe "Rack::Objectspace under faults" do
     end
   end
 
+  describe "at process exit in fork mode" do
+    it "leaves no dump child behind once flush_timeout has passed" do
+      pending "BUG (lib/rack/objectspace/dumper.rb #shutdown): children still uploading at the deadline are " \
+              "abandoned but not killed; they outlive the process (reparented to init) until the store times out"
+      script = <<~RUBY
+        require "rack/objectspace"
+        require "rack/mock"
+        require "logger"
+        require "socket"
+        # An S3 endpoint that accepts connections and never answers.
+        hole = TCPServer.new("127.0.0.1", 0)
+        Thread.new { held = []; loop { held << hole.accept } }
+        ENV.update("AWS_ENDPOINT" => "http://127.0.0.1:\#{hole.addr[1]}", "AWS_ACCESS_KEY_ID" => "t",
+                   "AWS_SECRET_ACCESS_KEY" => "t", "AWS_REGION" => "us-east-1")
+        mw = Rack::Objectspace.new(->(_env) { [200, {}, ["ok"]] }, store: "s3://hanging/p", mode: :fork,
+                                   dump: :retained, flush_timeout: 1, logger: Logger.new($stdout))
+        2.times { |i| Rack::MockRequest.new(mw).get("/x/\#{i}") }
+        sleep 0.5
+        puts "children=\#{mw.stats[:pending]}"
+        $stdout.flush
+      RUBY
+      output = +""
+      before = Dir.glob("/proc/[0-9]*").map { |d| File.basename(d).to_i }
+      orphans = []
+      Open3.popen2e(RbConfig.ruby, "-I", LIB, "-e", script) do |stdin, out, wait|
+        stdin.close
+        # Read lines, not to EOF: orphans would hold the pipe open.
+        reader = Thread.new { out.each_line { |line| output << line } }
+        expect(wait.join(30)).not_to be_nil, "the process did not exit within 30 s"
+        sleep 1
+        orphans = (Dir.glob("/proc/[0-9]*").map { |d| File.basename(d).to_i } - before).select do |pid|
+          File.binread("/proc/#{pid}/cmdline").include?("s3://hanging/p")
+        rescue Errno::ENOENT, Errno::ESRCH
+          false
+        end
+        orphans.each { |pid| Process.kill("KILL", pid) rescue nil } # rubocop:disable Style/RescueModifier
+        reader.join(5)
+        reader.kill
+      end
+      expect(output).to include("children=2", "event=flush_abandoned")
+      expect(orphans).to be_empty
+    end
+  end
+
   describe "the on-demand trigger" do
     let(:token) { SecureRandom.hex(16) }
 
