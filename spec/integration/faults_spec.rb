@@ -225,8 +225,6 @@ RSpec.describe "Rack::Objectspace under faults" do
 
   describe "at process exit in fork mode" do
     it "leaves no dump child behind once flush_timeout has passed" do
-      pending "BUG (lib/rack/objectspace/dumper.rb #shutdown): children still uploading at the deadline are " \
-              "abandoned but not killed; they outlive the process (reparented to init) until the store times out"
       script = <<~RUBY
         require "rack/objectspace"
         require "rack/mock"

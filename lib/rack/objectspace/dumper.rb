@@ -28,6 +28,8 @@ module Rack
       end
 
       STAT_KEYS = %i[dumped stored failed dropped pending].freeze
+      # Fork children run at this nice level (19: only idle CPU).
+      CHILD_NICENESS = 19
 
       def initialize(config, log)
         @config = config
@@ -92,7 +94,15 @@ module Rack
         result = flush(timeout)
         return if result[:pending].zero?
 
-        @log.warn("flush_abandoned", pending: result[:pending], timeout: timeout)
+        # Children still at work would outlive us (reparented to init) until the
+        # store times out: the deadline is theirs too.
+        children = state { |s| s.children.keys }
+        children.each do |pid|
+          Process.kill(:KILL, pid)
+        rescue Errno::ESRCH
+          nil
+        end
+        @log.warn("flush_abandoned", pending: result[:pending], killed: children.size, timeout: timeout)
       end
 
       private
@@ -216,6 +226,8 @@ module Rack
       # Runs in the fork child; returns its exit status. Reports on `out`: a JSON
       # line, then (for stores only the parent can write to) the gzipped bytes.
       def child(dump_key, meta_key, meta, out)
+        # The child's GC and dump compete with the app for CPU: the app wins.
+        Process.setpriority(Process::PRIO_PROCESS, 0, CHILD_NICENESS)
         if @config.child_writes?
           dump = take(new_pipeline(dump_key, meta_key), meta)
           out.write("#{JSON.generate(ok: true, stored_bytes: dump.stored_bytes)}\n")
