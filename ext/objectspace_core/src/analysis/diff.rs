@@ -45,7 +45,7 @@ fn same_object(h: &Heap, o: &Obj, other: &Heap, idx: &FxHashMap<u64, u32>) -> bo
         return false;
     };
     let p = &other.objects[i as usize];
-    if h.types.get(o.ty) != other.types.get(p.ty) {
+    if h.types.get(o.ty as u32) != other.types.get(p.ty as u32) {
         return false;
     }
     if o.file != 0 && p.file != 0 {
@@ -68,8 +68,8 @@ pub fn diff_heaps(before: &Heap, after: &Heap, retained: &Heap, top: usize) -> D
         if same_object(after, o, before, &ib) || !same_object(after, o, retained, &ir) {
             continue;
         }
-        table.add((o.file, o.line, o.ty, o.class), o.memsize);
-        memsize += o.memsize;
+        table.add((o.file, o.line, o.ty as u32, o.class), o.memsize as u64);
+        memsize += o.memsize as u64;
         objects += 1;
     }
     let mut sites = table.rows(after);

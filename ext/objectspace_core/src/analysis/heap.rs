@@ -47,13 +47,14 @@ fn known_type(ty: &[u8]) -> Option<u32> {
 pub struct Obj {
     pub addr: u64,
     pub class: u64,
-    pub memsize: u64,
+    /// Saturates at 4 GiB (no single Ruby object is that big).
+    pub memsize: u32,
     /// Index into [`Heap::files`]; 0 means no allocation info.
     pub file: u32,
     pub line: u32,
     pub generation: u32,
     /// Index into [`Heap::types`].
-    pub ty: u32,
+    pub ty: u16,
 }
 
 /// Interns byte strings (file names, type names) to small ids.
@@ -164,7 +165,7 @@ impl Heap {
         let ty_id = match known_type(ty) {
             Some(id) => id,
             None if !last_raw.is_empty() && last_raw.as_slice() == ty => {
-                self.objects.last().map(|o| o.ty).unwrap_or(0)
+                self.objects.last().map(|o| o.ty as u32).unwrap_or(0)
             }
             None => {
                 last_raw.clear();
@@ -193,11 +194,11 @@ impl Heap {
         self.objects.push(Obj {
             addr,
             class: rec.class.unwrap_or(0),
-            memsize: rec.memsize,
+            memsize: rec.memsize.min(u32::MAX as u64) as u32,
             file,
             line,
             generation: rec.generation.unwrap_or(NO_GENERATION),
-            ty: ty_id,
+            ty: u16::try_from(ty_id).unwrap_or(u16::MAX),
         });
     }
 

@@ -306,10 +306,12 @@ fn digest(heap: &Heap, with_generations: bool) -> Digest {
     let mut d = Digest::default();
     for o in &heap.objects {
         d.objects += 1;
-        d.memsize += o.memsize;
-        let agg = by_id.entry((o.file, o.line, o.ty, o.class)).or_default();
+        d.memsize += o.memsize as u64;
+        let agg = by_id
+            .entry((o.file, o.line, o.ty as u32, o.class))
+            .or_default();
         agg.count += 1;
-        agg.memsize += o.memsize;
+        agg.memsize += o.memsize as u64;
         if with_generations && o.generation != NO_GENERATION {
             *agg.generations.entry(o.generation).or_insert(0) += 1;
         }

@@ -189,6 +189,23 @@ fn read_uint(b: &[u8], i: usize) -> Scan<(Option<u64>, usize)> {
     Ok((None, skip_value(b, i)?))
 }
 
+/// Hex digit values; 0xff for bytes that are not hex digits.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Parse `0x7f...` into a number; `None` for anything else.
 #[inline]
 pub fn parse_hex(s: &[u8]) -> Option<u64> {
@@ -197,16 +214,28 @@ pub fn parse_hex(s: &[u8]) -> Option<u64> {
         return None;
     }
     let mut v: u64 = 0;
+    let mut bad = 0u8;
     for &c in digits {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | d as u64;
+        let d = HEX[c as usize];
+        bad |= d;
+        v = (v << 4) | (d & 0xf) as u64;
     }
-    Some(v)
+    // Any invalid digit (0xff) sets the high bits of `bad`.
+    (bad & 0xf0 == 0).then_some(v)
+}
+
+/// Equality of two short byte strings of the same length (keys: at most 16
+/// bytes) without a `memcmp` call.
+#[inline(always)]
+fn eq_short(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() || a.len() > 16 {
+        return a == b;
+    }
+    let mut x = [0u8; 16];
+    let mut y = [0u8; 16];
+    x[..a.len()].copy_from_slice(a);
+    y[..b.len()].copy_from_slice(b);
+    u128::from_le_bytes(x) == u128::from_le_bytes(y)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -241,7 +270,7 @@ fn key_of(key: &[u8]) -> Key {
         (5, Some(b'f')) => (Key::Flags, b"flags"),
         _ => return Key::Other,
     };
-    if key == want {
+    if eq_short(key, want) {
         k
     } else {
         Key::Other
@@ -339,8 +368,8 @@ pub fn scan(line: &[u8]) -> Scan<Record<'_>> {
             }
             Key::Flags if b.get(i) == Some(&b'{') => {
                 // {"wb_protected":true, "old":true, ...}: booleans only.
-                match memchr(b'}', &b[i..]) {
-                    Some(k) if !b[i + 1..i + k].contains(&b'{') => i += k + 1,
+                match memchr2(b'{', b'}', &b[i + 1..]) {
+                    Some(k) if b[i + 1 + k] == b'}' => i += k + 2,
                     _ => i = skip_value(b, i)?,
                 }
             }

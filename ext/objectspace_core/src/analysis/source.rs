@@ -1,8 +1,8 @@
 //! Where dumps come from, and how their lines reach the scanner.
 //!
-//! Local files are memory-mapped (plain JSON) or decompressed on a reader
-//! thread (gzip, detected by its magic bytes, not the file name) so that
-//! inflating overlaps with parsing. Store objects are fetched whole (a dump is
+//! Local files are read (and gunzipped: gzip is detected by its magic bytes,
+//! not the file name) on a reader thread, so that reading and inflating
+//! overlap with parsing. Store objects are fetched whole (a dump is
 //! tens of MB compressed at most) and then handled the same way.
 
 use std::fs::File;
@@ -154,14 +154,10 @@ fn read_local<F: FnMut(&Record, u64)>(
     if meta.len() == 0 {
         return Ok(());
     }
-    // SAFETY: the map is read-only and lives only for this call. A dump being
-    // truncated by another process while we read it could fault; dumps are
-    // written once and renamed into place by the middleware, so we accept that.
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
-        .map_err(|e| read_error(name, e))?;
-    #[cfg(unix)]
-    let _ = map.advise(memmap2::Advice::Sequential);
-    lines.feed_all(&map, progress, f)
+    // Plain JSON: a reader thread fills buffers with read(2) while this thread
+    // parses (faster here than an mmap, whose page faults land on the parser).
+    let file = File::open(path).map_err(|e| read_error(name, e))?;
+    pump_on_thread(file, false, name, lines, progress, f)
 }
 
 /// Counts the compressed bytes read, for progress.
@@ -196,9 +192,26 @@ where
     R: Read + Send + 'static,
     F: FnMut(&Record, u64),
 {
+    pump_on_thread(raw, true, name, lines, progress, f)
+}
+
+/// Read `raw` (gunzipping it when `gzip`) on a reader thread, in big chunks,
+/// and parse the lines on this thread as they arrive.
+fn pump_on_thread<R, F>(
+    raw: R,
+    gzip: bool,
+    name: &str,
+    lines: &mut Lines,
+    progress: Progress,
+    f: &mut F,
+) -> Result<(), AnalysisError>
+where
+    R: Read + Send + 'static,
+    F: FnMut(&Record, u64),
+{
     let count = Arc::new(AtomicU64::new(0));
     let counting = Counting {
-        inner: io::BufReader::with_capacity(1 << 20, raw),
+        inner: raw,
         count: count.clone(),
     };
     let (tx, rx) = sync_channel::<Chunk>(4);
@@ -206,13 +219,22 @@ where
     let reader = std::thread::Builder::new()
         .name("objectspace-inflate".into())
         .spawn(move || {
-            let mut gz = flate2::read::MultiGzDecoder::new(counting);
+            let mut gz: Box<dyn Read> = if gzip {
+                Box::new(flate2::read::MultiGzDecoder::new(
+                    io::BufReader::with_capacity(1 << 20, counting),
+                ))
+            } else {
+                Box::new(counting)
+            };
             loop {
                 let mut buf = back_rx
                     .try_recv()
                     .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-                buf.clear();
-                buf.resize(CHUNK, 0);
+                // Reused buffers keep their old bytes: no zeroing needed
+                // beyond the first use, as only `filled` bytes are sent.
+                if buf.len() != CHUNK {
+                    buf.resize(CHUNK, 0);
+                }
                 let mut filled = 0;
                 let mut failure = None;
                 while filled < CHUNK {
@@ -241,7 +263,7 @@ where
             }
         })
         .map_err(|e| read_error(name, e))?;
-    let result = consume(&rx, &back_tx, &count, name, lines, progress, f);
+    let result = consume(&rx, &back_tx, &count, gzip, name, lines, progress, f);
     drop(rx);
     let _ = reader.join();
     result
@@ -251,6 +273,7 @@ fn consume<F: FnMut(&Record, u64)>(
     rx: &Receiver<Chunk>,
     back: &std::sync::mpsc::SyncSender<Vec<u8>>,
     count: &AtomicU64,
+    gzip: bool,
     name: &str,
     lines: &mut Lines,
     progress: Progress,
@@ -266,8 +289,12 @@ fn consume<F: FnMut(&Record, u64)>(
                 progress(now - reported);
                 reported = now;
             }
+            Chunk::Error(e) if gzip => return Err(gzip_error(name, lines, e)),
             Chunk::Error(e) => {
-                return Err(gzip_error(name, lines, e));
+                return Err(AnalysisError::Read {
+                    source_name: name.to_string(),
+                    message: format!("read failed after line {}: {e}", lines.line),
+                })
             }
         }
     }

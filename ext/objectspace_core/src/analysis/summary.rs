@@ -34,8 +34,8 @@ pub fn summarize(heap: &Heap, top: usize) -> Summary {
     let mut table = SiteTable::default();
     let mut memsize = 0u64;
     for o in &heap.objects {
-        table.add((o.file, o.line, o.ty, o.class), o.memsize);
-        memsize += o.memsize;
+        table.add((o.file, o.line, o.ty as u32, o.class), o.memsize as u64);
+        memsize += o.memsize as u64;
     }
     let mut sites = table.rows(heap);
     sort_by_memsize(&mut sites);
