@@ -5,7 +5,6 @@
 //! object only when address and type match, and file:line too when both
 //! records carry allocation info.
 
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::heap::{Heap, Obj};
@@ -29,22 +28,51 @@ pub struct Diff {
     pub groups: Groups,
 }
 
-/// Address -> index into the heap's objects.
-fn index(heap: &Heap) -> FxHashMap<u64, u32> {
-    let mut m = FxHashMap::with_capacity_and_hasher(heap.objects.len(), Default::default());
-    for (i, o) in heap.objects.iter().enumerate() {
-        m.insert(o.addr, i as u32);
+/// (address, index) of every object, sorted by address. `dump_all` walks the
+/// heap's pages in address order, so this is usually a linear copy; other
+/// tools' dumps get sorted.
+fn by_address(heap: &Heap) -> Vec<(u64, u32)> {
+    let mut v: Vec<(u64, u32)> = heap
+        .objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.addr, i as u32))
+        .collect();
+    if !v.windows(2).all(|w| w[0].0 <= w[1].0) {
+        v.sort_unstable();
     }
-    m
+    v
 }
 
-/// Is `o` (in `h`) the same object as whatever `other` holds at its address?
+/// A cursor over an address-sorted table, for a merge join with another one
+/// walked in address order.
+struct Cursor<'a> {
+    heap: &'a Heap,
+    sorted: &'a [(u64, u32)],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// Is `o` (of heap `h`) the same object as the one this heap holds at its
+    /// address? Addresses must be asked in ascending order.
+    #[inline]
+    fn same(&mut self, h: &Heap, o: &Obj) -> bool {
+        while self.at < self.sorted.len() && self.sorted[self.at].0 < o.addr {
+            self.at += 1;
+        }
+        match self.sorted.get(self.at) {
+            Some(&(addr, i)) if addr == o.addr => {
+                same_object(h, o, self.heap, &self.heap.objects[i as usize])
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Two records at one address are the same object when the type matches,
+/// and file:line too when both have allocation info.
 #[inline]
-fn same_object(h: &Heap, o: &Obj, other: &Heap, idx: &FxHashMap<u64, u32>) -> bool {
-    let Some(&i) = idx.get(&o.addr) else {
-        return false;
-    };
-    let p = &other.objects[i as usize];
+fn same_object(h: &Heap, o: &Obj, other: &Heap, p: &Obj) -> bool {
     if h.types.get(o.ty as u32) != other.types.get(p.ty as u32) {
         return false;
     }
@@ -56,16 +84,32 @@ fn same_object(h: &Heap, o: &Obj, other: &Heap, idx: &FxHashMap<u64, u32>) -> bo
 
 /// Compare three heaps already in memory; `top` = 0 keeps every row.
 pub fn diff_heaps(before: &Heap, after: &Heap, retained: &Heap, top: usize) -> Diff {
-    let (ib, ir) = std::thread::scope(|s| {
-        let b = s.spawn(|| index(before));
-        let r = index(retained);
-        (b.join().unwrap_or_default(), r)
+    let (sb, sa, sr) = std::thread::scope(|s| {
+        let b = s.spawn(|| by_address(before));
+        let r = s.spawn(|| by_address(retained));
+        let a = by_address(after);
+        (
+            b.join().unwrap_or_default(),
+            a,
+            r.join().unwrap_or_default(),
+        )
     });
+    let mut in_before = Cursor {
+        heap: before,
+        sorted: &sb,
+        at: 0,
+    };
+    let mut in_retained = Cursor {
+        heap: retained,
+        sorted: &sr,
+        at: 0,
+    };
     let mut table = SiteTable::default();
     let mut memsize = 0u64;
     let mut objects = 0u64;
-    for o in &after.objects {
-        if same_object(after, o, before, &ib) || !same_object(after, o, retained, &ir) {
+    for &(_, i) in &sa {
+        let o = &after.objects[i as usize];
+        if in_before.same(after, o) || !in_retained.same(after, o) {
             continue;
         }
         table.add((o.file, o.line, o.ty as u32, o.class), o.memsize as u64);
