@@ -130,8 +130,13 @@ impl Heap {
         // Dumps run ~300 bytes a record, and gzip shrinks them ~14x. Capacity
         // that is never touched costs no memory, so err on the high side.
         let stored = input.stored_size();
-        let per_object = if input.name().ends_with(".gz") { 18 } else { 280 };
-        heap.objects.reserve((stored / per_object).min(1 << 26) as usize);
+        let per_object = if input.name().ends_with(".gz") {
+            18
+        } else {
+            280
+        };
+        heap.objects
+            .reserve((stored / per_object).min(1 << 26) as usize);
         let mut last_ty: Vec<u8> = Vec::new();
         let stats = read_records(input, progress, |rec: &Record, _line| {
             heap.add(rec, &mut last_ty);

@@ -101,6 +101,9 @@ pub struct Entry {
     pub parsed: Option<DumpKey>,
 }
 
+/// Builds the input for a key of a session.
+type MakeInput = Box<dyn Fn(&str) -> Input>;
+
 /// A source of many dumps: a local folder or a store URL.
 pub struct Session {
     pub name: String,
@@ -136,46 +139,45 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> std::io::Result<
 impl Session {
     /// Find every dump under a folder or store URL.
     pub fn open(source: &str) -> Result<Session, AnalysisError> {
-        let (keys, make): (Vec<(String, u64)>, Box<dyn Fn(&str) -> Input>) =
-            match local_path(source) {
-                Some(dir) => {
-                    let meta = std::fs::metadata(&dir).map_err(|e| AnalysisError::Read {
+        let (keys, make): (Vec<(String, u64)>, MakeInput) = match local_path(source) {
+            Some(dir) => {
+                let meta = std::fs::metadata(&dir).map_err(|e| AnalysisError::Read {
+                    source_name: source.to_string(),
+                    message: if e.kind() == std::io::ErrorKind::NotFound {
+                        "no such folder".to_string()
+                    } else {
+                        e.to_string()
+                    },
+                })?;
+                if !meta.is_dir() {
+                    return Err(AnalysisError::Read {
                         source_name: source.to_string(),
-                        message: if e.kind() == std::io::ErrorKind::NotFound {
-                            "no such folder".to_string()
-                        } else {
-                            e.to_string()
-                        },
-                    })?;
-                    if !meta.is_dir() {
-                        return Err(AnalysisError::Read {
-                            source_name: source.to_string(),
-                            message:
-                                "is a file; give the folder (or store URL) the middleware writes to"
-                                    .into(),
-                        });
-                    }
-                    let mut keys = Vec::new();
-                    walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
-                        source_name: source.to_string(),
-                        message: e.to_string(),
-                    })?;
-                    keys.sort();
-                    let base: PathBuf = dir.clone();
-                    (keys, Box::new(move |k: &str| Input::Local(base.join(k))))
+                        message:
+                            "is a file; give the folder (or store URL) the middleware writes to"
+                                .into(),
+                    });
                 }
-                None => {
-                    let store = Store::open(source)?;
-                    let keys = crate::runtime::block_on(store.list(""))??;
-                    (
-                        keys,
-                        Box::new(move |k: &str| Input::Stored {
-                            store: store.clone(),
-                            key: k.to_string(),
-                        }),
-                    )
-                }
-            };
+                let mut keys = Vec::new();
+                walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
+                    source_name: source.to_string(),
+                    message: e.to_string(),
+                })?;
+                keys.sort();
+                let base: PathBuf = dir.clone();
+                (keys, Box::new(move |k: &str| Input::Local(base.join(k))))
+            }
+            None => {
+                let store = Store::open(source)?;
+                let keys = crate::runtime::block_on(store.list(""))??;
+                (
+                    keys,
+                    Box::new(move |k: &str| Input::Stored {
+                        store: store.clone(),
+                        key: k.to_string(),
+                    }),
+                )
+            }
+        };
         let metas: std::collections::HashSet<&str> = keys
             .iter()
             .filter_map(|(k, _)| k.strip_suffix(META_SUFFIX))

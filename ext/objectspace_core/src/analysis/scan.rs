@@ -546,6 +546,6 @@ mod tests {
             unescape_lossy(br#"bad\x"#, true),
             ("bad\\x".to_string(), true)
         );
-        assert_eq!(unescape_lossy(b"\xff/x.rb", false).1, true);
+        assert!(unescape_lossy(b"\xff/x.rb", false).1);
     }
 }

@@ -269,6 +269,7 @@ where
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn consume<F: FnMut(&Record, u64)>(
     rx: &Receiver<Chunk>,
     back: &std::sync::mpsc::SyncSender<Vec<u8>>,
