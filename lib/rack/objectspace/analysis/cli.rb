@@ -30,7 +30,7 @@ module Rack
 
         ARITY = { "leaks" => 1, "diff" => 3, "summary" => 1, "ls" => 1 }.freeze
         FORMATS = %w[text json html].freeze
-        # Inputs larger than this get a progress bar when stderr is a terminal.
+        # Inputs of more JSON than this get a progress bar when stderr is a terminal.
         PROGRESS_BYTES = 32 * 1024 * 1024
 
         # Raised for a bad command line; exits 2.
@@ -104,7 +104,8 @@ module Rack
         def progress?(paths)
           return false unless @err.respond_to?(:tty?) && @err.tty?
 
-          paths.sum { |p| File.file?(p) ? File.size(p) : PROGRESS_BYTES } >= PROGRESS_BYTES
+          # gzip shrinks dumps ~14x: judge by the JSON to read, not the bytes stored.
+      paths.sum { |p| File.file?(p) ? File.size(p) * (p.end_with?(".gz") ? 14 : 1) : PROGRESS_BYTES } >= PROGRESS_BYTES
         end
 
         def analyse(command, args, options)
