@@ -482,3 +482,69 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn leaks_and_summary_read_from_a_store_url() {
+    use objectspace_core::runtime::block_on;
+    use objectspace_core::store::Store;
+
+    // Write a session to a temp dir, then copy it into an in-process store.
+    let dir = tempfile::tempdir().unwrap();
+    session(dir.path(), 12);
+    let url = "memory://analysis-store-test";
+    let store = Store::open(url).unwrap();
+    let mut keys = Vec::new();
+    for entry in walkdir(dir.path()) {
+        let key = entry
+            .strip_prefix(dir.path())
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let bytes = std::fs::read(&entry).unwrap();
+        block_on(store.put(&key, bytes.into())).unwrap().unwrap();
+        keys.push(key);
+    }
+    let r = analysis::leaks(url, &no_progress, 0, 2).unwrap();
+    assert_eq!(r.sites[0].site.location, "/srv/app/leaky.rb:12");
+    assert_eq!(r.processes[0].dumps.len(), 12);
+    assert_eq!(r.sites[0].endpoints[0].path, "/leak");
+
+    let l = analysis::ls(url).unwrap();
+    assert_eq!(l.dumps.len(), 12);
+
+    // One object by URL: summary fetches and gunzips it from the store.
+    let key = keys
+        .iter()
+        .filter(|k| k.ends_with(".jsonl.gz"))
+        .max()
+        .unwrap();
+    let input = analysis::input_for(&format!("{url}/{key}")).unwrap();
+    let s = analysis::summary(&input, &no_progress, 0).unwrap();
+    assert!(s
+        .sites
+        .iter()
+        .any(|x| x.location == "/srv/app/leaky.rb:12" && x.count == 12));
+
+    // A broken object in the store is skipped by leaks, with a warning.
+    block_on(store.put(key, bytes::Bytes::from_static(b"\x1f\x8b\x08\x00junk")))
+        .unwrap()
+        .unwrap();
+    let r = analysis::leaks(url, &no_progress, 0, 2).unwrap();
+    assert_eq!(r.processes[0].skipped.len(), 1);
+    assert!(r.warnings[0].contains(key.as_str()), "{:?}", r.warnings);
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}

@@ -63,16 +63,12 @@ pub fn input_for(spec: &str) -> Result<Input, AnalysisError> {
     if let Some(local) = local_path(spec) {
         return Ok(Input::Local(local));
     }
-    // A URL: open its folder as a store and read the last segment as the key.
-    let (dir, key) = match spec.rsplit_once('/') {
-        Some((dir, key))
-            if !key.is_empty()
-                && dir.contains("://")
-                && !dir.ends_with(':')
-                && !dir.ends_with("//") =>
-        {
-            (dir, key)
-        }
+    // A URL: open the bucket (or memory store) and read the rest as the key.
+    let (dir, key) = match spec.find("://").and_then(|at| {
+        let slash = spec[at + 3..].find('/')? + at + 3;
+        Some((&spec[..slash], &spec[slash + 1..]))
+    }) {
+        Some((dir, key)) if !key.is_empty() && !key.ends_with('/') => (dir, key),
         _ => {
             return Err(AnalysisError::Read {
                 source_name: spec.to_string(),
