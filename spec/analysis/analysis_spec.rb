@@ -112,3 +112,21 @@ RSpec.describe Rack::Objectspace::Analysis do
     end
   end
 end
+
+RSpec.describe Rack::Objectspace::Analysis, "under GC.stress", :gc_stress do
+  it "keeps its arguments and results alive across the native calls" do
+    Dir.mktmpdir("stress") do |dir|
+      dump = File.join(dir, "tiny.jsonl")
+      File.write(dump, <<~JSONL)
+        {"address":"0x10", "type":"CLASS", "class":"0x1", "name":"String", "memsize":500}
+        {"address":"0x20", "type":"STRING", "class":"0x10", "bytesize":3, "file":"/app/a.rb", "line":3, "generation":5, "memsize":40}
+        {"address":"0x30", "type":"STRING", "class":"0x10", "bytesize":3, "memsize":40}
+      JSONL
+      report = stressed { described_class.summary(dump, top: 0) }
+      expect(report["sites"].map { |s| [s["location"], s["class"], s["count"]] })
+        .to contain_exactly(["/app/a.rb:3", "String", 1], ["no allocation info", "String", 1], ["no allocation info", nil, 1])
+      report = stressed { described_class.diff(dump, dump, dump) }
+      expect(report["sites"]).to eq([])
+    end
+  end
+end
