@@ -1,5 +1,6 @@
 //! Parse throughput on a real dump, per core. Not run by default (needs a big input):
-//!   ANALYSIS_DUMP=$PWD/tmp/bench/before.json \
+//!   ruby bench/analysis.rb   # once, to write bench/data/1200000/*.json
+//!   ANALYSIS_DUMP=$PWD/bench/data/1200000/before.json \
 //!   cargo test --release -p objectspace_core --test analysis_perf -- --ignored --nocapture
 //!
 //! Throughput is bytes over this thread's CPU time (from /proc/thread-self/schedstat),
