@@ -335,11 +335,13 @@ fn stream(
             redacted.clear();
             let mut start = 0;
             while start < block.len() {
-                let stop = memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i + 1);
+                let stop =
+                    memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i + 1);
                 let line = &block[start..stop];
                 summary.count(&scanner, line);
                 if options.redact {
-                    summary.redacted_values += scanner.redactor.redact_line(line, &mut redacted) as u64;
+                    summary.redacted_values +=
+                        scanner.redactor.redact_line(line, &mut redacted) as u64;
                 }
                 start = stop;
             }
@@ -372,6 +374,10 @@ mod tests {
         s
     }
 
+    fn memory_pipeline(redact: bool, level: u32) -> Pipeline {
+        Pipeline::start(Options { redact, level }, Sink::Memory).unwrap()
+    }
+
     fn write_and_finish(mut pipeline: Pipeline, text: &[u8]) -> Result<Finished> {
         let fd = pipeline.take_write_fd()?;
         // SAFETY: take_write_fd hands over ownership of a valid, open descriptor.
@@ -390,14 +396,7 @@ mod tests {
 
     #[test]
     fn round_trip_in_memory_redacts_and_summarises() {
-        let p = Pipeline::start(
-            Options {
-                redact: true,
-                level: 1,
-            },
-            Sink::Memory,
-        )
-        .unwrap();
+        let p = memory_pipeline(true, 1);
         let done = write_and_finish(p, DUMP.as_bytes()).unwrap();
         let text = gunzip(&done.gzip);
         let expected = DUMP
@@ -426,14 +425,7 @@ mod tests {
 
     #[test]
     fn redaction_can_be_turned_off() {
-        let p = Pipeline::start(
-            Options {
-                redact: false,
-                level: 6,
-            },
-            Sink::Memory,
-        )
-        .unwrap();
+        let p = memory_pipeline(false, 6);
         let done = write_and_finish(p, DUMP.as_bytes()).unwrap();
         assert_eq!(gunzip(&done.gzip), DUMP);
         assert_eq!(done.summary.redacted_values, 0);
@@ -442,14 +434,7 @@ mod tests {
     #[test]
     fn a_dump_cut_short_is_flagged() {
         let cut = &DUMP.as_bytes()[..DUMP.len() - 30];
-        let p = Pipeline::start(
-            Options {
-                redact: true,
-                level: 1,
-            },
-            Sink::Memory,
-        )
-        .unwrap();
+        let p = memory_pipeline(true, 1);
         let done = write_and_finish(p, cut).unwrap();
         assert!(done.summary.truncated);
         assert!(!gunzip(&done.gzip).contains("hi\""));
@@ -457,28 +442,14 @@ mod tests {
 
     #[test]
     fn dropping_an_unused_pipeline_ends_its_thread() {
-        let p = Pipeline::start(
-            Options {
-                redact: true,
-                level: 1,
-            },
-            Sink::Memory,
-        )
-        .unwrap();
+        let p = memory_pipeline(true, 1);
         let thread = std::thread::spawn(move || drop(p));
         thread.join().unwrap();
     }
 
     #[test]
     fn meta_gets_the_summary() {
-        let p = Pipeline::start(
-            Options {
-                redact: true,
-                level: 1,
-            },
-            Sink::Memory,
-        )
-        .unwrap();
+        let p = memory_pipeline(true, 1);
         let done = write_and_finish(p, DUMP.as_bytes()).unwrap();
         let meta = done
             .summary

@@ -198,14 +198,8 @@ async fn store_dump(
 mod tests {
     use super::*;
 
-    fn memory_store(name: &str) -> Store {
-        Store::open(&format!("memory://writer-test-{name}")).unwrap()
-    }
-
-    #[test]
-    fn stores_dump_and_meta() {
-        let store = memory_store("stores");
-        let writer = Writer::new(store.clone(), 4).unwrap();
+    /// Queue a two-byte dump `h/1/a` and its metadata.
+    fn submit_small(writer: &Writer) {
         writer
             .try_submit(
                 "h/1/a.jsonl.gz".into(),
@@ -214,6 +208,17 @@ mod tests {
                 "{}".into(),
             )
             .unwrap();
+    }
+
+    fn memory_store(name: &str) -> Store {
+        Store::open(&format!("memory://writer-test-{name}")).unwrap()
+    }
+
+    #[test]
+    fn stores_dump_and_meta() {
+        let store = memory_store("stores");
+        let writer = Writer::new(store.clone(), 4).unwrap();
+        submit_small(&writer);
         assert!(writer.flush(Duration::from_secs(10)));
         assert_eq!(
             writer.stats(),
@@ -255,7 +260,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts() {
-        // An unwritable file store: a file where the folder should be makes every put fail slowly enough.
+        // Capacity 1 and a tight loop: whatever is not queued must be counted as dropped.
         let store = memory_store("full");
         let writer = Writer::new(store, 1).unwrap();
         let mut dropped = 0;
@@ -284,14 +289,7 @@ mod tests {
         // A plain file where the host folder must go: every write under it fails.
         std::fs::write(dir.path().join("h"), b"not a folder").unwrap();
         let writer = Writer::new(store, 4).unwrap();
-        writer
-            .try_submit(
-                "h/1/a.jsonl.gz".into(),
-                b"gz".to_vec(),
-                "h/1/a.meta.json".into(),
-                "{}".into(),
-            )
-            .unwrap();
+        submit_small(&writer);
         assert!(writer.flush(Duration::from_secs(10)));
         assert_eq!(writer.stats().failed, 1);
         let errors = writer.take_errors();

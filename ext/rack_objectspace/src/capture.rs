@@ -15,7 +15,10 @@ use crate::nogvl::nogvl;
 
 fn options(ruby: &Ruby, redact: bool, level: u32) -> RbResult<Options> {
     if level > 9 {
-        return Err(argument(ruby, format!("gzip level must be 0..9, got {level}")));
+        return Err(argument(
+            ruby,
+            format!("gzip level must be 0..9, got {level}"),
+        ));
     }
     Ok(Options { redact, level })
 }
@@ -34,7 +37,8 @@ struct RbPipeline {
 impl RbPipeline {
     /// `Pipeline.new(redact, level)`: gzip into memory.
     fn new(ruby: &Ruby, redact: bool, level: u32) -> RbResult<Self> {
-        let pipeline = Pipeline::start(options(ruby, redact, level)?, Sink::Memory).map_err(|e| to_ruby(ruby, e))?;
+        let pipeline = Pipeline::start(options(ruby, redact, level)?, Sink::Memory)
+            .map_err(|e| to_ruby(ruby, e))?;
         Ok(RbPipeline {
             inner: Mutex::new(Some(pipeline)),
             meta_key: None,
@@ -43,7 +47,14 @@ impl RbPipeline {
 
     /// `Pipeline.streaming(redact, level, url, key, meta_key)`: stream to a store;
     /// `finish` then stores the metadata record too.
-    fn streaming(ruby: &Ruby, redact: bool, level: u32, url: String, key: String, meta_key: String) -> RbResult<Self> {
+    fn streaming(
+        ruby: &Ruby,
+        redact: bool,
+        level: u32,
+        url: String,
+        key: String,
+        meta_key: String,
+    ) -> RbResult<Self> {
         let options = options(ruby, redact, level)?;
         let store = Store::open(&url).map_err(|e| to_ruby(ruby, e))?;
         let sink = Sink::Store {
@@ -59,8 +70,13 @@ impl RbPipeline {
 
     /// The pipe's write end, to be wrapped with `IO.for_fd(fd, autoclose: true)`.
     fn write_fd(ruby: &Ruby, rb_self: &Self) -> RbResult<i32> {
-        let mut guard = rb_self.inner.lock().map_err(|_| state(ruby, "pipeline lock poisoned"))?;
-        let pipeline = guard.as_mut().ok_or_else(|| state(ruby, "pipeline already finished"))?;
+        let mut guard = rb_self
+            .inner
+            .lock()
+            .map_err(|_| state(ruby, "pipeline lock poisoned"))?;
+        let pipeline = guard
+            .as_mut()
+            .ok_or_else(|| state(ruby, "pipeline already finished"))?;
         pipeline.take_write_fd().map_err(|e| to_ruby(ruby, e))
     }
 
@@ -143,14 +159,23 @@ impl RbWriter {
     }
 
     /// Queue a finished dump; false when the queue was full (the dump is dropped).
-    fn submit(ruby: &Ruby, rb_self: &Self, key: String, meta_key: String, dump: &RbDump) -> RbResult<bool> {
+    fn submit(
+        ruby: &Ruby,
+        rb_self: &Self,
+        key: String,
+        meta_key: String,
+        dump: &RbDump,
+    ) -> RbResult<bool> {
         let gzip = dump
             .gzip
             .lock()
             .map_err(|_| state(ruby, "dump lock poisoned"))?
             .take()
             .ok_or_else(|| state(ruby, "the dump's bytes were already taken"))?;
-        match rb_self.inner.try_submit(key, gzip, meta_key, dump.meta.clone()) {
+        match rb_self
+            .inner
+            .try_submit(key, gzip, meta_key, dump.meta.clone())
+        {
             Ok(()) => Ok(true),
             Err(CoreError::QueueFull { .. }) => Ok(false),
             Err(e) => Err(to_ruby(ruby, e)),
@@ -158,7 +183,14 @@ impl RbWriter {
     }
 
     /// Queue gzipped bytes shipped back by a fork child (stores only the parent can write).
-    fn submit_bytes(ruby: &Ruby, rb_self: &Self, key: String, meta_key: String, bytes: RString, meta: String) -> RbResult<bool> {
+    fn submit_bytes(
+        ruby: &Ruby,
+        rb_self: &Self,
+        key: String,
+        meta_key: String,
+        bytes: RString,
+        meta: String,
+    ) -> RbResult<bool> {
         // SAFETY: the slice is copied before any other Ruby call can move or free the string.
         let gzip = unsafe { bytes.as_slice() }.to_vec();
         match rb_self.inner.try_submit(key, gzip, meta_key, meta) {
@@ -206,7 +238,15 @@ fn check_store(ruby: &Ruby, url: String) -> RbResult<bool> {
 
 /// `Native.dump_keys(host, pid, seq, unix_ms, method, path, salt)`: the sanitised
 /// `[dump_key, meta_key]` of one dump (see objectspace_core::keys).
-fn dump_keys(host: String, pid: u32, seq: u64, unix_ms: u64, method: String, path: String, salt: u32) -> (String, String) {
+fn dump_keys(
+    host: String,
+    pid: u32,
+    seq: u64,
+    unix_ms: u64,
+    method: String,
+    path: String,
+    salt: u32,
+) -> (String, String) {
     let key = DumpKey::new(&host, pid, seq, unix_ms, &method, &path, salt);
     (key.dump_key(), key.meta_key())
 }
