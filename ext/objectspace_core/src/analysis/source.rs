@@ -109,10 +109,9 @@ where
             let bytes = crate::runtime::block_on(store.get(key))??;
             progress(bytes.len() as u64);
             if is_gzip(&bytes) {
-                let len = bytes.len() as u64;
-                inflate_on_thread(
+                pump_on_thread(
                     io::Cursor::new(bytes),
-                    len,
+                    true,
                     &name,
                     &mut lines,
                     &no_progress,
@@ -149,7 +148,7 @@ fn read_local<F: FnMut(&Record, u64)>(
     let got = file.read(&mut magic).map_err(|e| read_error(name, e))?;
     if got == 2 && is_gzip(&magic) {
         let file = File::open(path).map_err(|e| read_error(name, e))?;
-        return inflate_on_thread(file, meta.len(), name, lines, progress, f);
+        return pump_on_thread(file, true, name, lines, progress, f);
     }
     if meta.len() == 0 {
         return Ok(());
@@ -177,22 +176,6 @@ impl<R: Read> Read for Counting<R> {
 enum Chunk {
     Data(Vec<u8>),
     Error(io::Error),
-}
-
-/// Inflate `raw` on a reader thread and parse the lines here as they arrive.
-fn inflate_on_thread<R, F>(
-    raw: R,
-    _len: u64,
-    name: &str,
-    lines: &mut Lines,
-    progress: Progress,
-    f: &mut F,
-) -> Result<(), AnalysisError>
-where
-    R: Read + Send + 'static,
-    F: FnMut(&Record, u64),
-{
-    pump_on_thread(raw, true, name, lines, progress, f)
 }
 
 /// Read `raw` (gunzipping it when `gzip`) on a reader thread, in big chunks,
