@@ -3,16 +3,7 @@
 require "rack/objectspace/analysis"
 
 RSpec.describe Rack::Objectspace::Analysis do
-  around do |example|
-    Dir.mktmpdir("analysis") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  def path(name)
-    File.join(@dir, name)
-  end
+  include_context "a temporary folder"
 
   describe ".summary" do
     it "counts a real dump by site, type, class and gem, with untraced objects in their own row" do

@@ -1,16 +1,7 @@
 # frozen_string_literal: true
 
 RSpec.describe "exe/rack-objectspace" do
-  around do |example|
-    Dir.mktmpdir("cli") do |dir|
-      @dir = dir
-      example.run
-    end
-  end
-
-  def path(name)
-    File.join(@dir, name)
-  end
+  include_context "a temporary folder"
 
   def no_backtrace(err)
     expect(err).not_to match(/\.rb:\d+:in `/)

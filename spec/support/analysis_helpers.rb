@@ -70,3 +70,17 @@ module AnalysisHelpers
 end
 
 RSpec.configure { |c| c.include AnalysisHelpers }
+
+# Each example gets its own temporary folder, @dir, with path(name) inside it.
+RSpec.shared_context "a temporary folder" do
+  around do |example|
+    Dir.mktmpdir("analysis") do |dir|
+      @dir = dir
+      example.run
+    end
+  end
+
+  def path(name)
+    File.join(@dir, name)
+  end
+end
