@@ -27,7 +27,8 @@ module Rack
     # @param every [Integer, nil] dump every Nth request; nil dumps only on demand (token:)
     # @param gc [Boolean] run a full GC before each dump
     # @param redact [Boolean] drop string values from dumps (false stores them: secrets!)
-    # @param trace [Boolean] start allocation tracing (file, line, method, generation in dumps)
+    # @param trace [Boolean, :native, :objspace] record each allocation's file, line and GC generation for the
+    #   dumps (needed by dump: :retained); true picks :native (Native::Tracer) except for inline retained dumps
     # @param gzip_level [Integer] 0..9
     # @param filter [#call, nil] dump only requests for which filter.call(env) is truthy
     # @param paths [Array<String, Regexp>, nil] dump only requests whose path starts with / matches one
@@ -51,7 +52,10 @@ module Rack
       @dumper = Dumper.new(@config, @log)
       @requests = 0
       @lock = Mutex.new
-      ObjectSpace.trace_object_allocations_start if @config.trace
+      case @config.trace
+      when :native then Native::Tracer.start
+      when :objspace then ObjectSpace.trace_object_allocations_start
+      end
       dumper = @dumper
       timeout = @config.flush_timeout
       at_exit { dumper.shutdown(timeout) }

@@ -76,7 +76,9 @@ RSpec.describe Rack::Objectspace do
       { store: "file:///tmp", layout: :object } => /layout: must be :dump for URL stores/,
       { flush_timeout: -1 } => /flush_timeout: must be a number of seconds >= 0, got -1/,
       { logger: "stdout" } => /logger: must be nil or a Logger/,
-      { every: nil } => /every: must be a positive Integer when token: is not set/
+      { every: nil } => /every: must be a positive Integer when token: is not set/,
+      { trace: :fast } => /trace: must be one of true, false, :native, :objspace, got :fast/,
+      { dump: :retained, trace: false } => /trace: must be true, :native or :objspace with dump: :retained .*got false/
     }.each do |options, message|
       it "rejects #{options.inspect} at boot with a message naming it" do
         options = { store: {} }.merge(options)
@@ -171,11 +173,13 @@ RSpec.describe Rack::Objectspace do
   end
 
   describe "what a dump holds" do
-    %i[inline fork].each do |mode|
-      it "in :retained #{mode} dumps, kept objects accumulate and garbage or responses do not" do
+    # trace: true is :objspace for inline retained dumps, :native otherwise.
+    [[:inline, true], [:fork, true], [:inline, :native], [:fork, :objspace]].each do |mode, trace|
+      it "in :retained #{mode} dumps (trace: #{trace.inspect}), kept objects accumulate and garbage or responses do not" do
         KEPT_FOREVER.clear
         store = {}
-        middleware = described_class.new(LEAKY_APP, store: store, mode: mode, dump: :retained, logger: quiet_logger)
+        middleware = described_class.new(LEAKY_APP, store: store, mode: mode, dump: :retained, trace: trace,
+                                                    logger: quiet_logger)
         request = Rack::MockRequest.new(middleware)
         5.times do |i|
           request.get("/leak/#{i}")
@@ -183,6 +187,13 @@ RSpec.describe Rack::Objectspace do
         end
         dumps = store.keys.grep(/\.jsonl\.gz\z/).sort.map { |k| records(store[k]) }
         expect(dumps.size).to eq(5)
+        if middleware.config.trace == :native
+          # Classes from before the baseline come by name only, so every kept object's class is named.
+          names = dumps.last.select { |r| r["before_baseline"] }.to_h { |r| [r["address"], r["name"]] }
+          leaked = dumps.last.find { |r| r["line"] == LEAK_LINE && r["type"] == "ARRAY" }
+          expect(names[leaked["class"]]).to eq("Array")
+          dumps = dumps.map { |d| d.reject { |r| r["before_baseline"] } }
+        end
         kept = dumps.map { |d| count_at(d, LEAK_LINE) }
         expect(kept).to eq([1, 2, 3, 4, 5])
         expect(dumps.map { |d| count_at(d, GARBAGE_LINE) }).to all(eq(0))

@@ -3,14 +3,17 @@
 //! - [`pipeline`]: a heap dump streamed from a pipe, redacted, summarised, gzipped.
 //! - [`writer`]: the bounded, asynchronous store writer (tokio + object_store).
 //! - [`store`], [`keys`], [`redact`]: store URLs, key naming, string-value redaction.
+//! - [`sites`]: file, line and GC generation of traced allocations, by address.
 //! - [`analysis`]: reading dumps back and naming the sites that leak.
 
 pub mod analysis;
+pub mod annotate;
 pub mod error;
 pub mod keys;
 pub mod pipeline;
 pub mod redact;
 pub mod runtime;
+pub mod sites;
 pub mod store;
 pub mod writer;
 

@@ -13,14 +13,27 @@ use objectspace_core::Error as CoreError;
 use crate::errors::{argument, to_ruby, RbResult};
 use crate::nogvl::nogvl;
 
-fn options(ruby: &Ruby, redact: bool, level: u32) -> RbResult<Options> {
+/// `sites`: annotate records from `Native::Tracer`'s table; `since`: keep only
+/// objects from that GC generation on (a retained dump).
+fn options(
+    ruby: &Ruby,
+    redact: bool,
+    level: u32,
+    sites: bool,
+    since: Option<u64>,
+) -> RbResult<Options> {
     if level > 9 {
         return Err(argument(
             ruby,
             format!("gzip level must be 0..9, got {level}"),
         ));
     }
-    Ok(Options { redact, level })
+    Ok(Options {
+        redact,
+        level,
+        sites: sites.then(objectspace_core::sites::global),
+        since,
+    })
 }
 
 fn state(ruby: &Ruby, message: &str) -> magnus::Error {
@@ -35,9 +48,9 @@ struct RbPipeline {
 }
 
 impl RbPipeline {
-    /// `Pipeline.new(redact, level)`: gzip into memory.
-    fn new(ruby: &Ruby, redact: bool, level: u32) -> RbResult<Self> {
-        let pipeline = Pipeline::start(options(ruby, redact, level)?, Sink::Memory)
+    /// `Pipeline.new(redact, level, sites, since)`: gzip into memory.
+    fn new(ruby: &Ruby, redact: bool, level: u32, sites: bool, since: Option<u64>) -> RbResult<Self> {
+        let pipeline = Pipeline::start(options(ruby, redact, level, sites, since)?, Sink::Memory)
             .map_err(|e| to_ruby(ruby, e))?;
         Ok(RbPipeline {
             inner: Mutex::new(Some(pipeline)),
@@ -45,17 +58,20 @@ impl RbPipeline {
         })
     }
 
-    /// `Pipeline.streaming(redact, level, url, key, meta_key)`: stream to a store;
-    /// `finish` then stores the metadata record too.
+    /// `Pipeline.streaming(redact, level, sites, since, url, key, meta_key)`:
+    /// stream to a store; `finish` then stores the metadata record too.
+    #[allow(clippy::too_many_arguments)]
     fn streaming(
         ruby: &Ruby,
         redact: bool,
         level: u32,
+        sites: bool,
+        since: Option<u64>,
         url: String,
         key: String,
         meta_key: String,
     ) -> RbResult<Self> {
-        let options = options(ruby, redact, level)?;
+        let options = options(ruby, redact, level, sites, since)?;
         let store = Store::open(&url).map_err(|e| to_ruby(ruby, e))?;
         let sink = Sink::Store {
             store: store.clone(),
@@ -257,8 +273,8 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
     native.const_set("DEFAULT_GZIP_LEVEL", pipeline::DEFAULT_LEVEL)?;
 
     let class = native.define_class("Pipeline", ruby.class_object())?;
-    class.define_singleton_method("new", function!(RbPipeline::new, 2))?;
-    class.define_singleton_method("streaming", function!(RbPipeline::streaming, 5))?;
+    class.define_singleton_method("new", function!(RbPipeline::new, 4))?;
+    class.define_singleton_method("streaming", function!(RbPipeline::streaming, 7))?;
     class.define_method("write_fd", method!(RbPipeline::write_fd, 0))?;
     class.define_method("finish", method!(RbPipeline::finish, 1))?;
 

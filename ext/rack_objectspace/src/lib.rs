@@ -6,6 +6,7 @@ mod analysis;
 mod capture;
 mod errors;
 mod nogvl;
+mod tracer;
 
 use magnus::{Module, Ruby};
 
@@ -16,5 +17,6 @@ fn init(ruby: &Ruby) -> Result<(), magnus::Error> {
     let native = objectspace.define_module("Native")?;
     capture::init(ruby, native)?;
     analysis::init(ruby, native)?;
+    tracer::init(ruby, native)?;
     Ok(())
 }

@@ -9,6 +9,7 @@ module Rack
       MODES = %i[fork inline].freeze
       DUMPS = %i[full retained].freeze
       LAYOUTS = %i[dump object].freeze
+      TRACERS = %i[native objspace].freeze
       DEFAULT_STORE = "file://tmp/objectspace"
       # The default of keywords where nil is a meaningful value (every: nil).
       NOT_GIVEN = Object.new.freeze
@@ -30,7 +31,7 @@ module Rack
         @every = every_value(every.equal?(NOT_GIVEN) ? pick(nil, "EVERY") { 1 } : every)
         @gc = boolean(:gc, pick(gc, "GC") { true })
         @redact = boolean(:redact, pick(redact, "REDACT") { true })
-        @trace = boolean(:trace, trace.nil? ? true : trace)
+        @trace = tracer(trace.nil? ? true : trace)
         @gzip_level = integer(:gzip_level, gzip_level.nil? ? Native::DEFAULT_GZIP_LEVEL : gzip_level, 0..9)
         @filter = callable(:filter, filter)
         @paths = paths_value(paths)
@@ -43,6 +44,7 @@ module Rack
         @layout = symbol(:layout, layout || :dump, LAYOUTS)
         check_store
         fail!(:every, nil, "a positive Integer when token: is not set (nil dumps only on demand, with the token)") if @every.nil? && @token.nil?
+        fail!(:trace, false, "true, :native or :objspace with dump: :retained (it keeps objects by allocation generation)") if @dump == :retained && !@trace
         freeze
       end
 
@@ -80,6 +82,20 @@ module Rack
         when false, "false", "0", "no", "off" then false
         else fail!(option, value, "true or false")
         end
+      end
+
+      # true picks the tracer that costs the app least: :native (a light NEWOBJ
+      # hook; the dump child filters a whole dump_all) in fork mode, and for
+      # inline retained dumps :objspace (dearer per allocation, but its
+      # dump_all(since:) formats only new objects, on the request thread).
+      def tracer(value)
+        return nil if value == false || %w[false 0 no off].include?(value)
+
+        if value == true || %w[true 1 yes on].include?(value)
+          return @mode == :inline && @dump == :retained ? :objspace : :native
+        end
+
+        symbol(:trace, value, [true, false, *TRACERS])
       end
 
       def integer(option, value, range)

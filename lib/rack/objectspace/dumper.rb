@@ -144,6 +144,9 @@ module Rack
       end
 
       # GC, then ObjectSpace.dump_all into the pipeline's pipe; returns the Native::Dump.
+      # With trace: :native the dump is whole: the pipeline adds allocation sites
+      # from Native::Tracer and, for a retained dump, keeps only objects allocated
+      # since the baseline generation. With :objspace, dump_all(since:) does that.
       def take(pipeline, meta)
         started = now
         GC.start if @config.gc
@@ -153,8 +156,9 @@ module Rack
         io.binmode
         broken = nil
         begin
-          if meta[:baseline_generation]
-            ObjectSpace.dump_all(output: io, since: meta[:baseline_generation])
+          since = meta[:baseline_generation]
+          if since && @config.trace == :objspace
+            ObjectSpace.dump_all(output: io, since: since)
           else
             ObjectSpace.dump_all(output: io)
           end
@@ -174,11 +178,13 @@ module Rack
         dump
       end
 
-      def new_pipeline(dump_key = nil, meta_key = nil)
+      def new_pipeline(meta, dump_key = nil, meta_key = nil)
+        native = @config.trace == :native
+        args = [@config.redact, @config.gzip_level, native, native ? meta[:baseline_generation] : nil]
         if dump_key
-          Native::Pipeline.streaming(@config.redact, @config.gzip_level, @config.store_url, dump_key, meta_key)
+          Native::Pipeline.streaming(*args, @config.store_url, dump_key, meta_key)
         else
-          Native::Pipeline.new(@config.redact, @config.gzip_level)
+          Native::Pipeline.new(*args)
         end
       end
 
@@ -192,7 +198,7 @@ module Rack
 
         begin
           count(:dumped)
-          dump = take(new_pipeline, meta)
+          dump = take(new_pipeline(meta), meta)
         ensure
           INLINE_DUMP.unlock
         end
@@ -226,13 +232,14 @@ module Rack
       # Runs in the fork child; returns its exit status. Reports on `out`: a JSON
       # line, then (for stores only the parent can write to) the gzipped bytes.
       def child(dump_key, meta_key, meta, out)
+        Native::Tracer.after_fork_child
         # The child's GC and dump compete with the app for CPU: the app wins.
         Process.setpriority(Process::PRIO_PROCESS, 0, CHILD_NICENESS)
         if @config.child_writes?
-          dump = take(new_pipeline(dump_key, meta_key), meta)
+          dump = take(new_pipeline(meta, dump_key, meta_key), meta)
           out.write("#{JSON.generate(ok: true, stored_bytes: dump.stored_bytes)}\n")
         else
-          dump = take(new_pipeline, meta)
+          dump = take(new_pipeline(meta), meta)
           bytes = dump.take_bytes
           out.write("#{JSON.generate(ok: true, ship: bytes.bytesize, meta: dump.meta)}\n")
           out.write(bytes)

@@ -169,6 +169,10 @@ impl Heap {
                 self.class_names.insert(addr, text);
             }
         }
+        if rec.before_baseline {
+            // A name for the classes of retained objects, not an object of the dump.
+            return;
+        }
         let ty_id = match known_type(ty) {
             Some(id) => id,
             None if !last_raw.is_empty() && last_raw.as_slice() == ty => {

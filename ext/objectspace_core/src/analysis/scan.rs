@@ -25,6 +25,10 @@ pub struct Record<'a> {
     pub memsize: u64,
     pub name: Option<&'a [u8]>,
     pub name_escaped: bool,
+    /// `"before_baseline":true`: a class or module from before a retained
+    /// dump's baseline, kept by the pipeline for its name only (not an object
+    /// of the dump).
+    pub before_baseline: bool,
 }
 
 /// Why a line is not a record, with the byte offset where scanning stopped.
@@ -250,6 +254,7 @@ enum Key {
     Memsize,
     References,
     Flags,
+    BeforeBaseline,
     Other,
 }
 
@@ -268,6 +273,7 @@ fn key_of(key: &[u8]) -> Key {
         (7, Some(b'm')) => (Key::Memsize, b"memsize"),
         (10, Some(b'r')) => (Key::References, b"references"),
         (5, Some(b'f')) => (Key::Flags, b"flags"),
+        (15, Some(b'b')) => (Key::BeforeBaseline, b"before_baseline"),
         _ => return Key::Other,
     };
     if eq_short(key, want) {
@@ -372,6 +378,10 @@ pub fn scan(line: &[u8]) -> Scan<Record<'_>> {
                     Some(k) if b[i + 1 + k] == b'}' => i += k + 2,
                     _ => i = skip_value(b, i)?,
                 }
+            }
+            Key::BeforeBaseline => {
+                rec.before_baseline = b[i..].starts_with(b"true");
+                i = skip_value(b, i)?;
             }
             _ => i = skip_value(b, i)?,
         }
@@ -510,6 +520,10 @@ mod tests {
         assert_eq!(r.ty, b"ROOT");
         assert_eq!(r.address, None);
         let r = scan(br#"{"address":"0x10", "type":"CLASS", "class":"0x8", "name":"Foo::Bar", "references":[], "memsize":544}"#).unwrap();
+        assert!(!r.before_baseline);
+        let c = scan(br#"{"address":"0x10", "type":"CLASS", "name":"Foo", "before_baseline":true}"#).unwrap();
+        assert!(c.before_baseline);
+        assert_eq!(c.name, Some(&b"Foo"[..]));
         assert_eq!(r.name, Some(&b"Foo::Bar"[..]));
         assert_eq!(r.memsize, 544);
     }

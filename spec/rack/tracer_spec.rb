@@ -1,0 +1,72 @@
+# frozen_string_literal: true
+
+require "objspace"
+
+# Native::Tracer, the allocation hook behind `trace: true` and `dump: :retained`,
+# and the pipeline that joins its table with dump_all. Tagged :gc_stress.
+RSpec.describe Rack::Objectspace::Native::Tracer, :gc_stress do
+  before { described_class.start }
+  after { described_class.stop }
+
+  def address(obj)
+    JSON.parse(ObjectSpace.dump(obj))["address"]
+  end
+
+  # dump_all through a native pipeline; the records as parsed JSON.
+  def dump_through(since)
+    pipeline = Rack::Objectspace::Native::Pipeline.new(true, 1, true, since)
+    io = IO.for_fd(pipeline.write_fd, autoclose: true)
+    ObjectSpace.dump_all(output: io)
+    io.close
+    dump = pipeline.finish("{}")
+    [records(dump.take_bytes), JSON.parse(dump.meta)]
+  end
+
+  it "records the file, line and GC generation of each allocation" do
+    before = GC.count
+    line = __LINE__ + 1
+    objects = stressed { Array.new(50) { |i| "s#{i}" } }
+    sites = objects.map { |o| described_class.site(o) }
+    expect(sites.map { |file, l, _| [file, l] }.uniq).to eq([[__FILE__, line]])
+    expect(sites.map(&:last)).to all(be_between(before, GC.count))
+    expect(described_class.stats).to include(enabled: true)
+    expect(described_class.stats[:recorded]).to be >= 50
+  end
+
+  it "knows nothing of immediates, nor of objects from before it started" do
+    described_class.stop
+    old = +"old"
+    described_class.start
+    expect(described_class.site(old)).to be_nil
+    expect([described_class.site(1), described_class.site(:sym), described_class.site(nil)]).to all(be_nil)
+    expect(described_class.site(+"new")).not_to be_nil
+  end
+
+  it "gives dump_all records the fields objspace's tracing would, without its cost" do
+    line = __LINE__ + 1
+    kept = Array.new(3)
+    records, = dump_through(nil)
+    record = records.find { |r| r["address"] == address(kept) }
+    expect(record).to include("type" => "ARRAY", "file" => __FILE__, "line" => line)
+    expect(record["generation"]).to be <= GC.count
+    expect(records.count { |r| r["type"] == "ROOT" }).to be_positive
+  end
+
+  it "keeps only objects allocated since the baseline, and names the classes from before it" do
+    old = Struct.new(:a).new(1)
+    GC.start
+    baseline = GC.count
+    line = __LINE__ + 1
+    kept = Array.new(3)
+    records, meta = dump_through(baseline)
+    expect(records.find { |r| r["address"] == address(kept) }).to include("file" => __FILE__, "line" => line)
+    expect(records.map { |r| r["address"] }).not_to include(address(old))
+    expect(records.none? { |r| r["type"] == "ROOT" }).to be(true)
+    objects = records.reject { |r| r["before_baseline"] }
+    expect(objects.map { |r| r["generation"] }).to all(be >= baseline)
+    array = records.find { |r| r["name"] == "Array" }
+    expect(array).to eq("address" => address(Array), "type" => "CLASS", "name" => "Array", "before_baseline" => true)
+    expect(meta["left_out"]).to be > 1000
+    expect(meta["lines"]).to eq(objects.size)
+  end
+end
