@@ -53,7 +53,9 @@ module Rack
       @requests = 0
       @lock = Mutex.new
       case @config.trace
-      when :native then Native::Tracer.start
+      when :native
+        @compactions = GC.stat(:compact_count)
+        Native::Tracer.start
       when :objspace then ObjectSpace.trace_object_allocations_start
       end
       dumper = @dumper
@@ -65,6 +67,7 @@ module Rack
     attr_reader :config
 
     def call(env)
+      watch_compaction if @compactions
       return @app.call(env) unless dump?(env)
 
       request = {
@@ -96,6 +99,18 @@ module Rack
     end
 
     private
+
+    # GC.compact moves objects without a NEWOBJ event, so the native site table
+    # would give moved objects the site of whatever lived at their new address
+    # before: it starts over instead (unknown is better than wrong).
+    def watch_compaction
+      count = GC.stat(:compact_count)
+      return if count == @compactions
+
+      @compactions = count
+      Native::Tracer.clear
+      @log.warn("tracer_reset", reason: "gc_compact", compactions: count)
+    end
 
     def dump?(env)
       triggered = trigger(env)

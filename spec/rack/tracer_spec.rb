@@ -42,6 +42,19 @@ RSpec.describe Rack::Objectspace::Native::Tracer, :gc_stress do
     expect(described_class.site(+"new")).not_to be_nil
   end
 
+  it "starts over, with a warning, after GC.compact moved objects behind its back" do
+    app = ->(_env) { [200, { "content-type" => "text/plain" }, ["ok"]] }
+    middleware = Rack::Objectspace.new(app, store: {}, paths: ["/dump-nothing"], logger: quiet_logger)
+    obj = Object.new
+    expect(described_class.site(obj)).not_to be_nil
+    Rack::MockRequest.new(middleware).get("/")
+    expect(logged).not_to include("tracer_reset")
+    GC.compact
+    Rack::MockRequest.new(middleware).get("/")
+    expect(described_class.site(obj)).to be_nil
+    expect(logged).to match(/event=tracer_reset reason=gc_compact compactions=\d+ at=warn/)
+  end
+
   it "gives dump_all records the fields objspace's tracing would, without its cost" do
     line = __LINE__ + 1
     kept = Array.new(3)

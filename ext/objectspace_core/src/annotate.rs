@@ -206,8 +206,14 @@ mod tests {
         assert_eq!(lines.len(), 6);
         assert_eq!(lines[1], "{\"address\":\"0x7f0000000028\", \"type\":\"STRING\", \"bytesize\":3, \"memsize\":40, \"file\":\"app/models/user.rb\", \"line\":12, \"generation\":5}");
         assert_eq!(lines[2], "{\"address\":\"0x7f0000000050\", \"type\":\"ARRAY\", \"length\":0, \"memsize\":40, \"generation\":9}");
-        assert!(lines[4].ends_with("\"memsize\":500}"), "untraced: unchanged");
-        assert!(lines[5].ends_with("\"generation\":7, \"memsize\":40}"), "objspace's fields kept");
+        assert!(
+            lines[4].ends_with("\"memsize\":500}"),
+            "untraced: unchanged"
+        );
+        assert!(
+            lines[5].ends_with("\"generation\":7, \"memsize\":40}"),
+            "objspace's fields kept"
+        );
         for line in out.lines() {
             serde_json::from_str::<serde_json::Value>(line).unwrap();
         }

@@ -361,15 +361,17 @@ fn stream(
                     None => o.extend_from_slice(l),
                 };
                 let at = redacted.len();
-                match annotator.as_mut() {
-                    Some(a) => {
-                        if !a.process(line, &mut redacted, copy) {
-                            summary.left_out += 1;
-                            continue;
-                        }
+                let kept = match annotator.as_mut() {
+                    Some(a) => a.process(line, &mut redacted, copy),
+                    None if rewrite => {
+                        copy(line, &mut redacted);
+                        true
                     }
-                    None if rewrite => copy(line, &mut redacted),
-                    None => {}
+                    None => true,
+                };
+                if !kept {
+                    summary.left_out += 1;
+                    continue;
                 }
                 summary.redacted_values += values as u64;
                 let kept = if rewrite { &redacted[at..] } else { line };

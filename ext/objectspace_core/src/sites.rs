@@ -102,7 +102,13 @@ impl SiteTable {
     /// Record an allocation. `file` is `(key, bytes)`: a key that is stable for
     /// the life of the path string (its address) and the path's bytes.
     #[inline]
-    pub fn record(&mut self, address: u64, file: Option<(usize, &[u8])>, line: u32, generation: u64) {
+    pub fn record(
+        &mut self,
+        address: u64,
+        file: Option<(usize, &[u8])>,
+        line: u32,
+        generation: u64,
+    ) {
         let path = match file {
             Some((key, bytes)) => self.path_id(key, bytes),
             None => NO_FILE,
@@ -215,7 +221,10 @@ mod tests {
         }
         for i in 0..PER_CHUNK as u64 * 3 {
             let site = t.lookup(base + i * SLOT).unwrap();
-            assert_eq!((site.file_json, site.line, site.generation), (Some("app.rb"), i as u32, 7));
+            assert_eq!(
+                (site.file_json, site.line, site.generation),
+                (Some("app.rb"), i as u32, 7)
+            );
         }
         assert_eq!(t.lookup(base - SLOT), None);
         assert_eq!(t.stats().files, 1);
@@ -238,7 +247,10 @@ mod tests {
         t.record(0x2000_0028, Some((99, b"views/x.erb")), 2, 1);
         t.record(0x2000_0050, Some((42, b"(eval)")), 3, 1);
         assert_eq!(t.lookup(0x2000_0000).unwrap().file_json, Some("(eval)"));
-        assert_eq!(t.lookup(0x2000_0028).unwrap().file_json, Some("views/x.erb"));
+        assert_eq!(
+            t.lookup(0x2000_0028).unwrap().file_json,
+            Some("views/x.erb")
+        );
         assert_eq!(t.lookup(0x2000_0050).unwrap().file_json, Some("(eval)"));
         assert_eq!(t.stats().files, 2);
     }

@@ -49,7 +49,13 @@ struct RbPipeline {
 
 impl RbPipeline {
     /// `Pipeline.new(redact, level, sites, since)`: gzip into memory.
-    fn new(ruby: &Ruby, redact: bool, level: u32, sites: bool, since: Option<u64>) -> RbResult<Self> {
+    fn new(
+        ruby: &Ruby,
+        redact: bool,
+        level: u32,
+        sites: bool,
+        since: Option<u64>,
+    ) -> RbResult<Self> {
         let pipeline = Pipeline::start(options(ruby, redact, level, sites, since)?, Sink::Memory)
             .map_err(|e| to_ruby(ruby, e))?;
         Ok(RbPipeline {

@@ -14,7 +14,7 @@ use objectspace_core::sites;
 use rb_sys::{
     rb_gc_count, rb_gc_register_mark_object, rb_tracearg_from_tracepoint, rb_tracearg_lineno,
     rb_tracearg_object, rb_tracearg_path, rb_tracepoint_disable, rb_tracepoint_enable,
-    rb_tracepoint_enabled_p, rb_tracepoint_new, ruby_value_type, Qnil, Qtrue, FIXNUM_P, FIX2LONG,
+    rb_tracepoint_enabled_p, rb_tracepoint_new, ruby_value_type, Qnil, Qtrue, FIX2LONG, FIXNUM_P,
     RB_TYPE_P, RSTRING_LEN, RSTRING_PTR, VALUE,
 };
 
@@ -126,7 +126,7 @@ fn site(object: Value) -> Option<(Option<String>, u32, u32)> {
     }
     let table = sites::global();
     let table = table.lock();
-    table.lookup(raw as u64).map(|s| {
+    table.lookup(raw).map(|s| {
         let file = s.file.map(|f| String::from_utf8_lossy(f).into_owned());
         (file, s.line, s.generation)
     })

@@ -521,7 +521,9 @@ mod tests {
         assert_eq!(r.address, None);
         let r = scan(br#"{"address":"0x10", "type":"CLASS", "class":"0x8", "name":"Foo::Bar", "references":[], "memsize":544}"#).unwrap();
         assert!(!r.before_baseline);
-        let c = scan(br#"{"address":"0x10", "type":"CLASS", "name":"Foo", "before_baseline":true}"#).unwrap();
+        let c =
+            scan(br#"{"address":"0x10", "type":"CLASS", "name":"Foo", "before_baseline":true}"#)
+                .unwrap();
         assert!(c.before_baseline);
         assert_eq!(c.name, Some(&b"Foo"[..]));
         assert_eq!(r.name, Some(&b"Foo::Bar"[..]));
