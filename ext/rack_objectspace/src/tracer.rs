@@ -108,12 +108,14 @@ fn clear() {
     sites::global().lock().clear();
 }
 
-/// `Tracer.after_fork_child`: first thing in a fork child, free the table's
-/// lock (see `sites::unlock_after_fork`). Recording goes on in the child: its
-/// own allocations reuse freed slots, whose entries must be overwritten.
-fn after_fork_child() {
-    // SAFETY: called by the middleware at the top of its fork block, while the
-    // child has only the thread that forked.
+/// Runs in every forked child (pthread_atfork), before any Ruby code: a
+/// pipeline thread of the parent may have held the table's lock at the fork,
+/// and the child's first allocation would wait for it forever. Recording goes
+/// on in the child: its own allocations reuse freed slots, whose entries must
+/// be overwritten.
+extern "C" fn after_fork_child() {
+    // SAFETY: pthread_atfork's child handler runs while the child has only the
+    // thread that forked.
     unsafe { sites::unlock_after_fork() };
 }
 
@@ -144,12 +146,15 @@ fn stats(ruby: &Ruby) -> RbResult<RHash> {
 }
 
 pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
+    // SAFETY: registers a handler that only resets a lock; init runs once.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork_child));
+    }
     let tracer = native.define_module("Tracer")?;
     tracer.define_module_function("start", function!(start, 0))?;
     tracer.define_module_function("stop", function!(stop, 0))?;
     tracer.define_module_function("enabled?", function!(enabled, 0))?;
     tracer.define_module_function("clear", function!(clear, 0))?;
-    tracer.define_module_function("after_fork_child", function!(after_fork_child, 0))?;
     tracer.define_module_function("site", function!(site, 1))?;
     tracer.define_module_function("stats", function!(stats, 0))?;
     Ok(())

@@ -138,6 +138,7 @@ module Rack
           request: { method: request[:method], path: request[:path], status: request[:status] },
           started_at_ms: request[:started_at_ms], gc_generation: request[:gc_generation],
           baseline_generation: since, dump: @config.dump, mode: @config.mode, redacted: @config.redact,
+          trace: @config.trace || false, tracer: (Native::Tracer.stats if @config.trace == :native),
           timings_ms: { request: request[:request_ms] }
         }
         [dump_key, meta_key, meta]
@@ -232,7 +233,6 @@ module Rack
       # Runs in the fork child; returns its exit status. Reports on `out`: a JSON
       # line, then (for stores only the parent can write to) the gzipped bytes.
       def child(dump_key, meta_key, meta, out)
-        Native::Tracer.after_fork_child
         # The child's GC and dump compete with the app for CPU: the app wins.
         Process.setpriority(Process::PRIO_PROCESS, 0, CHILD_NICENESS)
         if @config.child_writes?
