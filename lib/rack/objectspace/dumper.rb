@@ -156,6 +156,11 @@ module Rack
         io = IO.for_fd(pipeline.write_fd, autoclose: true)
         io.binmode
         broken = nil
+        # dump_all walks the heap while its writes release the GVL; in :inline
+        # mode other threads then run, and a GC they start would free objects
+        # under the walk (seen as a SEGV in reachable_objects_from). The heap
+        # may grow meanwhile, but not be swept.
+        gc_was_disabled = GC.disable
         begin
           since = meta[:baseline_generation]
           if since && @config.trace == :objspace
@@ -166,6 +171,7 @@ module Rack
         rescue Errno::EPIPE => e
           broken = e # the reader stopped: its own error (from #finish) says why
         ensure
+          GC.enable unless gc_was_disabled
           begin
             io.close
           rescue Errno::EPIPE
