@@ -548,3 +548,24 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn a_progress_callback_that_says_stop_interrupts_every_analysis() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = session(dir.path(), 6);
+    let stop = |_: u64| false;
+    let one = local(&paths[0]);
+    assert!(matches!(
+        analysis::summary(&one, &stop, 0),
+        Err(AnalysisError::Interrupted)
+    ));
+    assert!(matches!(
+        analysis::diff([&one, &local(&paths[1]), &local(&paths[2])], &stop, 0),
+        Err(AnalysisError::Interrupted)
+    ));
+    // leaks skips a dump it cannot read, but stops on an interruption.
+    assert!(matches!(
+        analysis::leaks(dir.path().to_str().unwrap(), &stop, 0, 2),
+        Err(AnalysisError::Interrupted)
+    ));
+}

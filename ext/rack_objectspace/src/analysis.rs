@@ -4,14 +4,15 @@
 //! argument is explicit here.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use magnus::rb_sys::AsRawValue;
 use magnus::{function, prelude::*, Error, ExceptionClass, RClass, RModule, Ruby};
 use objectspace_core::analysis::{self, AnalysisError, Input};
 
-use crate::nogvl::nogvl;
+use crate::nogvl::{nogvl, nogvl_interruptible};
 
 type RbResult<T> = Result<T, Error>;
 
@@ -130,15 +131,40 @@ fn threads() -> usize {
         .unwrap_or(2)
 }
 
+/// Run an analysis without the GVL, showing `bar`; Ctrl-C (or Thread#raise)
+/// stops it at the next block of input and raises the pending exception.
+fn run<T: Send>(
+    ruby: &Ruby,
+    bar: Bar,
+    analysis: impl FnOnce(analysis::Progress) -> Result<T, AnalysisError> + Send,
+) -> RbResult<T> {
+    let interrupted = AtomicBool::new(false);
+    let tick = |d: u64| {
+        bar.tick(d);
+        !interrupted.load(Ordering::Relaxed)
+    };
+    let result = nogvl_interruptible(&interrupted, || guarded(|| analysis(&tick)));
+    bar.finish();
+    match result {
+        Err(AnalysisError::Interrupted) => {
+            // Raise what interrupted us (Interrupt for Ctrl-C), else Interrupt.
+            // SAFETY: with the GVL; protect catches the raise.
+            magnus::rb_sys::protect(|| unsafe {
+                rb_sys::rb_thread_check_ints();
+                ruby.qnil().as_raw()
+            })?;
+            Err(Error::new(ruby.exception_interrupt(), "interrupted"))
+        }
+        other => other.map_err(|e| to_ruby(ruby, e)),
+    }
+}
+
 /// `Native::Analysis.summary(path_or_url, top, progress)` -> JSON String
 fn summary(ruby: &Ruby, spec: String, top: usize, progress: bool) -> RbResult<String> {
     let input = input(ruby, &spec)?;
     let bar = Bar::new(progress, input.stored_size(), "reading");
-    let tick = |d: u64| bar.tick(d);
     let started = Instant::now();
-    let result = nogvl(|| guarded(|| analysis::summary(&input, &tick, top)));
-    bar.finish();
-    let mut report = result.map_err(|e| to_ruby(ruby, e))?;
+    let mut report = run(ruby, bar, |tick| analysis::summary(&input, tick, top))?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     serde_json::to_string(&report).map_err(|e| encode_error(ruby, e))
 }
@@ -155,19 +181,17 @@ fn diff(
     let (a, b, c) = (input(ruby, &a)?, input(ruby, &b)?, input(ruby, &c)?);
     let total = a.stored_size() + b.stored_size() + c.stored_size();
     let bar = Bar::new(progress, total, "reading");
-    let tick = |d: u64| bar.tick(d);
-    let result = nogvl(|| guarded(|| analysis::diff([&a, &b, &c], &tick, top)));
-    bar.finish();
-    serde_json::to_string(&result.map_err(|e| to_ruby(ruby, e))?).map_err(|e| encode_error(ruby, e))
+    let report = run(ruby, bar, |tick| analysis::diff([&a, &b, &c], tick, top))?;
+    serde_json::to_string(&report).map_err(|e| encode_error(ruby, e))
 }
 
 /// `Native::Analysis.leaks(source, top, progress)` -> JSON String
 fn leaks(ruby: &Ruby, source: String, top: usize, progress: bool) -> RbResult<String> {
     let bar = Bar::new(progress, 0, "reading dumps");
-    let tick = |d: u64| bar.tick(d);
-    let result = nogvl(|| guarded(|| analysis::leaks(&source, &tick, top, threads())));
-    bar.finish();
-    serde_json::to_string(&result.map_err(|e| to_ruby(ruby, e))?).map_err(|e| encode_error(ruby, e))
+    let report = run(ruby, bar, |tick| {
+        analysis::leaks(&source, tick, top, threads())
+    })?;
+    serde_json::to_string(&report).map_err(|e| encode_error(ruby, e))
 }
 
 /// `Native::Analysis.ls(source)` -> JSON String

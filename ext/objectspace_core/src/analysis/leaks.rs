@@ -477,7 +477,7 @@ pub fn leaks(
             jobs.push((gi, e.clone(), i + 2 >= n));
         }
     }
-    let loaded = load_all(jobs, progress, threads);
+    let loaded = load_all(jobs, progress, threads)?;
     let mut per_group: Vec<Vec<Loaded>> = groups.keys().map(|_| Vec::new()).collect();
     for (gi, l) in loaded {
         per_group[gi].push(l);
@@ -545,18 +545,25 @@ pub fn leaks(
     })
 }
 
+/// Read and digest every dump on `threads` threads. A dump that cannot be
+/// read is kept with its error (reported as skipped); an interruption stops
+/// them all.
 fn load_all(
     jobs: Vec<(usize, Entry, bool)>,
     progress: Progress,
     threads: usize,
-) -> Vec<(usize, Loaded)> {
+) -> Result<Vec<(usize, Loaded)>, AnalysisError> {
     let next = AtomicUsize::new(0);
+    let interrupted = std::sync::atomic::AtomicBool::new(false);
     let out: Mutex<Vec<Option<(usize, Loaded)>>> =
         Mutex::new((0..jobs.len()).map(|_| None).collect());
     let threads = threads.clamp(1, 8).min(jobs.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
+                if interrupted.load(Ordering::Relaxed) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((gi, entry, gens)) = jobs.get(i) else {
                     break;
@@ -572,6 +579,10 @@ fn load_all(
                         message: "internal error while reading this dump (please report it)".into(),
                     })
                 });
+                if matches!(digest, Err(AnalysisError::Interrupted)) {
+                    interrupted.store(true, Ordering::Relaxed);
+                    break;
+                }
                 let loaded = Loaded {
                     entry: entry.clone(),
                     meta,
@@ -582,11 +593,15 @@ fn load_all(
             });
         }
     });
-    out.into_inner()
+    if interrupted.into_inner() {
+        return Err(AnalysisError::Interrupted);
+    }
+    Ok(out
+        .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .into_iter()
         .flatten()
-        .collect()
+        .collect())
 }
 
 fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -> Vec<LeakSite> {

@@ -48,6 +48,9 @@ pub enum AnalysisError {
     /// A store error (listing or fetching) or a bad store URL.
     #[error(transparent)]
     Core(#[from] crate::Error),
+    /// The progress callback asked to stop (Ctrl-C in the CLI).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl AnalysisError {

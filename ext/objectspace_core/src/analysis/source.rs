@@ -20,11 +20,23 @@ use crate::store::Store;
 
 /// Progress callback: called with the number of input bytes (as stored, so
 /// compressed for gzip) consumed since the previous call. May be called from
-/// several threads at once.
-pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+/// several threads at once. Returning false stops the read with
+/// [`AnalysisError::Interrupted`] (the caller was interrupted: Ctrl-C).
+pub type Progress<'a> = &'a (dyn Fn(u64) -> bool + Sync);
 
-/// A no-op progress callback.
-pub fn no_progress(_: u64) {}
+/// A progress callback that reports nothing and never stops.
+pub fn no_progress(_: u64) -> bool {
+    true
+}
+
+/// Report `bytes` to `progress`; an error if it asks to stop.
+fn report(progress: Progress, bytes: u64) -> Result<(), AnalysisError> {
+    if progress(bytes) {
+        Ok(())
+    } else {
+        Err(AnalysisError::Interrupted)
+    }
+}
 
 /// One dump to read.
 #[derive(Clone, Debug)]
@@ -107,7 +119,7 @@ where
         Input::Local(path) => read_local(path, &name, &mut lines, progress, &mut f)?,
         Input::Stored { store, key } => {
             let bytes = crate::runtime::block_on(store.get(key))??;
-            progress(bytes.len() as u64);
+            report(progress, bytes.len() as u64)?;
             if is_gzip(&bytes) {
                 pump_on_thread(
                     io::Cursor::new(bytes),
@@ -270,7 +282,7 @@ fn consume<F: FnMut(&Record, u64)>(
                 lines.feed(&buf, f)?;
                 let _ = back.try_send(buf);
                 let now = count.load(Ordering::Relaxed);
-                progress(now - reported);
+                report(progress, now - reported)?;
                 reported = now;
             }
             Chunk::Error(e) if gzip => return Err(gzip_error(name, lines, e)),
@@ -283,8 +295,7 @@ fn consume<F: FnMut(&Record, u64)>(
         }
     }
     let now = count.load(Ordering::Relaxed);
-    progress(now.saturating_sub(reported));
-    Ok(())
+    report(progress, now.saturating_sub(reported))
 }
 
 fn gzip_error(name: &str, lines: &Lines, e: io::Error) -> AnalysisError {
@@ -420,7 +431,7 @@ impl Lines {
                 }
             };
             self.feed(&buf[offset..end], f)?;
-            progress((end - offset) as u64);
+            report(progress, (end - offset) as u64)?;
             offset = end;
         }
         Ok(())
