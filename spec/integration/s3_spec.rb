@@ -111,6 +111,11 @@ RSpec.describe "Rack::Objectspace with an S3 store (moto server)" do
         bytes = s3_get(dump_key)
         expect(bytes.bytesize).to eq(info[:size])
         expect(gunzip(bytes)).to include(marker)
+        next unless mode == :fork && File.exist?("/proc/self/clear_refs")
+
+        # Never buffered whole: the child's peak memory grew by a fraction of the JSON it streamed.
+        meta = JSON.parse(s3_get(dump_key.sub(/\.jsonl\.gz\z/, ".meta.json")))
+        expect(meta["child_peak_rss_growth_kb"] * 1024).to be < meta["bytes"] / 2
       end
     end
   end

@@ -236,7 +236,10 @@ impl Out {
     fn drain(&mut self, encoder: &mut GzEncoder<Vec<u8>>, at_least: usize) -> Result<()> {
         if let Out::Store { key, writer } = self {
             if encoder.get_ref().len() >= at_least {
-                let chunk = Bytes::from(std::mem::take(encoder.get_mut()));
+                // A copy of exactly the bytes (the Vec's spare capacity would
+                // ride along in each part otherwise); the Vec keeps its capacity.
+                let chunk = Bytes::copy_from_slice(encoder.get_ref());
+                encoder.get_mut().clear();
                 runtime::block_on(writer.put(chunk))?.map_err(|e| Error::store(&*key, e))?;
             }
         }

@@ -27,6 +27,8 @@ pub const SCHEMES: &str =
 
 /// Multipart part size: S3 parts must be at least 5 MiB; below this a dump is one PUT.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Multipart parts uploading at once, per dump.
+pub const PARTS_IN_FLIGHT: usize = 2;
 
 /// An opened store: the object_store client and the prefix every key goes under.
 #[derive(Clone, Debug)]
@@ -225,9 +227,13 @@ impl Store {
             .map_err(|e| Error::store(key, e))
     }
 
-    /// A streaming writer for `key`: one PUT below `PART_SIZE`, a multipart upload above.
+    /// A streaming writer for `key`: one PUT below `PART_SIZE`, a multipart upload above,
+    /// with at most `PARTS_IN_FLIGHT` parts uploading at once: memory stays bounded
+    /// by a few parts however large the dump (the default, 8, let a dump written
+    /// faster than it uploads hold 8 parts).
     pub fn writer(&self, key: &str) -> BufWriter {
         BufWriter::with_capacity(self.inner.clone(), self.path(key), PART_SIZE)
+            .with_max_concurrency(PARTS_IN_FLIGHT)
     }
 
     /// The whole object stored under `key`.

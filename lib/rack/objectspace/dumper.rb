@@ -148,7 +148,10 @@ module Rack
       # With trace: :native the dump is whole: the pipeline adds allocation sites
       # from Native::Tracer and, for a retained dump, keeps only objects allocated
       # since the baseline generation. With :objspace, dump_all(since:) does that.
-      def take(pipeline, meta)
+      #
+      # rss_base (fork children): the RSS at which the peak was reset; the
+      # metadata then says how far the dump took the child's peak above it.
+      def take(pipeline, meta, rss_base = nil)
         started = now
         GC.start if @config.gc
         meta[:timings_ms][:gc] = ms_since(started) if @config.gc
@@ -179,6 +182,8 @@ module Rack
           end
         end
         meta[:timings_ms][:dump] = ms_since(started)
+        peak = rss_base && status_kb("VmHWM")
+        meta[:child_peak_rss_growth_kb] = peak - rss_base if peak
         dump = pipeline.finish(JSON.generate(meta))
         raise broken if broken
 
@@ -241,11 +246,12 @@ module Rack
       def child(dump_key, meta_key, meta, out)
         # The child's GC and dump compete with the app for CPU: the app wins.
         Process.setpriority(Process::PRIO_PROCESS, 0, CHILD_NICENESS)
+        rss_base = reset_peak_rss
         if @config.child_writes?
-          dump = take(new_pipeline(meta, dump_key, meta_key), meta)
+          dump = take(new_pipeline(meta, dump_key, meta_key), meta, rss_base)
           out.write("#{JSON.generate(ok: true, stored_bytes: dump.stored_bytes)}\n")
         else
-          dump = take(new_pipeline(meta), meta)
+          dump = take(new_pipeline(meta), meta, rss_base)
           bytes = dump.take_bytes
           out.write("#{JSON.generate(ok: true, ship: bytes.bytesize, meta: dump.meta)}\n")
           out.write(bytes)
@@ -260,6 +266,22 @@ module Rack
           nil
         end
         1
+      end
+
+      # Linux: restart the peak RSS (VmHWM) from the current RSS, which in a
+      # fork child counts the pages it shares with the parent; returns that RSS
+      # in kB, or nil where /proc cannot do it.
+      def reset_peak_rss
+        ::File.write("/proc/self/clear_refs", "5")
+        status_kb("VmRSS")
+      rescue SystemCallError, IOError
+        nil
+      end
+
+      def status_kb(field)
+        ::File.read("/proc/self/status")[/^#{field}:\s+(\d+) kB/, 1]&.to_i
+      rescue SystemCallError, IOError
+        nil
       end
 
       # A parent thread per child: read its report, reap it, count the outcome.
