@@ -9,7 +9,8 @@
 #
 #   ruby bench/load.rb                 # 3 rounds of 30 s runs
 #   CI=1 ruby bench/load.rb            # 1 round of 5 s runs (smoke test)
-#   ROUNDS=5 DURATION=60 CONNECTIONS=16 THREADS=4 EVERY=50 MAX_CHILDREN=2 TRACE=0 ruby bench/load.rb
+#   ROUNDS=5 DURATION=60 CONNECTIONS=16 THREADS=4 EVERY=50 MAX_CHILDREN=2 ruby bench/load.rb
+#   TRACE=objspace ruby bench/load.rb  # objspace's allocation tracing instead of trace: :native
 #
 # wrk's p99 covers every request of the run, dumped ones included, so with
 # the middleware it is an upper bound of the p99 of the requests not dumped.
@@ -61,7 +62,7 @@ end
 
 OBJECTSPACE_ENV = {
   "RACK_OBJECTSPACE_MODE" => "fork", "RACK_OBJECTSPACE_DUMP" => "retained", "RACK_OBJECTSPACE_EVERY" => EVERY.to_s,
-  "RACK_OBJECTSPACE_MAX_CHILDREN" => ENV.fetch("MAX_CHILDREN", "2"), "OBJECTSPACE_TRACE" => ENV.fetch("TRACE", "1")
+  "RACK_OBJECTSPACE_MAX_CHILDREN" => ENV.fetch("MAX_CHILDREN", "2"), "OBJECTSPACE_TRACE" => ENV.fetch("TRACE", "true")
 }.freeze
 
 store = Dir.mktmpdir("objectspace-bench-")
@@ -78,7 +79,7 @@ end
 
 puts "wrk -t#{WRK_THREADS} -c#{CONNECTIONS} -d#{DURATION}s against puma -t #{PUMA_THREADS}:#{PUMA_THREADS} " \
      "(single mode), app heap #{HEAP} strings, #{Etc.nprocessors} cores; objectspace: every #{EVERY}th request, " \
-     "dump: :retained, mode: :fork, max_children: #{ENV.fetch('MAX_CHILDREN', 2)}, trace: #{ENV['TRACE'] != '0'}"
+     "dump: :retained, mode: :fork, max_children: #{ENV.fetch('MAX_CHILDREN', 2)}, trace: #{ENV.fetch('TRACE', 'true')}"
 puts format("%-5s %-12s %8s %10s %7s %8s %8s %8s %8s %9s %s", "round", "run", "req/s", "responses", "non-2xx",
             "p50 ms", "p90 ms", "p99 ms", "max ms", "p99 ratio", "dumps stored / dropped")
 rounds.each_with_index do |(base, with), i|
