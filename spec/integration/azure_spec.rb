@@ -61,19 +61,10 @@ RSpec.describe "Rack::Objectspace with an Azure Blob store (Azurite)" do
     response.body.b
   end
 
-  def serve(app, n)
-    Array.new(n) { |i| Rack::MockRequest.new(app).get("/az/#{i}").status }
-  end
-
-  def holder_app(payload)
-    held = payload
-    ->(_env) { [200, { "Content-Type" => "text/plain", "X-Held" => held.size.to_s }, ["ok"]] }
-  end
-
   %i[fork inline].each do |mode|
     it "stores dumps and metadata under az://container/prefix with no string value of the app (#{mode})" do
       app, middleware = linted(holder_app(secret), store: "az://#{@container}/#{prefix}", mode: mode, max_children: 4)
-      expect(serve(app, 2)).to eq([200, 200])
+      expect(serve_statuses(app, 2)).to eq([200, 200])
       expect(middleware.flush(60)).to include(dumped: 2, stored: 2, failed: 0, dropped: 0, pending: 0)
 
       names = blobs(prefix)
@@ -94,7 +85,7 @@ RSpec.describe "Rack::Objectspace with an Azure Blob store (Azurite)" do
     marker = payload[777]
     app, middleware = linted(holder_app(payload), store: "az://#{@container}/#{prefix}", mode: :fork,
                                                   redact: false, gc: false)
-    expect(serve(app, 1)).to eq([200])
+    expect(serve_statuses(app, 1)).to eq([200])
     expect(middleware.flush(120)).to include(stored: 1, failed: 0)
     dump = blobs(prefix).grep(/\.jsonl\.gz\z/).first
     bytes = blob(dump)
@@ -107,7 +98,7 @@ RSpec.describe "Rack::Objectspace with an Azure Blob store (Azurite)" do
   it "counts failures and serves requests when the container does not exist" do
     app, middleware = linted(holder_app(secret), store: "az://no-such-container/p", mode: :inline,
                                                  dump: :retained, queue_size: 2)
-    expect(serve(app, 4)).to all(eq(200))
+    expect(serve_statuses(app, 4)).to all(eq(200))
     stats = middleware.flush(60)
     expect(stats).to include(stored: 0, pending: 0)
     expect(stats[:failed] + stats[:dropped]).to eq(4)

@@ -33,13 +33,6 @@ RSpec.describe "Rack::Objectspace with Moneta over a real Redis" do
 
   before { raw.flushdb }
 
-  def serve(app, n, path: "/items")
-    Array.new(n) do |i|
-      response = Rack::MockRequest.new(app).get("#{path}/#{i}")
-      response.status
-    end
-  end
-
   # Every value stored, read back through Moneta, gunzipped where gzip.
   def stored_texts
     moneta.each_key.map do |key|
@@ -53,7 +46,7 @@ RSpec.describe "Rack::Objectspace with Moneta over a real Redis" do
       it "stores each dump and its metadata, readable back through Moneta as heap records" do
         app, middleware = linted(SecretHoldingApp.new(secret), store: moneta, mode: mode, max_children: 4,
                                                               queue_size: 8)
-        expect(serve(app, 3)).to eq([200, 200, 200])
+        expect(serve_statuses(app, 3)).to eq([200, 200, 200])
         stats = middleware.flush(60)
         expect(stats).to include(dumped: 3, stored: 3, failed: 0, dropped: 0, pending: 0)
 
@@ -78,7 +71,7 @@ RSpec.describe "Rack::Objectspace with Moneta over a real Redis" do
 
       it "never stores a string value of the app under default options (and does with redact: false)" do
         app, middleware = linted(SecretHoldingApp.new(secret), store: moneta, mode: mode)
-        expect(serve(app, 1)).to eq([200])
+        expect(serve_statuses(app, 1)).to eq([200])
         expect(middleware.flush(60)).to include(stored: 1, failed: 0)
         texts = stored_texts
         expect(texts.size).to eq(2)
@@ -88,7 +81,7 @@ RSpec.describe "Rack::Objectspace with Moneta over a real Redis" do
         # The control: the secret is on the heap, so a dump that keeps values has it.
         raw.flushdb
         app, middleware = linted(SecretHoldingApp.new(secret), store: moneta, mode: mode, redact: false)
-        serve(app, 1)
+        serve_statuses(app, 1)
         expect(middleware.flush(60)).to include(stored: 1)
         expect(stored_texts.join).to include(secret)
       end
@@ -97,7 +90,7 @@ RSpec.describe "Rack::Objectspace with Moneta over a real Redis" do
         app, middleware = linted(SecretHoldingApp.new(secret), store: moneta, mode: mode, layout: :object,
                                                               dump: :retained)
         # The first request sets the baseline; the second's retained dump is small.
-        expect(serve(app, 2)).to eq([200, 200])
+        expect(serve_statuses(app, 2)).to eq([200, 200])
         expect(middleware.flush(120)).to include(dumped: 2, stored: 2, failed: 0)
 
         keys = moneta.each_key.to_a
@@ -137,7 +130,7 @@ RSpec.describe "Rack::Objectspace with Moneta over a real Redis" do
                                   connect_timeout: 0.5, timeout: 0.5)
         app, middleware = linted(SecretHoldingApp.new(secret), store: down, mode: mode, dump: :retained,
                                                               max_children: 2, queue_size: 2)
-        expect(serve(app, 12)).to all(eq(200))
+        expect(serve_statuses(app, 12)).to all(eq(200))
         stats = failing_redis_stats(middleware, 12)
         expect(stats[:stored]).to eq(0)
         expect(stats[:failed]).to be >= 1
@@ -151,11 +144,11 @@ RSpec.describe "Rack::Objectspace with Moneta over a real Redis" do
       store = Moneta.new(:Redis, url: "redis://127.0.0.1:#{redis.port}/0", connect_timeout: 0.5, timeout: 0.5)
       app, middleware = linted(SecretHoldingApp.new(secret), store: store, mode: :inline, dump: :retained,
                                                             queue_size: 16)
-      expect(serve(app, 4)).to all(eq(200))
+      expect(serve_statuses(app, 4)).to all(eq(200))
       expect(middleware.flush(60)).to include(dumped: 4, stored: 4, failed: 0)
 
       redis.kill
-      expect(serve(app, 10)).to all(eq(200))
+      expect(serve_statuses(app, 10)).to all(eq(200))
       stats = failing_redis_stats(middleware, 14)
       expect(stats).to include(dumped: 14, stored: 4)
       expect(stats[:failed] + stats[:dropped]).to eq(10)

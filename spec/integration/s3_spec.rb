@@ -54,20 +54,11 @@ RSpec.describe "Rack::Objectspace with an S3 store (moto server)" do
     response.body.b
   end
 
-  def serve(app, n, path: "/orders")
-    Array.new(n) { |i| Rack::MockRequest.new(app).get("#{path}/#{i}").status }
-  end
-
-  def holder_app(payload)
-    held = payload
-    ->(_env) { [200, { "Content-Type" => "text/plain", "X-Held" => held.size.to_s }, ["ok"]] }
-  end
-
   %i[fork inline].each do |mode|
     context "in #{mode} mode" do
       it "stores dumps and metadata under the URL's prefix, gunzipping to heap records, with no string value of the app" do
         app, middleware = linted(holder_app(secret), store: store_url, mode: mode, max_children: 4)
-        expect(serve(app, 2)).to eq([200, 200])
+        expect(serve_statuses(app, 2)).to eq([200, 200])
         expect(middleware.flush(60)).to include(dumped: 2, stored: 2, failed: 0, dropped: 0, pending: 0)
 
         objects = s3_list(prefix)
@@ -88,7 +79,7 @@ RSpec.describe "Rack::Objectspace with an S3 store (moto server)" do
 
         # The control: with values kept, the same secret does reach S3.
         app, middleware = linted(holder_app(secret), store: "#{store_url}-plain", mode: mode, redact: false)
-        serve(app, 1)
+        serve_statuses(app, 1)
         expect(middleware.flush(60)).to include(stored: 1)
         plain = s3_list("#{prefix}-plain").keys.grep(/\.jsonl\.gz\z/)
         expect(gunzip(s3_get(plain.first))).to include(secret)
@@ -99,7 +90,7 @@ RSpec.describe "Rack::Objectspace with an S3 store (moto server)" do
         payload = Array.new(130_000) { SecureRandom.base64(75) }
         marker = payload[4242]
         app, middleware = linted(holder_app(payload), store: store_url, mode: mode, redact: false, gc: false)
-        expect(serve(app, 1)).to eq([200])
+        expect(serve_statuses(app, 1)).to eq([200])
         expect(middleware.flush(120)).to include(stored: 1, failed: 0)
 
         dump_key, info = s3_list(prefix).find { |k, _| k.end_with?(".jsonl.gz") }
@@ -125,7 +116,7 @@ RSpec.describe "Rack::Objectspace with an S3 store (moto server)" do
       app, middleware = linted(holder_app(secret), store: url, mode: mode, dump: :retained, max_children: 2,
                                                   queue_size: 2)
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      expect(serve(app, requests)).to all(eq(200))
+      expect(serve_statuses(app, requests)).to all(eq(200))
       served_in = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
       stats = middleware.flush(90)
       expect(stats[:pending]).to eq(0)

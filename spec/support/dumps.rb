@@ -2,6 +2,17 @@
 
 # Helpers to read back what the middleware stored.
 module DumpHelpers
+  # Status codes of n GETs to path/0, path/1, ...
+  def serve_statuses(app, n, path: "/r")
+    Array.new(n) { |i| Rack::MockRequest.new(app).get("#{path}/#{i}").status }
+  end
+
+  # An app that keeps `payload` alive as long as itself, as a cache or config would.
+  def holder_app(payload)
+    held = payload
+    ->(_env) { [200, { "Content-Type" => "text/plain", "X-Held" => held.size.to_s }, ["ok"]] }
+  end
+
   # Gunzipped JSON lines of a stored dump.
   def gunzip(bytes)
     Zlib::GzipReader.new(StringIO.new(bytes)).read
