@@ -206,6 +206,20 @@ RSpec.describe Rack::Objectspace do
       end
     end
 
+    it "takes an inline dump into a String first while other threads run (Ruby < 3.4 crashes streaming)" do
+      skip "Ruby #{RUBY_VERSION} streams safely" if RUBY_VERSION >= "3.4"
+      busy = Thread.new { sleep }
+      store = {}
+      middleware = described_class.new(LEAKY_APP, store: store, mode: :inline, logger: quiet_logger)
+      Rack::MockRequest.new(middleware).get("/threads")
+      expect(middleware.flush(10)).to include(stored: 1)
+      meta = JSON.parse(store.find { |k, _| k.end_with?(".meta.json") }[1])
+      expect(meta["buffered"]).to be(true)
+      expect(records(store.find { |k, _| k.end_with?(".jsonl.gz") }[1]).size).to eq(meta["lines"])
+    ensure
+      busy&.kill
+    end
+
     it "in :full dumps, holds the whole heap" do
       store = {}
       middleware = described_class.new(LEAKY_APP, store: store, mode: :inline, dump: :full, logger: quiet_logger)

@@ -159,18 +159,12 @@ module Rack
         io = IO.for_fd(pipeline.write_fd, autoclose: true)
         io.binmode
         broken = nil
-        # dump_all walks the heap while its writes release the GVL; in :inline
-        # mode other threads then run, and a GC they start would free objects
-        # under the walk (seen as a SEGV in reachable_objects_from). The heap
-        # may grow meanwhile, but not be swept.
+        # No GC while dump_all walks the heap (the heap may grow, not be swept).
         gc_was_disabled = GC.disable
         begin
           since = meta[:baseline_generation]
-          if since && @config.trace == :objspace
-            ObjectSpace.dump_all(output: io, since: since)
-          else
-            ObjectSpace.dump_all(output: io)
-          end
+          args = since && @config.trace == :objspace ? { since: since } : {}
+          dump_all(io, args, meta)
         rescue Errno::EPIPE => e
           broken = e # the reader stopped: its own error (from #finish) says why
         ensure
@@ -188,6 +182,26 @@ module Rack
         raise broken if broken
 
         dump
+      end
+
+      # Ruby < 3.4's dump_all, streaming to an IO, can switch threads in the
+      # middle of an object's mark function and crash when another thread
+      # changes what it was walking (ruby/ruby#12285; seen here as a SEGV in
+      # reachable_objects_from with puma-like threads). Where other threads are
+      # alive (inline mode in a threaded server) the dump is taken into a String,
+      # where no switch happens, and then written to the pipe: safe, but held
+      # whole. A fork child has one thread and always streams.
+      SWITCH_SAFE_IO = Gem::Version.new(RUBY_VERSION) >= Gem::Version.new("3.4")
+      private_constant :SWITCH_SAFE_IO
+
+      def dump_all(io, args, meta)
+        if SWITCH_SAFE_IO || Thread.list.size == 1
+          ObjectSpace.dump_all(output: io, **args)
+        else
+          meta[:buffered] = true
+          json = ObjectSpace.dump_all(output: :string, **args)
+          io.write(json)
+        end
       end
 
       def new_pipeline(meta, dump_key = nil, meta_key = nil)
