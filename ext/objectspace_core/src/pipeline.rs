@@ -324,6 +324,7 @@ fn stream(
         .clone()
         .map(|sites| Annotator::new(sites, options.since));
     let rewrite = options.redact || annotator.is_some();
+    let redactor = options.redact.then_some(&scanner.redactor);
     let mut buf = vec![0u8; 4 * CHUNK];
     let mut filled = 0;
     let mut redacted = Vec::with_capacity(4 * CHUNK);
@@ -357,7 +358,6 @@ fn stream(
                     memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i + 1);
                 let line = &block[start..stop];
                 start = stop;
-                let redactor = options.redact.then_some(&scanner.redactor);
                 let mut values = 0;
                 let mut copy = |l: &[u8], o: &mut Vec<u8>| match redactor {
                     Some(r) => values = r.redact_line(l, o),

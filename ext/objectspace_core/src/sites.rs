@@ -79,9 +79,10 @@ pub type SharedSites = Arc<parking_lot::Mutex<SiteTable>>;
 
 static GLOBAL: LazyLock<SharedSites> = LazyLock::new(SharedSites::default);
 
-/// The table the Ruby allocation hook records into.
-pub fn global() -> SharedSites {
-    GLOBAL.clone()
+/// The table the Ruby allocation hook records into (clone it to keep it:
+/// the hook itself borrows, with no reference count to touch per allocation).
+pub fn global() -> &'static SharedSites {
+    &GLOBAL
 }
 
 /// Fork safety: a fork child inherits the lock as it was. The hook only runs

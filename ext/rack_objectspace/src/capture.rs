@@ -31,7 +31,7 @@ fn options(
     Ok(Options {
         redact,
         level,
-        sites: sites.then(objectspace_core::sites::global),
+        sites: sites.then(|| objectspace_core::sites::global().clone()),
         since,
     })
 }

@@ -126,8 +126,7 @@ fn site(object: Value) -> Option<(Option<String>, u32, u32)> {
     if rb_sys::SPECIAL_CONST_P(raw) {
         return None;
     }
-    let table = sites::global();
-    let table = table.lock();
+    let table = sites::global().lock();
     table.lookup(raw).map(|s| {
         let file = s.file.map(|f| String::from_utf8_lossy(f).into_owned());
         (file, s.line, s.generation)
