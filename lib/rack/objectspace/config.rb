@@ -10,6 +10,9 @@ module Rack
       DUMPS = %i[full retained].freeze
       LAYOUTS = %i[dump object].freeze
       TRACERS = %i[native objspace].freeze
+      # What a boolean option (or RACK_OBJECTSPACE_* variable) may say.
+      TRUE_WORDS = [true, "true", "1", "yes", "on"].freeze
+      FALSE_WORDS = [false, "false", "0", "no", "off"].freeze
       DEFAULT_STORE = "file://tmp/objectspace"
       # The default of keywords where nil is a meaningful value (every: nil).
       NOT_GIVEN = Object.new.freeze
@@ -77,11 +80,10 @@ module Rack
       end
 
       def boolean(option, value)
-        case value
-        when true, "true", "1", "yes", "on" then true
-        when false, "false", "0", "no", "off" then false
-        else fail!(option, value, "true or false")
-        end
+        return true if TRUE_WORDS.include?(value)
+        return false if FALSE_WORDS.include?(value)
+
+        fail!(option, value, "true or false")
       end
 
       # true picks the tracer that costs the app least: :native (a light NEWOBJ
@@ -89,11 +91,8 @@ module Rack
       # inline retained dumps :objspace (dearer per allocation, but its
       # dump_all(since:) formats only new objects, on the request thread).
       def tracer(value)
-        return nil if value == false || %w[false 0 no off].include?(value)
-
-        if value == true || %w[true 1 yes on].include?(value)
-          return @mode == :inline && @dump == :retained ? :objspace : :native
-        end
+        return nil if FALSE_WORDS.include?(value)
+        return @mode == :inline && @dump == :retained ? :objspace : :native if TRUE_WORDS.include?(value)
 
         symbol(:trace, value, [true, false, *TRACERS])
       end
