@@ -23,11 +23,9 @@ RSpec.describe "Rack::Objectspace with an Azure Blob store (Azurite)" do
   after(:all) { @azurite&.stop }
 
   around do |example|
-    saved = ENV.to_h
-    ENV.update("AZURE_STORAGE_USE_EMULATOR" => "true", "AZURITE_BLOB_STORAGE_URL" => "http://127.0.0.1:#{@azurite.port}")
-    example.run
-  ensure
-    ENV.replace(saved)
+    with_env("AZURE_STORAGE_USE_EMULATOR" => "true", "AZURITE_BLOB_STORAGE_URL" => "http://127.0.0.1:#{@azurite.port}") do
+      example.run
+    end
   end
 
   let(:secret) { "s3cr3t-#{SecureRandom.hex(16)}" }

@@ -107,26 +107,26 @@ RSpec.describe "Rack::Objectspace under faults" do
       hole = TCPServer.new("127.0.0.1", 0)
       held = []
       acceptor = Thread.new { loop { held << hole.accept } }
-      saved = ENV.to_h
-      ENV.update("AWS_ENDPOINT" => "http://127.0.0.1:#{hole.addr[1]}", "AWS_ACCESS_KEY_ID" => "test",
-                 "AWS_SECRET_ACCESS_KEY" => "test", "AWS_REGION" => "us-east-1")
-      linted_app, middleware = linted(app, store: "s3://hanging/p", mode: :inline, dump: :retained,
-                                           queue_size: 2, flush_timeout: 1)
-      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      expect(serve(linted_app, 6).map(&:status)).to all(eq(200))
-      expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 5
-      stats = middleware.flush(1)
-      expect(stats).to include(dumped: 6, dropped: 4, pending: 2, stored: 0)
-      expect(events(logged, "dump_dropped").size).to eq(1)
+      aws = { "AWS_ENDPOINT" => "http://127.0.0.1:#{hole.addr[1]}", "AWS_ACCESS_KEY_ID" => "test",
+              "AWS_SECRET_ACCESS_KEY" => "test", "AWS_REGION" => "us-east-1" }
+      with_env(aws) do
+        linted_app, middleware = linted(app, store: "s3://hanging/p", mode: :inline, dump: :retained,
+                                             queue_size: 2, flush_timeout: 1)
+        started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        expect(serve(linted_app, 6).map(&:status)).to all(eq(200))
+        expect(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).to be < 5
+        stats = middleware.flush(1)
+        expect(stats).to include(dumped: 6, dropped: 4, pending: 2, stored: 0)
+        expect(events(logged, "dump_dropped").size).to eq(1)
 
-      # The endpoint goes away: the two hanging uploads fail and are counted.
-      acceptor.kill
-      held.each(&:close)
-      hole.close
-      stats = eventually(timeout: 60) { (s = middleware.flush(1))[:pending].zero? && s }
-      expect(stats).to include(dumped: 6, dropped: 4, pending: 0, stored: 0, failed: 2)
+        # The endpoint goes away: the two hanging uploads fail and are counted.
+        acceptor.kill
+        held.each(&:close)
+        hole.close
+        stats = eventually(timeout: 60) { (s = middleware.flush(1))[:pending].zero? && s }
+        expect(stats).to include(dumped: 6, dropped: 4, pending: 0, stored: 0, failed: 2)
+      end
     ensure
-      ENV.replace(saved) if saved
       acceptor&.kill
       hole&.close unless hole&.closed?
     end

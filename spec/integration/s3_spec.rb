@@ -18,13 +18,10 @@ RSpec.describe "Rack::Objectspace with an S3 store (moto server)" do
 
   # AWS_* as a user would set them; restored after each example.
   around do |example|
-    saved = ENV.to_h
-    ENV.update("AWS_ENDPOINT" => @endpoint, "AWS_ACCESS_KEY_ID" => "test", "AWS_SECRET_ACCESS_KEY" => "test",
-               "AWS_REGION" => "us-east-1")
-    ENV.delete("AWS_ENDPOINT_URL")
-    example.run
-  ensure
-    ENV.replace(saved)
+    with_env("AWS_ENDPOINT" => @endpoint, "AWS_ACCESS_KEY_ID" => "test", "AWS_SECRET_ACCESS_KEY" => "test",
+             "AWS_REGION" => "us-east-1", "AWS_ENDPOINT_URL" => nil) do
+      example.run
+    end
   end
 
   let(:secret) { "s3cr3t-#{SecureRandom.hex(16)}" }

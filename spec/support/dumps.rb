@@ -2,6 +2,16 @@
 
 # Helpers to read back what the middleware stored.
 module DumpHelpers
+  # Run the block with ENV updated by `vars` (a nil value deletes the variable);
+  # ENV is restored afterwards, with whatever the block changed in it.
+  def with_env(vars)
+    saved = ENV.to_h
+    vars.each { |name, value| value.nil? ? ENV.delete(name) : ENV[name] = value }
+    yield
+  ensure
+    ENV.replace(saved)
+  end
+
   # Status codes of n GETs to path/0, path/1, ...
   def serve_statuses(app, n, path: "/r")
     Array.new(n) { |i| Rack::MockRequest.new(app).get("#{path}/#{i}").status }
