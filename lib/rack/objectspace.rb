@@ -51,6 +51,7 @@ module Rack
       @log = Log.new(@config.logger)
       @dumper = Dumper.new(@config, @log)
       @requests = 0
+      @served = 0 # every request this process served, dumped or not (the dump metadata's `requests`)
       @lock = Mutex.new
       case @config.trace
       when :native
@@ -61,12 +62,14 @@ module Rack
       dumper = @dumper
       timeout = @config.flush_timeout
       at_exit { dumper.shutdown(timeout) }
+      @log.started(@config)
     end
 
     # @return [Config] the validated options
     attr_reader :config
 
     def call(env)
+      served = @lock.synchronize { @served += 1 }
       watch_compaction if @compactions
       return @app.call(env) unless dump?(env)
 
@@ -74,7 +77,8 @@ module Rack
         method: utf8(env["REQUEST_METHOD"], 16),
         path: request_path(env),
         started_at_ms: (Time.now.to_f * 1000).to_i,
-        gc_generation: GC.count
+        gc_generation: GC.count,
+        requests: served
       }
       @dumper.begin_request(request[:gc_generation])
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
@@ -151,3 +155,5 @@ module Rack
     end
   end
 end
+
+require_relative "objectspace/railtie" if defined?(::Rails::Railtie)
