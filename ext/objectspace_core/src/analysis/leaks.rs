@@ -29,6 +29,9 @@ const META_SUFFIX: &str = ".meta.json";
 /// The endpoint of objects allocated by a request that was not dumped (its
 /// method and path are known only from the dump taken for it).
 pub const NOT_DUMPED: &str = "(request not dumped)";
+/// The endpoint of objects whose GC generation several dumped requests of
+/// different endpoints share (dumps without the records' `request`).
+pub const AMBIGUOUS: &str = "(ambiguous: several requests in one GC generation)";
 
 /// The metadata the middleware writes beside each dump. Every field is optional.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -734,9 +737,24 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
         })
         .collect();
     by_gen.sort();
+    // Several dumped requests that began in the same generation (fork mode:
+    // the serving process's GC count does not move) cannot be told apart: the
+    // objects are said to be ambiguous rather than pinned on one of them.
     let endpoint_of = |g: u32| -> Option<(String, String)> {
         let at = by_gen.partition_point(|(gen, _, _)| *gen <= g as u64);
-        (at > 0).then(|| (by_gen[at - 1].1.clone(), by_gen[at - 1].2.clone()))
+        if at == 0 {
+            return None;
+        }
+        let (gen, method, path) = &by_gen[at - 1];
+        let first = by_gen.partition_point(|(other, _, _)| other < gen);
+        let alike = by_gen[first..at]
+            .iter()
+            .all(|(_, m, p)| m == method && p == path);
+        Some(if alike {
+            (method.clone(), path.clone())
+        } else {
+            (String::new(), AMBIGUOUS.to_string())
+        })
     };
 
     let mut names: Vec<&SiteName> = good.iter().flat_map(|(_, _, d)| d.sites.keys()).collect();

@@ -38,7 +38,7 @@ module Rack
         def short_path(file, gem = nil)
           return file if file.nil? || file.empty?
 
-          if (m = %r{/gems/([^/]+)/(.+)\z}.match(file)) && !m[1].match?(/\A\d/)
+          if (m = %r{.*/gems/([^/]+)/(.+)\z}.match(file)) && !m[1].match?(/\A\d/)
             name = gem && !%w[app ruby].include?(gem) ? gem : m[1]
             return "#{name}/#{m[2]}"
           end
