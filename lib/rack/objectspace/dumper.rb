@@ -70,7 +70,7 @@ module Rack
         writer = state(&:writer)
         writer&.flush([deadline - now, 0].max)
         report_writer_errors
-        stats.tap { |st| @log.summary("dump_summary", **st) }
+        stats.tap { |st| @log.summary("dump_summary", final: @exiting == Process.pid, **st) }
       end
 
       # `{dumped:, stored:, failed:, dropped:, pending:}` for this process.
@@ -91,6 +91,7 @@ module Rack
       def shutdown(timeout)
         return unless @state.pid == Process.pid
 
+        @exiting = Process.pid
         result = flush(timeout)
         return if result[:pending].zero?
 

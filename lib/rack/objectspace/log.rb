@@ -35,10 +35,17 @@ module Rack
                         every: config.every || "on_demand", tracer: config.trace || "off", pid: Process.pid)
       end
 
-      # Dumps stored, dropped and failed so far (at flush and at exit): one line,
-      # never held back as a repeat, at warn when any dump was lost.
-      def summary(event, stored:, dropped:, failed:, **fields)
-        level = dropped.positive? || failed.positive? ? :warn : :info
+      # Dumps stored, dropped and failed so far, at flush and at exit: one line,
+      # never held back as a repeat. At warn when dumps were lost since the last
+      # summary; else at info at exit and at debug for a flush (flushing after
+      # every request, as a console or a spec does, stays quiet).
+      def summary(event, stored:, dropped:, failed:, final: false, **fields)
+        lost = dropped + failed
+        level = if lost > (@lost_reported || 0) then :warn
+                elsif final then :info
+                else :debug
+                end
+        @lost_reported = lost
         write(level, event, { stored: stored, dropped: dropped, failed: failed, **fields })
       end
 

@@ -31,7 +31,7 @@ const META_SUFFIX: &str = ".meta.json";
 pub const NOT_DUMPED: &str = "(request not dumped)";
 /// The endpoint of objects whose GC generation several dumped requests of
 /// different endpoints share (dumps without the records' `request`).
-pub const AMBIGUOUS: &str = "(ambiguous: several requests in one GC generation)";
+pub const AMBIGUOUS: &str = "(ambiguous: same GC generation)";
 
 /// The metadata the middleware writes beside each dump. Every field is optional.
 #[derive(Debug, Clone, Default, Serialize)]
