@@ -597,7 +597,7 @@ pub fn leaks(
         let missing = missing_dumps(seqs);
         if missing > 0 {
             warnings.push(format!(
-                "process {host}/{pid}: {missing} dump(s) missing (gaps in seq: dropped or failed; see the dump_summary log line)"
+                "process {host}/{pid}: {missing} dump(s) missing (gaps in seq: dropped or failed; the dump_summary log line also counts those after the last stored dump)"
             ));
         }
         processes.push(ProcessReport {

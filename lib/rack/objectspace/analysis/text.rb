@@ -152,7 +152,7 @@ module Rack
             series = p["dumps"].map { |d| d["objects"] }
             out << "\nprocess #{p['host']}/#{p['pid']}: #{p['dumps'].size} dumps, live objects #{series.first || 0} -> #{series.last || 0}"
             out << ", #{p['skipped'].size} skipped" unless p["skipped"].empty?
-            out << ", #{p['missing_dumps']} missing (dropped or failed: gaps in seq)" if p["missing_dumps"].to_i.positive?
+            out << ", #{p['missing_dumps']} missing (gaps in seq: dropped or failed)" if p["missing_dumps"].to_i.positive?
           end
           out << "\n"
           out
@@ -170,7 +170,7 @@ module Rack
             next unless p["missing_dumps"].to_i.positive?
 
             out << "\nprocess #{p['host']}/#{p['pid']}: #{p['missing_dumps']} dump(s) missing " \
-                   "(dropped or failed: gaps in seq)"
+                   "(gaps in seq: dropped or failed)"
           end
           out << "\n" if (r["processes"] || []).any? { |p| p["missing_dumps"].to_i.positive? }
           unless r["dumps"].empty?
