@@ -535,9 +535,9 @@ mod tests {
             scan(br#"{"address":"0x10", "type":"CLASS", "name":"Foo", "before_baseline":true}"#)
                 .unwrap();
         assert!(c.before_baseline);
-        let r = scan(br#"{"address":"0x20", "type":"STRING", "file":"a.rb", "line":3, "generation":7, "request":42}"#)
+        let s = scan(br#"{"address":"0x20", "type":"STRING", "file":"a.rb", "line":3, "generation":7, "request":42}"#)
             .unwrap();
-        assert_eq!((r.generation, r.request), (Some(7), Some(42)));
+        assert_eq!((s.generation, s.request), (Some(7), Some(42)));
         assert_eq!(c.name, Some(&b"Foo"[..]));
         assert_eq!(r.name, Some(&b"Foo::Bar"[..]));
         assert_eq!(r.memsize, 544);
