@@ -9,30 +9,30 @@ require "rack/objectspace/analysis/cli"
 RSpec.describe "rack-objectspace reports" do
   include_context "a temporary folder"
 
-  STRING_CLASS = "0x7f0000000010" # rubocop:disable Lint/ConstantDefinitionInBlock
-  APP_FILE = "/srv/app/profile.rb" # rubocop:disable Lint/ConstantDefinitionInBlock
-  GEM_FILE = "/var/lib/gems/3.1.0/gems/nokogiri-1.15.0-x86_64-linux/lib/nokogiri/xml/node.rb" # rubocop:disable Lint/ConstantDefinitionInBlock
-  PUMA_FILE = "/usr/share/rubygems-integration/all/gems/puma-5.6.5/lib/puma/client.rb" # rubocop:disable Lint/ConstantDefinitionInBlock
-  OWN_FILE = "/home/u/src/rack-objectspace/lib/rack/objectspace/dumper.rb" # rubocop:disable Lint/ConstantDefinitionInBlock
+  REPORTS_STRING_CLASS = "0x7f0000000010" # rubocop:disable Lint/ConstantDefinitionInBlock
+  REPORTS_APP_FILE = "/srv/app/profile.rb" # rubocop:disable Lint/ConstantDefinitionInBlock
+  REPORTS_GEM_FILE = "/var/lib/gems/3.1.0/gems/nokogiri-1.15.0-x86_64-linux/lib/nokogiri/xml/node.rb" # rubocop:disable Lint/ConstantDefinitionInBlock
+  REPORTS_PUMA_FILE = "/usr/share/rubygems-integration/all/gems/puma-5.6.5/lib/puma/client.rb" # rubocop:disable Lint/ConstantDefinitionInBlock
+  REPORTS_OWN_FILE = "/home/u/src/rack-objectspace/lib/rack/objectspace/dumper.rb" # rubocop:disable Lint/ConstantDefinitionInBlock
 
   def string_at(addr, file, line)
-    %({"address":"0x#{addr.to_s(16)}", "type":"STRING", "class":"#{STRING_CLASS}", "bytesize":5, ) +
+    %({"address":"0x#{addr.to_s(16)}", "type":"STRING", "class":"#{REPORTS_STRING_CLASS}", "bytesize":5, ) +
       %("file":"#{file}", "line":#{line}, "generation":20, "memsize":40})
   end
 
-  # A session of `n` dumps of one process, one per request: APP_FILE and
-  # GEM_FILE leak one object a request, PUMA_FILE one every 40 requests (noise),
-  # OWN_FILE (the middleware's own) one a request. `lost`: seqs never stored.
+  # A session of `n` dumps of one process, one per request: REPORTS_APP_FILE and
+  # REPORTS_GEM_FILE leak one object a request, REPORTS_PUMA_FILE one every 40 requests (noise),
+  # REPORTS_OWN_FILE (the middleware's own) one a request. `lost`: seqs never stored.
   def write_session(dir, n, lost: [])
     (1..n).each do |seq|
       next if lost.include?(seq)
 
-      lines = ["{\"address\":\"#{STRING_CLASS}\", \"type\":\"CLASS\", \"name\":\"String\", \"memsize\":544}"]
+      lines = ["{\"address\":\"#{REPORTS_STRING_CLASS}\", \"type\":\"CLASS\", \"name\":\"String\", \"memsize\":544}"]
       (1..seq).each do |i|
-        lines << string_at(0x10_000 + i * 0x40, APP_FILE, 7)
-        lines << string_at(0x20_000 + i * 0x40, GEM_FILE, 88)
-        lines << string_at(0x30_000 + i * 0x40, OWN_FILE, 136)
-        lines << string_at(0x40_000 + i * 0x40, PUMA_FILE, 152) if (i % 40).zero?
+        lines << string_at(0x10_000 + i * 0x40, REPORTS_APP_FILE, 7)
+        lines << string_at(0x20_000 + i * 0x40, REPORTS_GEM_FILE, 88)
+        lines << string_at(0x30_000 + i * 0x40, REPORTS_OWN_FILE, 136)
+        lines << string_at(0x40_000 + i * 0x40, REPORTS_PUMA_FILE, 152) if (i % 40).zero?
       end
       stem = format("web-1/42/%06d-%d-GET-profile-0000abcd", seq, 1_700_000_000_000 + seq)
       FileUtils.mkdir_p(File.join(dir, "web-1", "42"))
@@ -50,13 +50,13 @@ RSpec.describe "rack-objectspace reports" do
       out, err, status = cli("leaks", @dir, "--format", "json")
       expect(status).to eq(0), err
       report = JSON.parse(out)
-      expect(report["sites"].map { |s| s["file"] }).to contain_exactly(APP_FILE, GEM_FILE)
+      expect(report["sites"].map { |s| s["file"] }).to contain_exactly(REPORTS_APP_FILE, REPORTS_GEM_FILE)
       expect(report["hidden_sites"]).to eq(1)
 
       out, = cli("leaks", @dir, "--format", "json", "--all")
       files = JSON.parse(out)["sites"].map { |s| s["file"] }
-      expect(files).to contain_exactly(APP_FILE, GEM_FILE, PUMA_FILE)
-      expect(files).not_to include(OWN_FILE)
+      expect(files).to contain_exactly(REPORTS_APP_FILE, REPORTS_GEM_FILE, REPORTS_PUMA_FILE)
+      expect(files).not_to include(REPORTS_OWN_FILE)
 
       text, = cli("leaks", @dir)
       expect(text).to include("1 growing site(s) under the noise floor (< 0.05 objects/request or < 3 live objects) " \
@@ -69,10 +69,10 @@ RSpec.describe "rack-objectspace reports" do
       header = text.lines.find { |l| l.include?("objects/req") }
       expect(header).to include("allocated by")
       expect(header).not_to include("retained by")
-      expect(text).to include("nokogiri/lib/nokogiri/xml/node.rb:88", "#{APP_FILE}:7")
+      expect(text).to include("nokogiri/lib/nokogiri/xml/node.rb:88", "#{REPORTS_APP_FILE}:7")
       expect(text).not_to include("/var/lib/gems")
       json = JSON.parse(cli("leaks", @dir, "--format", "json").first)
-      expect(json["sites"].map { |s| s["location"] }).to include("#{GEM_FILE}:88")
+      expect(json["sites"].map { |s| s["location"] }).to include("#{REPORTS_GEM_FILE}:88")
       expect(json["sites"].first["allocated_by"].first).to include("method" => "GET", "path" => "/profile")
       html = cli("leaks", @dir, "--format", "html").first
       expect(html).to include("allocated by")
@@ -118,7 +118,7 @@ RSpec.describe "rack-objectspace reports" do
       report = JSON.parse(cli("summary", key, "--format", "json", "--top", "0").first)
       expect(report["by_gem"].map { |g| g["name"] }).to include("rack-objectspace", "app", "nokogiri")
       expect(report["by_gem"].find { |g| g["name"] == "app" }["count"]).to eq(3)
-      expect(report["sites"].map { |s| s["file"] }).not_to include(OWN_FILE)
+      expect(report["sites"].map { |s| s["file"] }).not_to include(REPORTS_OWN_FILE)
     end
   end
 

@@ -18,7 +18,7 @@ RSpec.describe "reading dumps back from every store" do
     end
   end
 
-  LEAK_LINE = "#{__FILE__}:#{File.readlines(__FILE__).index { |l| l.include?('# the leak') } + 1}" # rubocop:disable Lint/ConstantDefinitionInBlock
+  STORES_LEAK_LINE = "#{__FILE__}:#{File.readlines(__FILE__).index { |l| l.include?('# the leak') } + 1}" # rubocop:disable Lint/ConstantDefinitionInBlock
 
   # Serves n requests (/leak and /ok in turn), waiting for each dump, so none is dropped.
   def serve_session(store, n, **options)
@@ -57,14 +57,14 @@ RSpec.describe "reading dumps back from every store" do
         out, err, status = cli("leaks", @url, "--format", "json")
         expect(status).to eq(0), err
         report = JSON.parse(out)
-        expect(report["sites"].first).to include("location" => LEAK_LINE, "type" => "STRING")
+        expect(report["sites"].first).to include("location" => STORES_LEAK_LINE, "type" => "STRING")
         expect(report["sites"].first["per_request"]).to be_within(0.1).of(0.5)
 
         # The keys `ls` prints are the arguments of diff and summary, against the same SOURCE.
         keys = listing["dumps"].map { |d| d["key"] }
         out, err, status = cli("diff", @url, keys[5], keys[7], keys[11])
         expect(status).to eq(0), err
-        expect(out).to include(LEAK_LINE.sub("#{AnalysisHelpers::ROOT}/", ""))
+        expect(out).to include(STORES_LEAK_LINE.sub("#{AnalysisHelpers::ROOT}/", ""))
         out, err, status = cli("summary", @url, keys.last, "--format", "json")
         expect(status).to eq(0), err
         expect(JSON.parse(out)["objects"]).to be > 0
@@ -96,13 +96,13 @@ RSpec.describe "reading dumps back from every store" do
       report = Rack::Objectspace::Analysis.leaks(store)
       expect(report["source"]).to eq("Hash")
       # (The Hash itself grows too: it holds every dump's metadata in this process.)
-      expect(report["sites"].map { |s| s["location"] }).to include(LEAK_LINE)
+      expect(report["sites"].map { |s| s["location"] }).to include(STORES_LEAK_LINE)
 
       keys = Rack::Objectspace::Analysis.ls(store)["dumps"].map { |d| d["key"] }
       expect(keys.size).to eq(12)
       diff = Rack::Objectspace::Analysis.diff(store, keys[3], keys[6], keys[11])
       expect(diff["inputs"]).to eq([keys[3], keys[6], keys[11]])
-      expect(diff["sites"].map { |s| s["location"] }).to include(LEAK_LINE)
+      expect(diff["sites"].map { |s| s["location"] }).to include(STORES_LEAK_LINE)
       expect(Rack::Objectspace::Analysis.summary(store, keys.last)["objects"]).to be > 0
     end
 
@@ -124,7 +124,7 @@ RSpec.describe "reading dumps back from every store" do
         end
       end.new(moneta)
       report = Rack::Objectspace::Analysis.leaks(keys_only)
-      expect(report["sites"].map { |s| s["location"] }).to include(LEAK_LINE)
+      expect(report["sites"].map { |s| s["location"] }).to include(STORES_LEAK_LINE)
       expect(report["processes"].first["dumps"].size).to eq(10)
     ensure
       redis&.stop
