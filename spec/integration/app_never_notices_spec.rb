@@ -30,16 +30,6 @@ RSpec.describe "Rack::Objectspace leaves the app alone" do
     hole&.close
   end
 
-  # Pids of this process's living children (from /proc).
-  def children_alive
-    Dir["/proc/[0-9]*/stat"].filter_map do |f|
-      fields = File.read(f).split(") ", 2).last.split
-      Integer(f[%r{/proc/(\d+)/}, 1]) if Integer(fields[1]) == Process.pid && fields[0] != "Z"
-    rescue SystemCallError, ArgumentError
-      nil
-    end
-  end
-
   def now
     Process.clock_gettime(Process::CLOCK_MONOTONIC)
   end
@@ -147,7 +137,7 @@ RSpec.describe "Rack::Objectspace leaves the app alone" do
         expect(serve(linted_app, 1, path: "/again").map(&:status)).to eq([200])
         expect(middleware.stats).to include(dumped: 2, dropped: 1)
         eventually(timeout: 10) { middleware.stats[:pending].zero? }
-        expect(children_alive).to be_empty
+        expect(dump_children).to be_empty
       end
     end
 
@@ -157,7 +147,7 @@ RSpec.describe "Rack::Objectspace leaves the app alone" do
                                     child_timeout: 3)
         gate = Queue.new
         most = 0
-        watcher = Thread.new { loop { most = [most, children_alive.size].max; sleep 0.002 } }
+        watcher = Thread.new { loop { most = [most, dump_children.count { |c| c[:state] != "Z" }].max; sleep 0.002 } }
         threads = Array.new(8) do |i|
           Thread.new do
             gate.pop
