@@ -25,6 +25,7 @@ use flate2::Compression;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
+use crate::analysis::scan::{leading_u64, quoted_len};
 use crate::annotate::Annotator;
 use crate::error::{Error, Result};
 use crate::inherited;
@@ -159,21 +160,13 @@ impl Summary {
 /// The bytes of a string field, e.g. `"type":"` -> `STRING`.
 fn field_str<'a>(line: &'a [u8], needle: &memchr::memmem::Finder) -> Option<&'a [u8]> {
     let at = needle.find(line)? + needle.needle().len();
-    let len = memchr::memchr(b'"', &line[at..])?;
+    let len = quoted_len(&line[at..])?;
     Some(&line[at..at + len])
 }
 
 /// An unsigned integer field, e.g. `"memsize":` -> 40.
 fn field_u64(line: &[u8], needle: &memchr::memmem::Finder) -> Option<u64> {
-    let at = needle.find(line)? + needle.needle().len();
-    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit());
-    let mut n: u64 = 0;
-    let mut any = false;
-    for &d in digits {
-        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        any = true;
-    }
-    any.then_some(n)
+    leading_u64(&line[needle.find(line)? + needle.needle().len()..])
 }
 
 /// The result of a finished pipeline.
