@@ -37,31 +37,29 @@ module Rack
     # @param max_children [Integer] fork mode: dump children alive at once; more are dropped
     # @param queue_size [Integer] dumps waiting for the store; more are dropped
     # @param flush_timeout [Numeric] seconds given to pending dumps at exit
+    # @param child_timeout [Numeric] fork mode: seconds a dump child may take before it is killed (counted failed)
     # @param logger [Logger, nil] defaults to Rails.logger, env["rack.logger"], $stderr
     # @param layout [:dump, :object] for []= stores: one value per dump, or one per object
     # @raise [ArgumentError] for any bad option, naming it, the value and what is accepted
     def initialize(app, store: nil, mode: nil, dump: nil, every: Config::NOT_GIVEN, gc: nil, redact: nil, trace: nil,
                    gzip_level: nil, filter: nil, paths: nil, token: nil, token_header: nil, max_children: nil,
-                   queue_size: nil, flush_timeout: nil, logger: nil, layout: nil)
+                   queue_size: nil, flush_timeout: nil, child_timeout: nil, logger: nil, layout: nil)
       @app = app
       @config = Config.new(store: store, mode: mode, dump: dump, every: every, gc: gc, redact: redact, trace: trace,
                            gzip_level: gzip_level, filter: filter, paths: paths, token: token,
                            token_header: token_header, max_children: max_children, queue_size: queue_size,
-                           flush_timeout: flush_timeout, logger: logger, layout: layout)
+                           flush_timeout: flush_timeout, child_timeout: child_timeout, logger: logger,
+                           layout: layout)
       @log = Log.new(@config.logger)
       @dumper = Dumper.new(@config, @log)
       @requests = 0
       @served = 0 # every request this process served, dumped or not (the dump metadata's `requests`)
       @lock = Mutex.new
-      case @config.trace
-      when :native
-        @compactions = GC.stat(:compact_count)
-        Native::Tracer.start
-      when :objspace then ObjectSpace.trace_object_allocations_start
-      end
-      dumper = @dumper
-      timeout = @config.flush_timeout
-      at_exit { dumper.shutdown(timeout) }
+      # Tracing and the exit flush start with the first request this process
+      # serves (see #serving): a process that builds the middleware stack and
+      # never serves (rake, the console, Sidekiq, a preloading puma master)
+      # pays nothing.
+      @serving_pid = nil
       @log.started(@config)
     end
 
@@ -69,6 +67,7 @@ module Rack
     attr_reader :config
 
     def call(env)
+      serving(env) unless @serving_pid == Process.pid
       served = @lock.synchronize { @served += 1 }
       watch_compaction if @compactions
       return @app.call(env) unless dump?(env)
@@ -85,9 +84,18 @@ module Rack
       status, headers, body = @app.call(env)
       request[:status] = status.to_i
       request[:request_ms] = ((Process.clock_gettime(Process::CLOCK_MONOTONIC) - started) * 1000).round(1)
-      # The dump waits for the body to be closed: the response is out, and its
-      # own objects are no longer mistaken for retained ones.
-      [status, headers, Rack::BodyProxy.new(body) { @dumper.dump(request) }]
+      # The dump waits for the response to be out, so that its own objects are
+      # not mistaken for retained ones: on a server that offers
+      # rack.response_finished (Rack 3), when the server says so (an outer
+      # middleware that replaces the body cannot skip it); else when the body
+      # is closed.
+      finished = env["rack.response_finished"]
+      if finished.respond_to?(:<<)
+        finished << proc { |*| @dumper.dump(request) }
+        [status, headers, body]
+      else
+        [status, headers, Rack::BodyProxy.new(body) { @dumper.dump(request) }]
+      end
     end
 
     # Block until every dump taken so far is stored or has failed (fork children
@@ -103,6 +111,27 @@ module Rack
     end
 
     private
+
+    # The first request served by this process: start the tracer and the exit
+    # flush (once per process; a forked worker starts its own).
+    def serving(env)
+      @lock.synchronize do
+        return if @serving_pid == Process.pid
+
+        @log.env_logger = env["rack.logger"]
+        case @config.trace
+        when :native
+          @compactions = GC.stat(:compact_count)
+          Native::Tracer.start
+        when :objspace then ObjectSpace.trace_object_allocations_start
+        end
+        dumper = @dumper
+        timeout = @config.flush_timeout
+        at_exit { dumper.shutdown(timeout) }
+        @served = 0 # a forked worker counts its own requests
+        @serving_pid = Process.pid
+      end
+    end
 
     # GC.compact moves objects without a NEWOBJ event, so the native site table
     # would give moved objects the site of whatever lived at their new address

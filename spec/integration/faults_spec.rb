@@ -16,21 +16,6 @@ RSpec.describe "Rack::Objectspace under faults" do
     Array.new(n) { |i| Rack::MockRequest.new(app).get("#{path}/#{i}", headers) }
   end
 
-  # This process's fork children: same command line as us, our pid as parent.
-  def fork_children
-    me = Process.pid.to_s
-    cmdline = File.binread("/proc/self/cmdline")
-    Dir.glob("/proc/[0-9]*").filter_map do |dir|
-      stat = File.read("#{dir}/stat")
-      fields = stat[(stat.rindex(")") + 2)..].split
-      next unless fields[1] == me && File.binread("#{dir}/cmdline") == cmdline
-
-      { pid: Integer(File.basename(dir)), state: fields[0] }
-    rescue Errno::ENOENT, Errno::ESRCH
-      nil
-    end
-  end
-
   # A []= store that takes `delay` seconds per write.
   class SlowStore # rubocop:disable Lint/ConstantDefinitionInBlock
     attr_reader :keys
@@ -79,7 +64,7 @@ RSpec.describe "Rack::Objectspace under faults" do
         failures = logged.each_line.grep(/event=(dump|store)_failed /)
         expect(failures.size).to eq(1), failures.join
         expect(failures.first).to match(/at=warn/)
-        expect(fork_children).to be_empty
+        expect(dump_children).to be_empty
       end
     end
   end
@@ -140,7 +125,7 @@ RSpec.describe "Rack::Objectspace under faults" do
       sampling = true
       sampler = Thread.new do
         while sampling
-          most = [most, fork_children.count { |c| c[:state] != "Z" }].max
+          most = [most, dump_children.count { |c| c[:state] != "Z" }].max
           sleep 0.003
         end
       end
@@ -158,7 +143,7 @@ RSpec.describe "Rack::Objectspace under faults" do
       drops = events(logged, "dump_dropped")
       expect(drops.size).to eq(1)
       expect(drops.first).to include("reason=max_children", "limit=2")
-      expect(fork_children).to be_empty # every child reaped: no zombie
+      expect(dump_children).to be_empty # every child reaped: no zombie
     end
   end
 

@@ -44,6 +44,23 @@ module DumpHelpers
     [Rack::Lint.new(middleware), middleware]
   end
 
+  # This process's dump children, zombies included: { pid:, state: } each. A
+  # child names itself "rack-objectspace dump (worker PID)" as its first act;
+  # a zombie has no cmdline left, so any child that is not a test server counts.
+  def dump_children
+    me = Process.pid.to_s
+    servers = TestServers.started.map { |s| s.pid.to_s }
+    Dir.glob("/proc/[0-9]*").filter_map do |dir|
+      stat = File.read("#{dir}/stat")
+      fields = stat[(stat.rindex(")") + 2)..].split
+      next unless fields[1] == me && !servers.include?(File.basename(dir))
+
+      { pid: Integer(File.basename(dir)), state: fields[0] }
+    rescue Errno::ENOENT, Errno::ESRCH
+      nil
+    end
+  end
+
   def quiet_logger
     @quiet_logger ||= Logger.new(StringIO.new)
   end

@@ -9,6 +9,7 @@
 pub mod analysis;
 pub mod annotate;
 pub mod error;
+pub mod inherited;
 pub mod keys;
 pub mod pipeline;
 pub mod redact;

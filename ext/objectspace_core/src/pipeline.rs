@@ -2,14 +2,22 @@
 //! Rust thread reads them, drops string values (redaction), counts objects and
 //! memsize by type, and gzips the result into memory or straight into a store.
 //!
-//! The dump never becomes one big Ruby String, and the raw JSON is never held
-//! whole: memory stays bounded by the gzip output (memory sink, ~14x smaller
-//! than the JSON) or by one multipart part (store sink).
+//! This pipeline never holds the raw JSON whole: memory stays bounded by the
+//! gzip output (memory sink, ~14x smaller than the JSON) or by one multipart
+//! part (store sink). (Ruby may hold it: dumper.rb's buffered inline path on
+//! Ruby < 3.4 with other threads alive takes `dump_all` into a String first.)
+//!
+//! Both ends of the pipe are registered in [`crate::inherited`], so that a
+//! fork child made while the dump runs lets go of them at once; the write end
+//! stays owned here ([`Pipeline::write_fd`] lends it, [`Pipeline::close_write`]
+//! closes it), so that it is never closed behind the registry's back.
 
 use std::io::{Read, Write};
-use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
-use std::thread::JoinHandle;
-use std::time::Instant;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flate2::write::GzEncoder;
@@ -17,8 +25,10 @@ use flate2::Compression;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
+use crate::analysis::scan::{leading_u64, quoted_len};
 use crate::annotate::Annotator;
 use crate::error::{Error, Result};
+use crate::inherited;
 use crate::redact::Redactor;
 use crate::runtime;
 use crate::sites::SharedSites;
@@ -150,21 +160,13 @@ impl Summary {
 /// The bytes of a string field, e.g. `"type":"` -> `STRING`.
 fn field_str<'a>(line: &'a [u8], needle: &memchr::memmem::Finder) -> Option<&'a [u8]> {
     let at = needle.find(line)? + needle.needle().len();
-    let len = memchr::memchr(b'"', &line[at..])?;
+    let len = quoted_len(&line[at..])?;
     Some(&line[at..at + len])
 }
 
 /// An unsigned integer field, e.g. `"memsize":` -> 40.
 fn field_u64(line: &[u8], needle: &memchr::memmem::Finder) -> Option<u64> {
-    let at = needle.find(line)? + needle.needle().len();
-    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit());
-    let mut n: u64 = 0;
-    let mut any = false;
-    for &d in digits {
-        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        any = true;
-    }
-    any.then_some(n)
+    leading_u64(&line[needle.find(line)? + needle.needle().len()..])
 }
 
 /// The result of a finished pipeline.
@@ -174,51 +176,117 @@ pub struct Finished {
     pub gzip: Vec<u8>,
 }
 
-/// A running pipeline: a pipe whose write end goes to Ruby, read by a Rust thread.
+/// One end of a dump pipe, registered in [`crate::inherited`] while open.
+struct End<T: AsRawFd>(Option<T>);
+
+impl<T: AsRawFd> End<T> {
+    fn new(inner: T) -> Self {
+        inherited::register(inner.as_raw_fd());
+        End(Some(inner))
+    }
+
+    fn close(&mut self) {
+        if let Some(inner) = self.0.take() {
+            // Forget before closing: a fork between the two keeps a copy
+            // (harmless once we closed ours), never blanks a reused number.
+            inherited::forget(inner.as_raw_fd());
+            drop(inner);
+        }
+    }
+}
+
+impl<T: AsRawFd> Drop for End<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// How often a waiting [`Pipeline::finish_until`] looks at its stop flag.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A running pipeline: a pipe whose write end Ruby writes into, read by a Rust thread.
 pub struct Pipeline {
-    write: Option<OwnedFd>,
-    thread: Option<JoinHandle<Result<Finished>>>,
+    write: End<OwnedFd>,
+    done: Option<Receiver<Result<Finished>>>,
+    /// Set when the pipeline is dropped or abandoned unfinished: the reader
+    /// stops at its next block and aborts an upload in progress.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Pipeline {
     /// Open the pipe and start the reader thread.
     pub fn start(options: Options, sink: Sink) -> Result<Pipeline> {
         let (reader, writer) = std::io::pipe()?;
-        let thread = std::thread::Builder::new()
+        let reader = End::new(reader);
+        let write = End::new(OwnedFd::from(writer));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, done) = mpsc::sync_channel(1);
+        let stop = cancel.clone();
+        std::thread::Builder::new()
             .name("rack-objectspace-dump".into())
-            .spawn(move || run(reader, options, sink))?;
+            .spawn(move || {
+                let _ = tx.send(run(reader, options, sink, &stop));
+            })?;
         Ok(Pipeline {
-            write: Some(OwnedFd::from(writer)),
-            thread: Some(thread),
+            write,
+            done: Some(done),
+            cancel,
         })
     }
 
-    /// Hand the write end to the caller, who must close it when the dump is written
-    /// (EOF ends the reader). Can be taken once.
-    pub fn take_write_fd(&mut self) -> Result<RawFd> {
+    /// The pipe's write end, lent: write into it (Ruby: `IO.for_fd(fd,
+    /// autoclose: false)`), then call [`Pipeline::close_write`], never close(2).
+    pub fn write_fd(&self) -> Result<RawFd> {
         self.write
-            .take()
-            .map(IntoRawFd::into_raw_fd)
-            .ok_or_else(|| Error::State("the pipe's write end was already taken".into()))
+            .0
+            .as_ref()
+            .map(AsRawFd::as_raw_fd)
+            .ok_or_else(|| Error::State("the pipe's write end is already closed".into()))
     }
 
-    /// Wait for the reader to see EOF and finish (flush gzip, complete the upload).
-    /// The write end must have been closed first, or this waits forever.
-    pub fn finish(mut self) -> Result<Finished> {
-        drop(self.write.take());
-        match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .unwrap_or_else(|_| Err(Error::State("the dump reader thread panicked".into()))),
-            None => Err(Error::State("pipeline already finished".into())),
+    /// Close the write end: the reader sees EOF once it has read what was written.
+    pub fn close_write(&mut self) {
+        self.write.close();
+    }
+
+    /// Close the write end, then wait for the reader to finish (flush gzip,
+    /// complete the upload).
+    pub fn finish(self) -> Result<Finished> {
+        self.finish_until(&AtomicBool::new(false))
+    }
+
+    /// [`Pipeline::finish`], giving up with `Error::State("interrupted")` soon
+    /// after `stop` is set: the reader is then cancelled (an upload in progress
+    /// is aborted) and ends on its own.
+    pub fn finish_until(mut self, stop: &AtomicBool) -> Result<Finished> {
+        self.close_write();
+        let done = self
+            .done
+            .take()
+            .ok_or_else(|| Error::State("pipeline already finished".into()))?;
+        loop {
+            match done.recv_timeout(POLL) {
+                Ok(result) => return result,
+                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => {
+                    return Err(Error::State("interrupted".into()));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::State("the dump reader thread panicked".into()));
+                }
+            }
         }
     }
 }
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        // Closing our copy of the write end lets the reader see EOF and exit.
-        drop(self.write.take());
+        // Unfinished (an error, an interrupt): the reader stops at its next
+        // block; closing our write end lets it see EOF if it is waiting.
+        if self.done.is_some() {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+        self.write.close();
     }
 }
 
@@ -247,7 +315,12 @@ impl Out {
     }
 }
 
-fn run(reader: std::io::PipeReader, options: Options, sink: Sink) -> Result<Finished> {
+fn run(
+    reader: End<std::io::PipeReader>,
+    options: Options,
+    sink: Sink,
+    cancel: &AtomicBool,
+) -> Result<Finished> {
     let started = Instant::now();
     let mut out = match sink {
         Sink::Memory => Out::Memory,
@@ -261,7 +334,14 @@ fn run(reader: std::io::PipeReader, options: Options, sink: Sink) -> Result<Fini
         Compression::new(options.level.min(9)),
     );
     let mut summary = Summary::default();
-    let result = stream(reader, options, &mut summary, &mut encoder, &mut out);
+    let result = stream(
+        reader,
+        options,
+        &mut summary,
+        &mut encoder,
+        &mut out,
+        cancel,
+    );
     if let Err(err) = result {
         if let Out::Store { writer, .. } = &mut out {
             let _ = runtime::block_on(writer.abort());
@@ -301,7 +381,6 @@ impl Scanner {
 
 /// Grow the pipe to 1 MiB (best effort): fewer wake-ups between Ruby and us.
 fn widen_pipe(reader: &std::io::PipeReader) {
-    use std::os::fd::AsRawFd;
     // SAFETY: F_SETPIPE_SZ on a pipe we own; failure (an old kernel, a limit) is harmless.
     unsafe {
         libc::fcntl(reader.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
@@ -311,13 +390,18 @@ fn widen_pipe(reader: &std::io::PipeReader) {
 /// Read whole blocks of lines, count and redact each line, and hand each block
 /// to gzip in one call (per-line calls into the compressor cost more than the lines).
 fn stream(
-    mut reader: std::io::PipeReader,
+    mut pipe: End<std::io::PipeReader>,
     options: Options,
     summary: &mut Summary,
     encoder: &mut GzEncoder<Vec<u8>>,
     out: &mut Out,
+    cancel: &AtomicBool,
 ) -> Result<()> {
-    widen_pipe(&reader);
+    let reader = pipe
+        .0
+        .as_mut()
+        .ok_or_else(|| Error::State("the pipe's read end is closed".into()))?;
+    widen_pipe(reader);
     let scanner = Scanner::new();
     let mut annotator = options
         .sites
@@ -329,6 +413,9 @@ fn stream(
     let mut filled = 0;
     let mut redacted = Vec::with_capacity(4 * CHUNK);
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::State("the dump was abandoned".into()));
+        }
         if filled == buf.len() {
             // One line longer than the buffer (a huge `references` array): grow.
             buf.resize(buf.len() * 2, 0);
@@ -421,12 +508,14 @@ mod tests {
         .unwrap()
     }
 
-    fn write_and_finish(mut pipeline: Pipeline, text: &[u8]) -> Result<Finished> {
-        let fd = pipeline.take_write_fd()?;
-        // SAFETY: take_write_fd hands over ownership of a valid, open descriptor.
-        let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    fn write_and_finish(pipeline: Pipeline, text: &[u8]) -> Result<Finished> {
+        let fd = pipeline.write_fd()?;
+        // SAFETY: write_fd lends a valid, open descriptor; ManuallyDrop keeps
+        // the File from closing it (the pipeline does).
+        let mut file = std::mem::ManuallyDrop::new(unsafe {
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        });
         file.write_all(text).unwrap();
-        drop(file);
         pipeline.finish()
     }
 
@@ -517,6 +606,75 @@ mod tests {
         let p = memory_pipeline(true, 1);
         let thread = std::thread::spawn(move || drop(p));
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn both_ends_are_registered_while_open() {
+        let mut p = memory_pipeline(true, 1);
+        let fd = p.write_fd().unwrap();
+        assert!(inherited::registered().contains(&fd));
+        p.close_write();
+        assert!(!inherited::registered().contains(&fd));
+        assert!(p.write_fd().is_err());
+        p.finish().unwrap();
+    }
+
+    #[test]
+    fn finish_until_gives_up_when_asked_and_the_reader_is_cancelled() {
+        let p = memory_pipeline(true, 1);
+        let fd = p.write_fd().unwrap();
+        // Someone else holds a copy of the write end (as a fork child would):
+        // the reader never sees EOF.
+        // SAFETY: dup of a valid descriptor; the copy is closed below.
+        let copy = unsafe { libc::dup(fd) };
+        assert!(copy >= 0);
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        let stopper = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                stop.store(true, Ordering::Relaxed);
+            });
+            p.finish_until(&stop)
+        });
+        assert!(matches!(stopper, Err(Error::State(ref m)) if m == "interrupted"));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // SAFETY: our own copy.
+        unsafe { libc::close(copy) };
+    }
+
+    #[test]
+    fn a_fork_child_lets_go_of_the_pipe() {
+        let p = memory_pipeline(true, 1);
+        let fd = p.write_fd().unwrap();
+        // SAFETY: the child only calls async-signal-safe functions, then _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe {
+                inherited::release_in_child();
+                libc::sleep(5);
+                libc::_exit(0);
+            }
+        }
+        assert!(pid > 0);
+        let started = Instant::now();
+        // SAFETY: the lent descriptor is valid until finish; ManuallyDrop keeps it open.
+        let mut file = std::mem::ManuallyDrop::new(unsafe {
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        });
+        file.write_all(DUMP.as_bytes()).unwrap();
+        let done = p.finish().unwrap();
+        let waited = started.elapsed();
+        // SAFETY: reap our child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        assert_eq!(done.summary.objects(), 3);
+        assert!(
+            waited < Duration::from_secs(3),
+            "finish waited {waited:?} for the child"
+        );
     }
 
     #[test]

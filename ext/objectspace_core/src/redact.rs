@@ -3,6 +3,7 @@
 //! as a `"value"` field on STRING (and SYMBOL) records; we drop that field and
 //! keep everything else, `bytesize` included, so the record stays valid JSON.
 
+use crate::analysis::scan::quoted_len;
 use memchr::memmem;
 
 const NEEDLE: &[u8] = b"\"value\":";
@@ -77,19 +78,7 @@ fn value_end(bytes: &[u8]) -> Option<usize> {
         i += 1;
     }
     if bytes.get(i) == Some(&b'"') {
-        i += 1;
-        loop {
-            let pos = memchr::memchr2(b'"', b'\\', &bytes[i..])?;
-            i += pos;
-            if bytes[i] == b'\\' {
-                i += 2;
-                if i > bytes.len() {
-                    return None;
-                }
-            } else {
-                return Some(i + 1);
-            }
-        }
+        return Some(i + 1 + quoted_len(&bytes[i + 1..])? + 1);
     }
     // Not a string (no Ruby writes one, but never copy what we cannot parse):
     // a scalar runs to the next `,` or `}`.

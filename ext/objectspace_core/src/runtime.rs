@@ -2,11 +2,15 @@
 //!
 //! A runtime inherited through fork() is dead in the child: its worker threads do
 //! not exist there, and dropping it would wait for them forever. So when the pid
-//! changes we leak the inherited runtime and build a fresh one. The lock is held
-//! only to swap an `Arc`, so a fork taken while another thread holds it is the
-//! only way to deadlock, and the critical section is a handful of instructions.
+//! changes we leak the inherited runtime and build a fresh one.
+//!
+//! The lock is held only to read or swap an `Arc`; the runtime is built
+//! outside it. A fork taken while another thread held it would leave it locked
+//! in the child forever, so [`unlock_after_fork`] frees it in every fork child.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 
@@ -20,10 +24,7 @@ static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
 /// The runtime of this process, created on first use (and again after a fork).
 pub fn handle() -> Result<Arc<tokio::runtime::Runtime>> {
     let pid = std::process::id();
-    let mut guard = CURRENT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(current) = guard.as_ref() {
+    if let Some(current) = CURRENT.lock().as_ref() {
         if current.pid == pid {
             return Ok(current.runtime.clone());
         }
@@ -35,6 +36,17 @@ pub fn handle() -> Result<Arc<tokio::runtime::Runtime>> {
         .build()
         .map_err(|e| Error::State(format!("cannot start the tokio runtime: {e}")))?;
     let runtime = Arc::new(runtime);
+    let mut guard = CURRENT.lock();
+    if let Some(current) = guard.as_ref() {
+        if current.pid == pid {
+            // Another thread built one meanwhile: use it, drop ours (its
+            // threads are alive in this process, so dropping it returns).
+            let theirs = current.runtime.clone();
+            drop(guard);
+            drop(runtime);
+            return Ok(theirs);
+        }
+    }
     if let Some(inherited) = guard.replace(Current {
         pid,
         runtime: runtime.clone(),
@@ -50,4 +62,17 @@ pub fn handle() -> Result<Arc<tokio::runtime::Runtime>> {
 /// not itself a runtime worker.
 pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
     Ok(handle()?.block_on(future))
+}
+
+/// Free the runtime lock in a fork child, if the fork caught another thread
+/// holding it (that thread does not exist in the child).
+///
+/// # Safety
+/// Only in a fork child before it starts threads (a pthread_atfork child
+/// handler), where nothing else can hold the lock.
+pub unsafe fn unlock_after_fork() {
+    if CURRENT.is_locked() {
+        // SAFETY: the holder was a thread of the parent, absent here.
+        unsafe { CURRENT.force_unlock() };
+    }
 }

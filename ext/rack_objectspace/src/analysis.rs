@@ -8,39 +8,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use magnus::rb_sys::AsRawValue;
-use magnus::{function, prelude::*, Error, ExceptionClass, RClass, RModule, Ruby};
+use magnus::{function, prelude::*, Error, RModule, Ruby};
 use objectspace_core::analysis::{self, AnalysisError, Input};
 
-use crate::nogvl::{nogvl, nogvl_interruptible};
-
-type RbResult<T> = Result<T, Error>;
-
-/// `Rack::Objectspace::<name>`, or RuntimeError if Ruby did not define it.
-fn error_class(ruby: &Ruby, name: &str) -> ExceptionClass {
-    ruby.class_object()
-        .const_get::<_, RModule>("Rack")
-        // Rack::Objectspace is a class (the middleware), not a module.
-        .and_then(|rack| rack.const_get::<_, RClass>("Objectspace"))
-        .and_then(|os| os.const_get::<_, ExceptionClass>(name))
-        .unwrap_or_else(|_| ruby.exception_runtime_error())
-}
-
-fn to_ruby(ruby: &Ruby, err: AnalysisError) -> Error {
-    match err {
-        AnalysisError::Core(e) if e.is_argument_error() => {
-            Error::new(ruby.exception_arg_error(), e.to_string())
-        }
-        AnalysisError::Core(e @ objectspace_core::Error::Store { .. }) => {
-            Error::new(error_class(ruby, "StoreError"), e.to_string())
-        }
-        other => Error::new(error_class(ruby, "ParseError"), other.to_string()),
-    }
-}
+use crate::errors::{analysis_to_ruby as to_ruby, class, RbResult};
+use crate::nogvl::{nogvl, nogvl_interruptible, raise_pending};
 
 fn encode_error(ruby: &Ruby, e: serde_json::Error) -> Error {
     Error::new(
-        error_class(ruby, "Error"),
+        class(ruby, "Error"),
         format!("cannot encode the report: {e}"),
     )
 }
@@ -143,18 +119,11 @@ fn run<T: Send>(
         bar.tick(d);
         !interrupted.load(Ordering::Relaxed)
     };
-    let result = nogvl_interruptible(&interrupted, || guarded(|| analysis(&tick)));
+    let result = nogvl_interruptible(ruby, &interrupted, || guarded(|| analysis(&tick)));
     bar.finish();
-    match result {
-        Err(AnalysisError::Interrupted) => {
-            // Raise what interrupted us (Interrupt for Ctrl-C), else Interrupt.
-            // SAFETY: with the GVL; protect catches the raise.
-            magnus::rb_sys::protect(|| unsafe {
-                rb_sys::rb_thread_check_ints();
-                ruby.qnil().as_raw()
-            })?;
-            Err(Error::new(ruby.exception_interrupt(), "interrupted"))
-        }
+    match result? {
+        // Raise what interrupted us (Interrupt for Ctrl-C), else Interrupt.
+        Err(AnalysisError::Interrupted) => Err(raise_pending(ruby)),
         other => other.map_err(|e| to_ruby(ruby, e)),
     }
 }
@@ -196,7 +165,7 @@ fn leaks(ruby: &Ruby, source: String, top: usize, progress: bool) -> RbResult<St
 
 /// `Native::Analysis.ls(source)` -> JSON String
 fn ls(ruby: &Ruby, source: String) -> RbResult<String> {
-    let result = nogvl(|| guarded(|| analysis::ls(&source)));
+    let result = nogvl(ruby, || guarded(|| analysis::ls(&source)))?;
     serde_json::to_string(&result.map_err(|e| to_ruby(ruby, e))?).map_err(|e| encode_error(ruby, e))
 }
 

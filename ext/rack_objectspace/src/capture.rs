@@ -1,7 +1,8 @@
 //! `Native::Pipeline`, `Native::Dump` and `Native::Writer`: the capture half.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use magnus::{function, method, prelude::*, RHash, RModule, RString, Ruby};
 use objectspace_core::keys::DumpKey;
@@ -11,7 +12,7 @@ use objectspace_core::writer::Writer;
 use objectspace_core::Error as CoreError;
 
 use crate::errors::{argument, to_ruby, RbResult};
-use crate::nogvl::nogvl;
+use crate::nogvl::{nogvl_interruptible, raise_pending};
 
 /// `sites`: annotate records from `Native::Tracer`'s table; `since`: keep only
 /// objects from that GC generation on (a retained dump).
@@ -90,21 +91,36 @@ impl RbPipeline {
         })
     }
 
-    /// The pipe's write end, to be wrapped with `IO.for_fd(fd, autoclose: true)`.
+    /// The pipe's write end, lent: wrap it with `IO.for_fd(fd, autoclose: false)`,
+    /// flush that IO when done, then call `close_write` (never IO#close).
     fn write_fd(ruby: &Ruby, rb_self: &Self) -> RbResult<i32> {
-        let mut guard = rb_self
+        let guard = rb_self
             .inner
             .lock()
             .map_err(|_| state(ruby, "pipeline lock poisoned"))?;
         let pipeline = guard
-            .as_mut()
+            .as_ref()
             .ok_or_else(|| state(ruby, "pipeline already finished"))?;
-        pipeline.take_write_fd().map_err(|e| to_ruby(ruby, e))
+        pipeline.write_fd().map_err(|e| to_ruby(ruby, e))
+    }
+
+    /// Close the write end (with the GVL, so no fork can come in between the
+    /// close and the registry's update). Idempotent.
+    fn close_write(ruby: &Ruby, rb_self: &Self) -> RbResult<()> {
+        let mut guard = rb_self
+            .inner
+            .lock()
+            .map_err(|_| state(ruby, "pipeline lock poisoned"))?;
+        if let Some(pipeline) = guard.as_mut() {
+            pipeline.close_write();
+        }
+        Ok(())
     }
 
     /// Wait (without the GVL) for the reader to drain the pipe, then return a
-    /// `Native::Dump` whose metadata is `meta_json` plus the summary.
-    /// Call only after closing the IO of `write_fd`.
+    /// `Native::Dump` whose metadata is `meta_json` plus the summary. Closes
+    /// the write end first. Thread#raise, Thread#kill or Ctrl-C stop the wait:
+    /// the dump is abandoned (its upload aborted) and the exception raised.
     fn finish(ruby: &Ruby, rb_self: &Self, meta_json: String) -> RbResult<RbDump> {
         let pipeline = rb_self
             .inner
@@ -113,14 +129,23 @@ impl RbPipeline {
             .take()
             .ok_or_else(|| state(ruby, "pipeline already finished"))?;
         let meta_key = rb_self.meta_key.clone();
-        let result = nogvl(move || -> Result<(Finished, String), CoreError> {
-            let finished = pipeline.finish()?;
-            let meta = finished.summary.merge_into_meta(&meta_json)?;
-            if let Some((store, key)) = meta_key {
-                objectspace_core::runtime::block_on(store.put(&key, meta.clone().into()))??;
-            }
-            Ok((finished, meta))
-        });
+        let interrupted = AtomicBool::new(false);
+        let stop = &interrupted;
+        let result = nogvl_interruptible(
+            ruby,
+            stop,
+            move || -> Result<(Finished, String), CoreError> {
+                let finished = pipeline.finish_until(stop)?;
+                let meta = finished.summary.merge_into_meta(&meta_json)?;
+                if let Some((store, key)) = meta_key {
+                    objectspace_core::runtime::block_on(store.put(&key, meta.clone().into()))??;
+                }
+                Ok((finished, meta))
+            },
+        )?;
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(raise_pending(ruby));
+        }
         let (finished, meta) = result.map_err(|e| to_ruby(ruby, e))?;
         Ok(RbDump {
             gzip: Mutex::new(Some(finished.gzip)),
@@ -141,6 +166,20 @@ struct RbDump {
 }
 
 impl RbDump {
+    /// `Dump.shipped(bytes, meta)`: a dump a fork child shipped back to the
+    /// parent (for stores only the parent can write to), as one shape with
+    /// the dumps the parent took itself.
+    fn shipped(bytes: RString, meta: String) -> RbDump {
+        // SAFETY: the slice is copied before any other Ruby call can move or free the string.
+        let gzip = unsafe { bytes.as_slice() }.to_vec();
+        RbDump {
+            stored_bytes: gzip.len() as u64,
+            objects: 0,
+            gzip: Mutex::new(Some(gzip)),
+            meta,
+        }
+    }
+
     fn meta(&self) -> String {
         self.meta.clone()
     }
@@ -204,29 +243,27 @@ impl RbWriter {
         }
     }
 
-    /// Queue gzipped bytes shipped back by a fork child (stores only the parent can write).
-    fn submit_bytes(
-        ruby: &Ruby,
-        rb_self: &Self,
-        key: String,
-        meta_key: String,
-        bytes: RString,
-        meta: String,
-    ) -> RbResult<bool> {
-        // SAFETY: the slice is copied before any other Ruby call can move or free the string.
-        let gzip = unsafe { bytes.as_slice() }.to_vec();
-        match rb_self.inner.try_submit(key, gzip, meta_key, meta) {
-            Ok(()) => Ok(true),
-            Err(CoreError::QueueFull { .. }) => Ok(false),
-            Err(e) => Err(to_ruby(ruby, e)),
-        }
-    }
-
-    /// Wait (without the GVL) up to `timeout` seconds for pending writes. True when all done.
-    fn flush(rb_self: &Self, timeout: f64) -> bool {
-        let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+    /// Wait (without the GVL) up to `timeout` seconds for pending writes. True
+    /// when all done. Thread#raise, Thread#kill or Ctrl-C end the wait early
+    /// and raise; the writes go on.
+    fn flush(ruby: &Ruby, rb_self: &Self, timeout: f64) -> RbResult<bool> {
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
         let writer = &rb_self.inner;
-        nogvl(|| writer.flush(timeout))
+        let interrupted = AtomicBool::new(false);
+        let stop = &interrupted;
+        let idle = nogvl_interruptible(ruby, stop, || loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if writer.flush(left.min(Duration::from_millis(20))) {
+                return true;
+            }
+            if left.is_zero() || stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return false;
+            }
+        })?;
+        if !idle && interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(raise_pending(ruby));
+        }
+        Ok(idle)
     }
 
     /// `{submitted:, stored:, failed:, dropped:, pending:}`.
@@ -282,9 +319,11 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
     class.define_singleton_method("new", function!(RbPipeline::new, 4))?;
     class.define_singleton_method("streaming", function!(RbPipeline::streaming, 7))?;
     class.define_method("write_fd", method!(RbPipeline::write_fd, 0))?;
+    class.define_method("close_write", method!(RbPipeline::close_write, 0))?;
     class.define_method("finish", method!(RbPipeline::finish, 1))?;
 
     let class = native.define_class("Dump", ruby.class_object())?;
+    class.define_singleton_method("shipped", function!(RbDump::shipped, 2))?;
     class.define_method("meta", method!(RbDump::meta, 0))?;
     class.define_method("stored_bytes", method!(RbDump::stored_bytes, 0))?;
     class.define_method("objects", method!(RbDump::objects, 0))?;
@@ -293,7 +332,6 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
     let class = native.define_class("Writer", ruby.class_object())?;
     class.define_singleton_method("new", function!(RbWriter::new, 2))?;
     class.define_method("submit", method!(RbWriter::submit, 3))?;
-    class.define_method("submit_bytes", method!(RbWriter::submit_bytes, 4))?;
     class.define_method("flush", method!(RbWriter::flush, 1))?;
     class.define_method("stats", method!(RbWriter::stats, 0))?;
     class.define_method("errors", method!(RbWriter::errors, 0))?;

@@ -4,6 +4,7 @@
 
 mod analysis;
 mod capture;
+mod child;
 mod errors;
 mod nogvl;
 mod tracer;
@@ -16,6 +17,7 @@ fn init(ruby: &Ruby) -> Result<(), magnus::Error> {
     let objectspace = rack.define_class("Objectspace", ruby.class_object())?;
     let native = objectspace.define_module("Native")?;
     capture::init(ruby, native)?;
+    child::init(ruby, native)?;
     analysis::init(ruby, native)?;
     tracer::init(ruby, native)?;
     Ok(())

@@ -1,9 +1,25 @@
 //! Run Rust code without Ruby's GVL, so other Ruby threads (puma's request
 //! threads) keep running while we wait on a pipe, a thread or the network.
+//!
+//! Interrupt safety: Ruby raises `Thread#raise`, `Thread#kill` and Ctrl-C by
+//! longjmp, which must never cross Rust frames (their destructors would be
+//! skipped: a pipeline, a gzip buffer, a lock guard). So we use
+//! `rb_thread_call_without_gvl2`, which never raises: when an interrupt is
+//! pending it returns without calling the function. We then let Ruby run its
+//! interrupts inside `rb_protect`, which turns a raise into a `magnus::Error`
+//! that travels up the Rust stack as a value, dropping what it passes, and is
+//! raised by magnus once the bound function has returned. An interrupt that
+//! arrives while the function runs is left pending: Ruby delivers it as soon
+//! as the bound method returns.
 
 use std::ffi::c_void;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use magnus::rb_sys::AsRawValue;
+use magnus::Ruby;
+
+use crate::errors::RbResult;
 
 struct Call<F, R> {
     func: Option<F>,
@@ -11,7 +27,7 @@ struct Call<F, R> {
 }
 
 unsafe extern "C" fn trampoline<F: FnOnce() -> R, R>(data: *mut c_void) -> *mut c_void {
-    // SAFETY: `data` is the `Call` that `nogvl` passed in, alive for the whole call.
+    // SAFETY: `data` is the `Call` that `run` passed in, alive for the whole call.
     let call = unsafe { &mut *(data as *mut Call<F, R>) };
     if let Some(func) = call.func.take() {
         call.result = Some(panic::catch_unwind(AssertUnwindSafe(func)));
@@ -21,43 +37,63 @@ unsafe extern "C" fn trampoline<F: FnOnce() -> R, R>(data: *mut c_void) -> *mut 
 
 unsafe extern "C" fn raise_flag(data: *mut c_void) {
     // SAFETY: `data` is the AtomicBool that `nogvl_interruptible` passed in,
-    // alive until rb_thread_call_without_gvl returns.
+    // alive until rb_thread_call_without_gvl2 returns.
     let flag = unsafe { &*(data as *const AtomicBool) };
     flag.store(true, Ordering::Relaxed);
 }
 
-/// Call `func` with the GVL released. `func` must not touch any Ruby object.
-/// A panic inside is caught and resumed once the GVL is back (never unwinds
-/// through C frames).
-pub fn nogvl<F, R>(func: F) -> R
+/// Call `func` with the GVL released; `func` must not touch any Ruby object
+/// and must return within a bounded time (nothing can wake it early).
+/// Err only when a pending interrupt raised before `func` ran: `func` is then
+/// dropped unrun. A panic inside is caught and resumed once the GVL is back.
+pub fn nogvl<F, R>(ruby: &Ruby, func: F) -> RbResult<R>
 where
     F: FnOnce() -> R + Send,
     R: Send,
 {
-    // No unblock function: every caller's wait is bounded.
-    run(func, None)
+    run(ruby, func, None)
 }
 
-/// Like [`nogvl`], for long work that polls `interrupted`: Ruby sets it when
-/// the thread is interrupted (Ctrl-C, Thread#raise, Thread#kill), and `func`
-/// should then return soon.
-pub fn nogvl_interruptible<F, R>(interrupted: &AtomicBool, func: F) -> R
+/// Like [`nogvl`], for waits that poll `interrupted`: Ruby sets it when the
+/// thread is interrupted (Ctrl-C, Thread#raise, Thread#kill), and `func`
+/// should then return soon. The caller then calls [`raise_pending`].
+pub fn nogvl_interruptible<F, R>(ruby: &Ruby, interrupted: &AtomicBool, func: F) -> RbResult<R>
 where
     F: FnOnce() -> R + Send,
     R: Send,
 {
-    run(func, Some(interrupted))
+    run(ruby, func, Some(interrupted))
 }
 
-fn run<F, R>(func: F, interrupted: Option<&AtomicBool>) -> R
+/// Let Ruby handle pending interrupts (a thread switch, a trap, Thread#raise)
+/// without unwinding through Rust: a raise comes back as Err.
+pub fn check_interrupts(ruby: &Ruby) -> RbResult<()> {
+    // SAFETY: called with the GVL; rb_protect catches anything raised inside.
+    magnus::rb_sys::protect(|| unsafe {
+        rb_sys::rb_thread_check_ints();
+        ruby.qnil().as_raw()
+    })
+    .map(|_| ())
+}
+
+/// After a wait stopped by its interrupt flag: raise what interrupted us
+/// (Interrupt for Ctrl-C, the exception of Thread#raise), else Interrupt.
+pub fn raise_pending(ruby: &Ruby) -> magnus::Error {
+    match check_interrupts(ruby) {
+        Err(e) => e,
+        Ok(()) => magnus::Error::new(ruby.exception_interrupt(), "interrupted"),
+    }
+}
+
+/// How often a call may find an interrupt pending that Ruby handled without
+/// raising (a thread switch) before we give up on it.
+const MAX_RETRIES: u32 = 10_000;
+
+fn run<F, R>(ruby: &Ruby, func: F, interrupted: Option<&AtomicBool>) -> RbResult<R>
 where
     F: FnOnce() -> R + Send,
     R: Send,
 {
-    let mut call = Call {
-        func: Some(func),
-        result: None,
-    };
     let (ubf, ubf_data) = match interrupted {
         Some(flag) => (
             Some(raise_flag as unsafe extern "C" fn(*mut c_void)),
@@ -65,19 +101,31 @@ where
         ),
         None => (None, std::ptr::null_mut()),
     };
-    // SAFETY: the trampoline only touches `call`, and the unblock function only
-    // the flag; both outlive this blocking call.
-    unsafe {
-        rb_sys::rb_thread_call_without_gvl(
-            Some(trampoline::<F, R>),
-            &mut call as *mut Call<F, R> as *mut c_void,
-            ubf,
-            ubf_data,
-        );
+    let mut call = Call {
+        func: Some(func),
+        result: None,
+    };
+    for _ in 0..MAX_RETRIES {
+        // SAFETY: the trampoline only touches `call`, and the unblock function
+        // only the flag; both outlive this blocking call, which never raises.
+        unsafe {
+            rb_sys::rb_thread_call_without_gvl2(
+                Some(trampoline::<F, R>),
+                &mut call as *mut Call<F, R> as *mut c_void,
+                ubf,
+                ubf_data,
+            );
+        }
+        match call.result.take() {
+            Some(Ok(value)) => return Ok(value),
+            Some(Err(panic)) => panic::resume_unwind(panic),
+            // Not run: an interrupt was pending. A raise drops `call` (and the
+            // work it owns) on the way out; anything else, try again.
+            None => check_interrupts(ruby)?,
+        }
     }
-    match call.result {
-        Some(Ok(value)) => value,
-        Some(Err(panic)) => panic::resume_unwind(panic),
-        None => unreachable!("rb_thread_call_without_gvl returned without calling the function"),
-    }
+    Err(magnus::Error::new(
+        ruby.exception_interrupt(),
+        "rack-objectspace: interrupts kept the GVL from being released",
+    ))
 }

@@ -14,12 +14,15 @@ module Rack
       TRUE_WORDS = [true, "true", "1", "yes", "on"].freeze
       FALSE_WORDS = [false, "false", "0", "no", "off"].freeze
       DEFAULT_STORE = "file://tmp/objectspace"
+      # Seconds a dump child may take (GC, dump, gzip, upload) before it is
+      # killed: twice the store's own request timeout (object_store: 30 s).
+      DEFAULT_CHILD_TIMEOUT = 60
       # The default of keywords where nil is a meaningful value (every: nil).
       NOT_GIVEN = Object.new.freeze
 
       attr_reader :store, :store_url, :mode, :dump, :every, :gc, :redact, :trace, :gzip_level,
                   :filter, :paths, :token, :token_header, :max_children, :queue_size,
-                  :flush_timeout, :logger, :layout
+                  :flush_timeout, :child_timeout, :logger, :layout
 
       # The defaults a user sees in the README table.
       def self.default_mode
@@ -27,7 +30,8 @@ module Rack
       end
 
       def initialize(store:, mode:, dump:, every:, gc:, redact:, trace:, gzip_level:, filter:, paths:,
-                     token:, token_header:, max_children:, queue_size:, flush_timeout:, logger:, layout:)
+                     token:, token_header:, max_children:, queue_size:, flush_timeout:, child_timeout:, logger:,
+                     layout:)
         @store = pick(store, "STORE") { DEFAULT_STORE }
         @mode = symbol(:mode, pick(mode, "MODE") { self.class.default_mode }, MODES)
         @dump = symbol(:dump, pick(dump, "DUMP") { :full }, DUMPS)
@@ -43,6 +47,8 @@ module Rack
         @max_children = integer(:max_children, pick(max_children, "MAX_CHILDREN") { 2 }, 1..64)
         @queue_size = integer(:queue_size, pick(queue_size, "QUEUE_SIZE") { 4 }, 1..1024)
         @flush_timeout = seconds(:flush_timeout, pick(flush_timeout, "FLUSH_TIMEOUT") { 30 })
+        @child_timeout = seconds(:child_timeout, pick(child_timeout, "CHILD_TIMEOUT") { DEFAULT_CHILD_TIMEOUT })
+        fail!(:child_timeout, @child_timeout, "a number of seconds > 0") unless @child_timeout.positive?
         @logger = logger_value(logger)
         @layout = symbol(:layout, layout || :dump, LAYOUTS)
         check_store

@@ -3,8 +3,9 @@
 require "json"
 require "socket"
 require "securerandom"
-require "zlib"
-require "stringio"
+
+require_relative "fork_child"
+require_relative "store_queue"
 
 module Rack
   class Objectspace
@@ -15,21 +16,18 @@ module Rack
       # Per-process state; rebuilt when Process.pid changes.
       class ProcessState
         attr_reader :pid, :children, :stats
-        attr_accessor :seq, :baseline, :writer, :queue, :queue_thread, :queued
+        attr_accessor :seq, :baseline, :writer, :queue
 
         def initialize
           @pid = Process.pid
           @seq = 0
           @baseline = nil
-          @children = {}
+          @children = {} # pid => reaper Thread
           @stats = Hash.new(0)
-          @queued = 0 # jobs pushed to the []= store queue and not yet written
         end
       end
 
       STAT_KEYS = %i[dumped stored failed dropped pending].freeze
-      # Fork children run at this nice level (19: only idle CPU).
-      CHILD_NICENESS = 19
 
       def initialize(config, log)
         @config = config
@@ -37,7 +35,6 @@ module Rack
         @host = Socket.gethostname
         @lock = Monitor.new
         @fork_lock = Mutex.new
-        @idle = @lock.new_cond
         @state = ProcessState.new
       end
 
@@ -63,10 +60,7 @@ module Rack
         deadline = now + timeout
         children = state { |s| s.children.values }
         children.each { |thread| thread.join([deadline - now, 0].max) }
-        @lock.synchronize do
-          s = @state
-          @idle.wait([deadline - now, 0].max) while s.pid == Process.pid && s.queued.positive? && deadline > now
-        end
+        state(&:queue)&.wait_idle(deadline)
         writer = state(&:writer)
         writer&.flush([deadline - now, 0].max)
         report_writer_errors
@@ -75,7 +69,7 @@ module Rack
 
       # `{dumped:, stored:, failed:, dropped:, pending:}` for this process.
       def stats
-        s = state { |st| st.stats.dup.merge(pending: st.children.size + st.queued) }
+        s = state { |st| st.stats.dup.merge(pending: st.children.size + (st.queue&.pending || 0)) }
         writer = state(&:writer)
         if writer
           w = writer.stats
@@ -157,7 +151,9 @@ module Rack
         GC.start if @config.gc
         meta[:timings_ms][:gc] = ms_since(started) if @config.gc
         started = now
-        io = IO.for_fd(pipeline.write_fd, autoclose: true)
+        # The pipeline owns the write end (so that a fork by another thread can
+        # let go of it, see ext/README.md); Ruby only writes into it.
+        io = IO.for_fd(pipeline.write_fd, autoclose: false)
         io.binmode
         broken = nil
         # No GC while dump_all walks the heap (the heap may grow, not be swept).
@@ -171,10 +167,11 @@ module Rack
         ensure
           GC.enable unless gc_was_disabled
           begin
-            io.close
+            io.flush
           rescue Errno::EPIPE
             nil
           end
+          pipeline.close_write
         end
         meta[:timings_ms][:dump] = ms_since(started)
         peak = rss_base && status_kb("VmHWM")
@@ -229,38 +226,29 @@ module Rack
         ensure
           INLINE_DUMP.unlock
         end
-        deliver(dump_key, meta_key, dump, nil, nil)
+        deliver(dump_key, meta_key, dump)
       end
 
-      # The request thread pays for fork() only; the child does GC, dump,
-      # gzip and (for URL stores) the upload, then exit!s.
+      # The request thread pays for fork() only; the child (ForkChild) does GC,
+      # dump, gzip and (for URL stores) the upload, then exit!s.
       def fork_dump(dump_key, meta_key, meta)
-        full = state do |s|
-          s.children.size >= @config.max_children
-        end
-        return drop("max_children", limit: @config.max_children) if full
+        child = ForkChild.new(@config.child_timeout)
+        # The check and the fork under one lock: concurrent requests never have
+        # more than max_children alive. One fork at a time also keeps each
+        # child from inheriting another child's report pipe.
+        @fork_lock.synchronize do
+          full = state { |s| s.children.size >= @config.max_children }
+          return drop("max_children", limit: @config.max_children) if full
 
-        count(:dumped)
-        # One fork at a time, so no child inherits the write end of another
-        # child's report pipe (its reader would then wait for both to exit).
-        reader, pid = @fork_lock.synchronize do
-          reader, writer = IO.pipe
-          [reader, writer].each(&:binmode)
-          pid = Process.fork do
-            reader.close
-            exit!(child(dump_key, meta_key, meta, writer))
-          end
-          writer.close
-          [reader, pid]
+          count(:dumped)
+          child.start { |out| child_dump(dump_key, meta_key, meta, out) }
+          state { |s| s.children[child.pid] = Thread.new { reap(child, dump_key, meta_key) } }
         end
-        state { |s| s.children[pid] = Thread.new { reap(pid, reader, dump_key, meta_key) } }
       end
 
       # Runs in the fork child; returns its exit status. Reports on `out`: a JSON
       # line, then (for stores only the parent can write to) the gzipped bytes.
-      def child(dump_key, meta_key, meta, out)
-        # The child's GC and dump compete with the app for CPU: the app wins.
-        Process.setpriority(Process::PRIO_PROCESS, 0, CHILD_NICENESS)
+      def child_dump(dump_key, meta_key, meta, out)
         rss_base = reset_peak_rss
         if @config.child_writes?
           dump = take(new_pipeline(meta, dump_key, meta_key), meta, rss_base)
@@ -299,106 +287,54 @@ module Rack
         nil
       end
 
-      # A parent thread per child: read its report, reap it, count the outcome.
-      def reap(pid, reader, dump_key, meta_key)
-        report = begin
-          JSON.parse(reader.gets.to_s)
-        rescue JSON::ParserError
-          {}
-        end
-        bytes = reader.read(report["ship"]) if report["ok"] && report["ship"]
-        reader.close
-        _, status = Process.wait2(pid)
+      # A parent thread per child: read its report by the deadline, reap it,
+      # count the outcome. A child past its deadline is killed and counted failed.
+      def reap(child, dump_key, meta_key)
+        report, bytes, status = child.collect
         if report["ok"] && status.success?
           if bytes
-            deliver(dump_key, meta_key, nil, bytes, report["meta"])
+            deliver(dump_key, meta_key, Native::Dump.shipped(bytes, report["meta"]))
           else
             count(:stored)
-            @log.debug("dump_stored", key: dump_key, bytes: report["stored_bytes"], pid: pid)
+            @log.debug("dump_stored", key: dump_key, bytes: report["stored_bytes"], pid: child.pid)
           end
         else
           count(:failed)
           @log.warn("dump_failed", key: dump_key, error: report["error"] || "child exited with #{status.inspect}")
         end
+      rescue ForkChild::Timeout => e
+        count(:failed)
+        @log.warn("dump_timeout", key: dump_key, pid: child.pid, error: e.message, killed: true)
       rescue StandardError => e
         count(:failed)
         @log.warn("dump_failed", key: dump_key, error: "#{e.class}: #{e.message}")
       ensure
-        state { |s| s.children.delete(pid) }
+        state { |s| s.children.delete(child.pid) }
       end
 
-      # Hand a finished dump (a Native::Dump, or bytes and meta from a child) to its store.
-      def deliver(dump_key, meta_key, dump, bytes, meta)
+      # Hand a finished dump (a Native::Dump) to its store.
+      def deliver(dump_key, meta_key, dump)
         if @config.store_url
           writer = state { |s| s.writer ||= Native::Writer.new(@config.store_url, @config.queue_size) }
-          queued = dump ? writer.submit(dump_key, meta_key, dump) : writer.submit_bytes(dump_key, meta_key, bytes, meta)
           # The native writer counts its own drops; log them here.
-          @log.warn("dump_dropped", reason: "queue_full", limit: @config.queue_size) unless queued
+          return if writer.submit(dump_key, meta_key, dump)
+
+          @log.warn("dump_dropped", reason: "queue_full", limit: @config.queue_size)
         else
-          enqueue(dump_key, meta_key, bytes || dump.take_bytes, meta || dump.meta)
+          queue = state { |s| s.queue ||= new_store_queue }
+          drop("queue_full", limit: @config.queue_size) unless queue.push(dump_key, meta_key, dump.take_bytes, dump.meta)
         end
+      end
+
+      def new_store_queue
+        StoreQueue.new(store: @config.store, layout: @config.layout, capacity: @config.queue_size,
+                       log: @log) { |outcome| count(outcome) }
       end
 
       def drop(reason, **fields)
         count(:dropped)
         @log.warn("dump_dropped", reason: reason, **fields)
         nil
-      end
-
-      # `[]=` stores are written by one background thread per process, behind a
-      # bounded queue: when it is full the dump is dropped, never waited for.
-      def enqueue(dump_key, meta_key, bytes, meta)
-        full = state do |s|
-          s.queue ||= Queue.new
-          s.queue_thread = Thread.new { drain_queue(s) } unless s.queue_thread&.alive?
-          next true if s.queued >= @config.queue_size
-
-          s.queued += 1
-          s.queue << [dump_key, meta_key, bytes, meta]
-          false
-        end
-        drop("queue_full", limit: @config.queue_size) if full
-      end
-
-      def drain_queue(state)
-        loop do
-          job = state.queue.pop
-          begin
-            write_ruby_store(*job)
-          ensure
-            @lock.synchronize do
-              state.queued -= 1
-              @idle.broadcast
-            end
-          end
-        end
-      end
-
-      def write_ruby_store(dump_key, meta_key, bytes, meta)
-        store = @config.store
-        if @config.layout == :object
-          write_objects(store, dump_key, bytes)
-        else
-          store[dump_key] = bytes
-        end
-        store[meta_key] = meta
-        count(:stored)
-        @log.debug("dump_stored", key: dump_key, bytes: bytes.bytesize)
-      rescue StandardError => e
-        count(:failed)
-        @log.warn("store_failed", key: dump_key, error: "#{e.class}: #{e.message}")
-      end
-
-      # The per-object layout: each record under `<dump-key>/<address>`
-      # (ROOT records, which have no address, under `<dump-key>/root-<n>`).
-      def write_objects(store, dump_key, bytes)
-        roots = 0
-        Zlib::GzipReader.wrap(StringIO.new(bytes)) do |gz|
-          gz.each_line do |line|
-            address = line[/"address":"(0x\h+)"/, 1] || "root-#{roots += 1}"
-            store["#{dump_key}/#{address}"] = line.chomp
-          end
-        end
       end
 
       def report_writer_errors

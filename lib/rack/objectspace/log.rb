@@ -16,11 +16,14 @@ module Rack
         @lock = Mutex.new
       end
 
+      # The server's env["rack.logger"], taken from the first request served.
+      attr_writer :env_logger
+
       # Explicit logger, else Rails.logger, else env["rack.logger"], else $stderr.
-      def logger(env = nil)
+      def logger
         @logger ||
           (defined?(::Rails) && ::Rails.respond_to?(:logger) && ::Rails.logger) ||
-          env&.fetch("rack.logger", nil) ||
+          @env_logger ||
           (@stderr ||= ::Logger.new($stderr, level: ::Logger::INFO))
       end
 

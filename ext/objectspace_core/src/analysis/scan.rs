@@ -196,6 +196,23 @@ fn read_uint(b: &[u8], i: usize) -> Scan<(Option<u64>, usize)> {
     Ok((None, skip_value(b, i)?))
 }
 
+// The primitives the other hand-written readers share (the pipeline's
+// counters, annotate, redact): one scanner of JSON strings and numbers.
+
+/// `b` starts right after an opening quote: the length of the string's
+/// content (escapes skipped), or `None` when it is not closed in `b`.
+#[inline]
+pub fn quoted_len(b: &[u8]) -> Option<usize> {
+    string_end(b, 0).ok().map(|(end, _)| end)
+}
+
+/// The unsigned integer that `b` starts with; `None` for anything else
+/// (no digits, a float, a negative number, more than 19 digits).
+#[inline]
+pub fn leading_u64(b: &[u8]) -> Option<u64> {
+    read_uint(b, 0).ok().and_then(|(v, _)| v)
+}
+
 /// Hex digit values; 0xff for bytes that are not hex digits.
 const HEX: [u8; 256] = {
     let mut t = [0xffu8; 256];

@@ -156,19 +156,25 @@ fn read_local<F: FnMut(&Record, u64)>(
             message: "is a folder; give a dump file (or use `leaks`/`ls` for a folder)".into(),
         });
     }
+    // Sniff gzip from the first bytes, then read on from there (no reopening:
+    // a FIFO or `<(zcat ...)` is read once, as it comes).
     let mut magic = [0u8; 2];
-    let got = file.read(&mut magic).map_err(|e| read_error(name, e))?;
-    if got == 2 && is_gzip(&magic) {
-        let file = File::open(path).map_err(|e| read_error(name, e))?;
-        return pump_on_thread(file, true, name, lines, progress, f);
+    let mut got = 0;
+    while got < 2 {
+        match file.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(name, e)),
+        }
     }
-    if meta.len() == 0 {
+    if got == 0 {
         return Ok(());
     }
+    let raw = io::Cursor::new(magic[..got].to_vec()).chain(file);
     // Plain JSON: a reader thread fills buffers with read(2) while this thread
     // parses (faster here than an mmap, whose page faults land on the parser).
-    let file = File::open(path).map_err(|e| read_error(name, e))?;
-    pump_on_thread(file, false, name, lines, progress, f)
+    pump_on_thread(raw, is_gzip(&magic[..got]), name, lines, progress, f)
 }
 
 /// Counts the compressed bytes read, for progress.

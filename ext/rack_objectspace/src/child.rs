@@ -1,0 +1,113 @@
+//! `Native::Child`: what a dump child does first, before any other Ruby code,
+//! so that it leaves the process it was forked from alone. A child made by
+//! fork() inside a puma worker holds a copy of every descriptor (the client's
+//! socket, the listener, Redis and database connections) and the worker's
+//! signal handlers. While it holds the client's socket, a client that reads to
+//! EOF (HTTP/1.0, a proxy) waits for the child to exit.
+//!
+//! Also here: the pthread_atfork child handler that lets every fork child (ours
+//! or anyone's) go of the dump pipes (see `objectspace_core::inherited`).
+
+use magnus::{function, prelude::*, RModule, Ruby};
+use objectspace_core::inherited;
+
+use crate::errors::RbResult;
+
+/// Signals a puma or Unicorn worker traps for itself; a dump child must die of
+/// them (SIG_DFL), never run the worker's handlers (which write to its pipes).
+const RESET_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Point every socket descriptor at /dev/null; returns how many. The numbers
+/// stay valid, so the Ruby objects that name them (and their finalizers) find
+/// a harmless descriptor, never one that a later open reused.
+fn blank_sockets() -> u32 {
+    // SAFETY: open/fstat/dup2/close on descriptor numbers; fstat fills a
+    // zeroed stat we own. Only descriptors that are sockets are touched.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null < 0 {
+            return 0;
+        }
+        let mut blanked = 0;
+        for fd in descriptors() {
+            if fd <= 2 || fd == null {
+                continue;
+            }
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut st) == 0
+                && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+                && libc::dup2(null, fd) == fd
+            {
+                blanked += 1;
+            }
+        }
+        libc::close(null);
+        blanked
+    }
+}
+
+/// The open descriptors: /proc/self/fd where there is one, else every number
+/// below the soft limit (capped, so a huge limit does not take seconds).
+fn descriptors() -> Vec<i32> {
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        return dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+    }
+    // SAFETY: sysconf has no preconditions.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    (0..max.clamp(256, 65_536) as i32).collect()
+}
+
+/// `Child.isolate(timeout_seconds)`: call first thing in a dump child.
+/// Blanks every inherited socket, resets TERM, INT, QUIT, HUP, USR1 and USR2
+/// to their default action (unblocked), and arms an alarm (SIGALRM, default
+/// action: exit) at `timeout_seconds` so the child ends even if its parent
+/// is gone. Returns the number of sockets blanked.
+fn isolate(timeout_seconds: u32) -> u32 {
+    let blanked = blank_sockets();
+    // SAFETY: sigaction/sigprocmask/alarm on this process, with zeroed structs we own.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in RESET_SIGNALS.into_iter().chain([libc::SIGALRM]) {
+            libc::sigaction(signal, &default, std::ptr::null_mut());
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        if timeout_seconds > 0 {
+            libc::alarm(timeout_seconds);
+        }
+    }
+    blanked
+}
+
+/// Runs in every forked child (pthread_atfork), before any Ruby code.
+extern "C" fn after_fork_child() {
+    // SAFETY: pthread_atfork's child handler runs while the child has only the
+    // thread that forked; release_in_child is async-signal-safe, and the
+    // runtime lock's holder (if any) was a thread absent from the child.
+    unsafe {
+        inherited::release_in_child();
+        objectspace_core::runtime::unlock_after_fork();
+    }
+}
+
+pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
+    // SAFETY: registers a handler that only repoints registered descriptors; init runs once.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork_child));
+    }
+    let child = native.define_module("Child")?;
+    child.define_module_function("isolate", function!(isolate, 1))?;
+    Ok(())
+}
