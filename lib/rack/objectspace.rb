@@ -53,12 +53,14 @@ module Rack
       @log = Log.new(@config.logger)
       @dumper = Dumper.new(@config, @log)
       @requests = 0
+      @served = 0 # every request this process served, dumped or not (the dump metadata's `requests`)
       @lock = Mutex.new
       # Tracing and the exit flush start with the first request this process
       # serves (see #serving): a process that builds the middleware stack and
       # never serves (rake, the console, Sidekiq, a preloading puma master)
       # pays nothing.
       @serving_pid = nil
+      @log.started(@config)
     end
 
     # @return [Config] the validated options
@@ -66,6 +68,7 @@ module Rack
 
     def call(env)
       serving(env) unless @serving_pid == Process.pid
+      served = @lock.synchronize { @served += 1 }
       watch_compaction if @compactions
       return @app.call(env) unless dump?(env)
 
@@ -73,7 +76,8 @@ module Rack
         method: utf8(env["REQUEST_METHOD"], 16),
         path: request_path(env),
         started_at_ms: (Time.now.to_f * 1000).to_i,
-        gc_generation: GC.count
+        gc_generation: GC.count,
+        requests: served
       }
       @dumper.begin_request(request[:gc_generation])
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
@@ -124,6 +128,7 @@ module Rack
         dumper = @dumper
         timeout = @config.flush_timeout
         at_exit { dumper.shutdown(timeout) }
+        @served = 0 # a forked worker counts its own requests
         @serving_pid = Process.pid
       end
     end
@@ -179,3 +184,5 @@ module Rack
     end
   end
 end
+
+require_relative "objectspace/railtie" if defined?(::Rails::Railtie)

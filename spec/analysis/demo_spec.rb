@@ -10,7 +10,7 @@ RSpec.describe "the demo app's leak hunt" do
       cache = Demo.line_of("# a bounded cache")
 
       expect(report["sites"].first).to include("location" => leak, "type" => "STRING")
-      expect(report["sites"].first["endpoints"].first).to include("method" => "GET", "path" => "/leak")
+      expect(report["sites"].first["allocated_by"].first).to include("method" => "GET", "path" => "/leak")
       expect(report["sites"].first["per_request"]).to be_within(0.05).of(1.0 / 3)
       expect(report["sites"].map { |s| s["location"] }).not_to include(cache)
       expect(report["processes"].size).to eq(1)

@@ -2,6 +2,7 @@
 
 require "moneta"
 require "securerandom"
+require "open3"
 
 # A real Rails 6.1 app (spec/fixtures/rails_app) served by puma, with
 # `config.middleware.insert_after ActionDispatch::Static, Rack::Objectspace, store: ...`:
@@ -19,7 +20,8 @@ RSpec.describe "Rack::Objectspace in a Rails app" do
 
   def boot_rails(env)
     start_server!(:puma, rackup: File.join(RAILS_APP, "config.ru"), threads: 1, name: "rails",
-                         ready_path: "/robots.txt",
+                         # /robots.txt is served by ActionDispatch::Static (never dumped) when it is there.
+                         ready_path: env["OBJECTSPACE_STATIC"] == "off" ? "/ready" : "/robots.txt",
                          env: { "RAILS_ENV" => "production", "APP_SECRET" => secret }.merge(env))
   end
 
@@ -30,25 +32,46 @@ RSpec.describe "Rack::Objectspace in a Rails app" do
   end
 
   # Requests through the whole Rails stack; returns the paths that go past ActionDispatch::Static.
-  def exercise(port)
+  # With static files off, the middleware sits where ActionDispatch::Static would: after Rack::Sendfile.
+  def exercise(port, static: true)
     stack = JSON.parse(get_ok(port, "/middleware").body)
-    static = stack.index("ActionDispatch::Static")
-    expect(static).not_to be_nil
-    expect(stack[static + 1]).to eq("Rack::Objectspace")
+    expect(stack.count("Rack::Objectspace")).to eq(1)
+    if static
+      expect(stack[stack.index("ActionDispatch::Static") + 1]).to eq("Rack::Objectspace")
+    else
+      expect(stack).not_to include("ActionDispatch::Static")
+      expect(stack[stack.index("Rack::Sendfile") + 1]).to eq("Rack::Objectspace")
+    end
 
     bodies = (1..3).map { |i| JSON.parse(get_ok(port, "/items/#{i}").body) }
     expect(bodies.map { |b| b["id"] }).to eq(%w[1 2 3])
     # Served by ActionDispatch::Static, before the middleware: never dumped.
-    expect(get_ok(port, "/robots.txt").body).to eq("static\n")
-    ["/middleware", "/items/1", "/items/2", "/items/3"]
+    expect(get_ok(port, "/robots.txt").body).to eq("static\n") if static
+    # Without ActionDispatch::Static the readiness check (GET /ready) went through the middleware too.
+    [*("/ready" unless static), "/middleware", "/items/1", "/items/2", "/items/3"]
+  end
+
+  # Waits for one stored dump per path in a file:// store and checks them.
+  def expect_file_dumps(dir, rails, paths)
+    files = eventually(timeout: 60) do
+      f = files_under(dir)
+      f if f.grep(/\.meta\.json\z/).size >= paths.size
+    end
+    expect(files).not_to be_nil, "dumps not stored; rails log:\n#{rails.log[-3000..]}"
+    expect(files.size).to eq(paths.size * 2)
+    expect(files).to all(start_with("#{Socket.gethostname}/#{rails.pid}/"))
+    dumps = files.grep(/\.jsonl\.gz\z/).sort.map { |f| File.binread(File.join(dir, f)) }
+    metas = files.grep(/\.meta\.json\z/).map { |f| JSON.parse(File.read(File.join(dir, f))) }
+    expect_rails_dumps(dumps, metas, paths)
+    expect(rails.log).not_to include("at=warn")
   end
 
   def expect_rails_dumps(dumps, metas, paths)
     expect(metas.map { |m| m["request"]["path"] }).to match_array(paths)
     expect(metas.map { |m| m["request"]["status"] }).to all(eq(200))
-    summary = heap_summary(dumps.first)
+    summary = heap_summary(dumps.last) # after /items: ItemsController is loaded
     expect(summary[:invalid]).to eq(0)
-    expect(summary[:classes]).to include("ItemsController", "ActionDispatch::Static", "Rack::Objectspace")
+    expect(summary[:classes]).to include("ItemsController", "Rack::Objectspace")
     texts = dumps.map { |d| gunzip(d) } + metas.map(&:to_json)
     expect(texts.join).not_to include(secret)
   end
@@ -79,20 +102,68 @@ RSpec.describe "Rack::Objectspace in a Rails app" do
   it "dumps each request into a file:// store (inline mode)" do
     dir = Dir.mktmpdir("objectspace-rails-")
     rails = boot_rails("OBJECTSPACE_STORE" => "file://#{dir}", "OBJECTSPACE_MODE" => "inline")
-    paths = exercise(rails.port)
-    files = eventually(timeout: 60) do
-      f = files_under(dir)
-      f if f.grep(/\.meta\.json\z/).size >= paths.size
-    end
-    expect(files).not_to be_nil, "dumps not stored; rails log:\n#{rails.log[-3000..]}"
-    expect(files.size).to eq(paths.size * 2)
-    expect(files).to all(start_with("#{Socket.gethostname}/#{rails.pid}/"))
-    dumps = files.grep(/\.jsonl\.gz\z/).sort.map { |f| File.binread(File.join(dir, f)) }
-    metas = files.grep(/\.meta\.json\z/).map { |f| JSON.parse(File.read(File.join(dir, f))) }
-    expect_rails_dumps(dumps, metas, paths)
-    expect(rails.log).not_to include("at=warn")
+    expect_file_dumps(dir, rails, exercise(rails.port))
   ensure
     rails&.stop
     FileUtils.rm_rf(dir) if dir
+  end
+
+  describe "the Railtie (config.rack_objectspace)" do
+    [["on", true], ["off", false]].each do |setting, static|
+      it "inserts the middleware once, #{static ? 'after ActionDispatch::Static' : 'where ActionDispatch::Static would be'}, " \
+         "with static files #{setting}, and logs one line at boot" do
+        dir = Dir.mktmpdir("objectspace-railtie-")
+        rails = boot_rails("OBJECTSPACE_STORE" => "file://#{dir}", "OBJECTSPACE_MODE" => "fork",
+                           "OBJECTSPACE_WIRING" => "railtie", "OBJECTSPACE_STATIC" => setting)
+        expect_file_dumps(dir, rails, exercise(rails.port, static: static))
+        started = events(rails.log, "started")
+        expect(started.size).to eq(1)
+        expect(started.first).to include("mode=fork", "dump=full", "store=file://#{dir}", "every=1", "tracer=native")
+      ensure
+        rails&.stop
+        FileUtils.rm_rf(dir) if dir
+      end
+    end
+
+    it "takes its switch and options from RACK_OBJECTSPACE_* variables alone (static files off)" do
+      dir = Dir.mktmpdir("objectspace-railtie-env-")
+      rails = boot_rails("OBJECTSPACE_WIRING" => "railtie-env", "OBJECTSPACE_STATIC" => "off",
+                         "RACK_OBJECTSPACE_ENABLED" => "1", "RACK_OBJECTSPACE_STORE" => "file://#{dir}",
+                         "RACK_OBJECTSPACE_MODE" => "inline")
+      expect_file_dumps(dir, rails, exercise(rails.port, static: false))
+      expect(events(rails.log, "started").first).to include("mode=inline")
+    ensure
+      rails&.stop
+      FileUtils.rm_rf(dir) if dir
+    end
+
+    it "stays out of the stack unless enabled" do
+      rails = boot_rails("OBJECTSPACE_WIRING" => "railtie-env", "OBJECTSPACE_STATIC" => "off")
+      expect(JSON.parse(get_ok(rails.port, "/middleware").body)).not_to include("Rack::Objectspace")
+    ensure
+      rails&.stop
+    end
+
+    it "refuses an option Rack::Objectspace does not take, naming it, at boot" do
+      out, status = rails_runner("OBJECTSPACE_WIRING" => "railtie", "OBJECTSPACE_STORE" => "memory://x",
+                                 "OBJECTSPACE_EXTRA_OPTION" => "1")
+      expect(status).not_to be_success
+      expect(out).to include("ArgumentError", "config.rack_objectspace.stroe: not an option of Rack::Objectspace")
+    end
+  end
+
+  # Boots the fixture app without a server (config/environment.rb) and prints the stack.
+  def rails_runner(env)
+    script = "require #{File.join(RAILS_APP, 'config', 'environment').inspect}; " \
+             "puts Rails.application.middleware.map(&:inspect)"
+    env = { "RAILS_ENV" => "production", "RUBYLIB" => File.join(TestServers::ROOT, "lib") }.merge(env)
+    out, status = Open3.capture2e(env, RbConfig.ruby, "-e", script)
+    [out, status]
+  end
+
+  it "documents the README's hand-written line failing when static files are off (use the Railtie then)" do
+    out, status = rails_runner("OBJECTSPACE_STORE" => "memory://x", "OBJECTSPACE_STATIC" => "off")
+    expect(status).not_to be_success
+    expect(out).to include("No such middleware to insert after: ActionDispatch::Static")
   end
 end

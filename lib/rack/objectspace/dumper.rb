@@ -64,7 +64,7 @@ module Rack
         writer = state(&:writer)
         writer&.flush([deadline - now, 0].max)
         report_writer_errors
-        stats
+        stats.tap { |st| @log.summary("dump_summary", final: @exiting == Process.pid, **st) }
       end
 
       # `{dumped:, stored:, failed:, dropped:, pending:}` for this process.
@@ -85,6 +85,7 @@ module Rack
       def shutdown(timeout)
         return unless @state.pid == Process.pid
 
+        @exiting = Process.pid
         result = flush(timeout)
         return if result[:pending].zero?
 
@@ -130,7 +131,7 @@ module Rack
         meta = {
           version: 1, key: dump_key, host: @host, pid: pid, seq: seq,
           request: { method: request[:method], path: request[:path], status: request[:status] },
-          started_at_ms: request[:started_at_ms], gc_generation: request[:gc_generation],
+          started_at_ms: request[:started_at_ms], gc_generation: request[:gc_generation], requests: request[:requests],
           baseline_generation: since, dump: @config.dump, mode: @config.mode, redacted: @config.redact,
           trace: @config.trace || false, tracer: (Native::Tracer.stats if @config.trace == :native),
           timings_ms: { request: request[:request_ms] }

@@ -31,6 +31,42 @@ module Rack
         write(:info, event, fields)
       end
 
+      # The one line at boot that says the middleware is on and how it is set
+      # up: mode, dump, store (no credentials), every and tracer.
+      def started(config)
+        info("started", mode: config.mode, dump: config.dump, store: self.class.describe_store(config.store),
+                        every: config.every || "on_demand", tracer: config.trace || "off", pid: Process.pid)
+      end
+
+      # Dumps stored, dropped and failed so far, at flush and at exit: one line,
+      # never held back as a repeat. At warn when dumps were lost since the last
+      # summary; else at info at exit and at debug for a flush (flushing after
+      # every request, as a console or a spec does, stays quiet).
+      def summary(event, stored:, dropped:, failed:, final: false, **fields)
+        lost = dropped + failed
+        level = if lost > (@lost_reported || 0) then :warn
+                elsif final then :info
+                else :debug
+                end
+        @lost_reported = lost
+        write(level, event, { stored: stored, dropped: dropped, failed: failed, **fields })
+      end
+
+      # A store for a log line: a URL without user, password or query string
+      # (where credentials go), or the class of a []= store (Moneta: its adapter).
+      def self.describe_store(store)
+        return describe_url(store) if store.is_a?(String)
+
+        inner = store
+        inner = inner.adapter while inner.respond_to?(:adapter) && !inner.adapter.equal?(inner)
+        inner.equal?(store) ? store.class.name.to_s : "#{store.class.name.to_s.split('::').first}(#{inner.class.name})"
+      end
+
+      def self.describe_url(url)
+        text = url.sub(%r{\A([a-z][a-z0-9+.-]*://)[^/@]*@}i, "\\1")
+        text.sub(/[?#].*\z/m, "")
+      end
+
       def debug(event, **fields)
         write(:debug, event, fields)
       end

@@ -53,6 +53,8 @@ pub struct Obj {
     pub file: u32,
     pub line: u32,
     pub generation: u32,
+    /// The request that allocated it (`"request":N`); 0 when the dump does not say.
+    pub request: u32,
     /// Index into [`Heap::types`].
     pub ty: u16,
 }
@@ -209,6 +211,7 @@ impl Heap {
             file,
             line,
             generation: rec.generation.unwrap_or(NO_GENERATION),
+            request: rec.request.unwrap_or(0),
             ty: u16::try_from(ty_id).unwrap_or(u16::MAX),
         });
     }
@@ -223,13 +226,27 @@ impl Heap {
     }
 }
 
+/// This gem's name: its own files (the middleware's allocations) are left
+/// out of the site tables of every report.
+pub const OWN_GEM: &str = "rack-objectspace";
+
+/// True for this gem's own Ruby files (`.../rack/objectspace.rb`, `.../rack/objectspace/*.rb`),
+/// installed or in a checkout.
+pub fn is_own_file(file: &str) -> bool {
+    file.ends_with("/rack/objectspace.rb") || file.contains("/rack/objectspace/")
+}
+
 /// The gem a file belongs to, from its path: `.../gems/NAME-VERSION/...` gives
 /// NAME (RubyGems, Bundler, Debian's rubygems-integration), Debian's
 /// `vendor_ruby/NAME/...` and `site_ruby/NAME/...` give NAME, Ruby's own library
-/// and `<internal:...>` give `ruby`, anything else is `app`.
+/// and `<internal:...>` give `ruby`, this gem's own files give
+/// [`OWN_GEM`] (from a checkout too), anything else is `app`.
 pub fn gem_of(file: &str) -> String {
     if file.is_empty() {
         return "no allocation info".to_string();
+    }
+    if is_own_file(file) {
+        return OWN_GEM.to_string();
     }
     if file.starts_with("<internal:") {
         return "ruby".to_string();
@@ -311,6 +328,18 @@ mod tests {
         assert_eq!(gem_of("/usr/lib/ruby/3.1.0/set.rb"), "ruby");
         assert_eq!(gem_of("<internal:kernel>"), "ruby");
         assert_eq!(gem_of("/app/models/user.rb"), "app");
+        assert_eq!(
+            gem_of("/home/u/src/rack-objectspace/lib/rack/objectspace/dumper.rb"),
+            "rack-objectspace"
+        );
+        assert_eq!(
+            gem_of("/srv/checkout/lib/rack/objectspace.rb"),
+            "rack-objectspace"
+        );
+        assert_eq!(
+            gem_of("/usr/lib/ruby/vendor_ruby/rack/objectspace/log.rb"),
+            "rack-objectspace"
+        );
         assert_eq!(
             gem_of("/b/ruby/3.1.0/bundler/gems/rails-0123abcd4567/x.rb"),
             "rails"

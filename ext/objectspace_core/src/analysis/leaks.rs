@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::heap::{Heap, NO_GENERATION};
+use super::heap::{is_own_file, Heap, NO_GENERATION};
 use super::report::Site;
 use super::source::{Input, Progress};
 use super::{local_path, AnalysisError};
@@ -26,6 +26,12 @@ use crate::store::Store;
 
 const DUMP_SUFFIXES: [&str; 4] = [".jsonl.gz", ".jsonl", ".json.gz", ".json"];
 const META_SUFFIX: &str = ".meta.json";
+/// The endpoint of objects allocated by a request that was not dumped (its
+/// method and path are known only from the dump taken for it).
+pub const NOT_DUMPED: &str = "(request not dumped)";
+/// The endpoint of objects whose GC generation several dumped requests of
+/// different endpoints share (dumps without the records' `request`).
+pub const AMBIGUOUS: &str = "(ambiguous: same GC generation)";
 
 /// The metadata the middleware writes beside each dump. Every field is optional.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,6 +45,8 @@ pub struct Meta {
     pub started_at_ms: Option<u64>,
     pub gc_generation: Option<u64>,
     pub baseline_generation: Option<u64>,
+    /// Requests the process had served, this one included (dumped or not).
+    pub requests: Option<u64>,
     pub dump: Option<String>,
     pub mode: Option<String>,
     pub lines: Option<u64>,
@@ -80,6 +88,7 @@ impl Meta {
             started_at_ms: u("started_at_ms"),
             gc_generation: u("gc_generation"),
             baseline_generation: u("baseline_generation"),
+            requests: u("requests"),
             dump: s("dump"),
             mode: s("mode"),
             lines: u("lines"),
@@ -217,6 +226,8 @@ pub struct DumpInfo {
     /// "full" or "retained", from the metadata.
     pub dump: Option<String>,
     pub gc_generation: Option<u64>,
+    /// Requests the process had served when this dump was taken (from the metadata).
+    pub requests: Option<u64>,
     /// Stored size in bytes.
     pub size: u64,
     /// Live objects and their memsize in the dump (from the metadata for `ls`,
@@ -242,6 +253,7 @@ fn info(entry: &Entry, meta: &Option<Meta>) -> DumpInfo {
         status: m.status,
         dump: m.dump,
         gc_generation: m.gc_generation,
+        requests: m.requests,
         size: entry.size,
         objects: m.objects,
         memsize: m.memsize,
@@ -261,6 +273,28 @@ pub struct Listing {
     pub command: &'static str,
     pub source: String,
     pub dumps: Vec<DumpInfo>,
+    /// Each process's dumps, and how many its sequence numbers skip.
+    pub processes: Vec<ListedProcess>,
+}
+
+/// A process as `ls` sees it.
+#[derive(Debug, Serialize)]
+pub struct ListedProcess {
+    pub host: String,
+    pub pid: u32,
+    pub dumps: usize,
+    /// Dumps asked for but not in the store: gaps in `seq` (1, 2, ... per
+    /// process), i.e. dumps dropped or failed.
+    pub missing_dumps: u64,
+}
+
+/// Dumps missing from a process's 1-based sequence numbers: the highest
+/// number minus the distinct numbers present.
+pub fn missing_dumps(seqs: impl IntoIterator<Item = u64>) -> u64 {
+    let mut seqs: Vec<u64> = seqs.into_iter().filter(|&s| s > 0).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    seqs.last().map_or(0, |&max| max - seqs.len() as u64)
 }
 
 /// List the dumps of a session with their metadata, ordered by process and sequence.
@@ -272,10 +306,31 @@ pub fn ls(source: &str) -> Result<Listing, AnalysisError> {
         .map(|e| info(e, &read_meta(e)))
         .collect();
     dumps.sort_by(|a, b| (&a.host, a.pid, a.seq, &a.key).cmp(&(&b.host, b.pid, b.seq, &b.key)));
+    let mut processes: Vec<ListedProcess> = Vec::new();
+    for d in &dumps {
+        match processes.last_mut() {
+            Some(p) if p.host == d.host && p.pid == d.pid => p.dumps += 1,
+            _ => processes.push(ListedProcess {
+                host: d.host.clone(),
+                pid: d.pid,
+                dumps: 1,
+                missing_dumps: 0,
+            }),
+        }
+    }
+    for p in &mut processes {
+        p.missing_dumps = missing_dumps(
+            dumps
+                .iter()
+                .filter(|d| d.host == p.host && d.pid == p.pid)
+                .filter_map(|d| d.seq),
+        );
+    }
     Ok(Listing {
         command: "ls",
         source: session.name,
         dumps,
+        processes,
     })
 }
 
@@ -293,6 +348,8 @@ struct SiteAgg {
     count: u64,
     memsize: u64,
     generations: FxHashMap<u32, u64>,
+    /// Live objects by the request that allocated them (records with `request`).
+    requests: FxHashMap<u32, u64>,
 }
 
 /// What one dump contributes to the session analysis.
@@ -314,7 +371,9 @@ fn digest(heap: &Heap, with_generations: bool) -> Digest {
             .or_default();
         agg.count += 1;
         agg.memsize += o.memsize as u64;
-        if with_generations && o.generation != NO_GENERATION {
+        if with_generations && o.request != 0 {
+            *agg.requests.entry(o.request).or_insert(0) += 1;
+        } else if with_generations && o.generation != NO_GENERATION {
             *agg.generations.entry(o.generation).or_insert(0) += 1;
         }
     }
@@ -330,6 +389,9 @@ fn digest(heap: &Heap, with_generations: bool) -> Digest {
         e.memsize += agg.memsize;
         for (g, n) in agg.generations {
             *e.generations.entry(g).or_insert(0) += n;
+        }
+        for (r, n) in agg.requests {
+            *e.requests.entry(r).or_insert(0) += n;
         }
     }
     d
@@ -359,8 +421,11 @@ pub struct LeakSite {
     /// Live objects in each dump of the process, in sequence order.
     pub series: Vec<u64>,
     pub memsize_series: Vec<u64>,
-    /// Requests that allocated the live objects of the last dump, most first
-    /// (needs `generation` in the dump and `gc_generation` in the metadata).
+    /// Requests that allocated the live objects of the last dump, most first:
+    /// by each record's `request` (the endpoint of the dump taken for that
+    /// request, else "(request not dumped)"), or for records without it by
+    /// `generation` against the metadata's `gc_generation`.
+    #[serde(rename = "allocated_by")]
     pub endpoints: Vec<Endpoint>,
 }
 
@@ -374,6 +439,8 @@ pub struct ProcessReport {
     /// Dumps that could not be read: key and error.
     pub skipped: Vec<Skipped>,
     pub leaking_sites: usize,
+    /// Dumps asked for but not in the store (gaps in `seq`: dropped or failed).
+    pub missing_dumps: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -516,12 +583,30 @@ pub fn leaks(
             ));
         }
         let found = process_leaks(host, *pid, &good);
+        let seqs = good
+            .iter()
+            .filter_map(|(e, _, _)| e.parsed.as_ref().map(|k| k.seq))
+            .chain(skipped.iter().filter_map(|s| {
+                DumpKey::parse(&s.key)
+                    .or_else(|| {
+                        dump_stem(&s.key)
+                            .and_then(|stem| DumpKey::parse(&format!("{stem}.jsonl.gz")))
+                    })
+                    .map(|k| k.seq)
+            }));
+        let missing = missing_dumps(seqs);
+        if missing > 0 {
+            warnings.push(format!(
+                "process {host}/{pid}: {missing} dump(s) missing (gaps in seq: dropped or failed; the dump_summary log line also counts those after the last stored dump)"
+            ));
+        }
         processes.push(ProcessReport {
             host: host.clone(),
             pid: *pid,
             dumps,
             skipped,
             leaking_sites: found.len(),
+            missing_dumps: missing,
         });
         sites.extend(found);
     }
@@ -609,17 +694,35 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
     if n < 3 {
         return Vec::new();
     }
-    // Request numbers: the sequence numbers when the keys carry them.
-    let xs: Vec<f64> = good
+    // Request numbers: the metadata's `requests` (requests served, dumped or
+    // not), else the sequence numbers when the keys carry them (dumps).
+    let requests: Option<Vec<f64>> = good
+        .iter()
+        .map(|(_, m, _)| m.as_ref().and_then(|m| m.requests).map(|r| r as f64))
+        .collect();
+    let seqs: Vec<f64> = good
         .iter()
         .enumerate()
         .map(|(i, (e, _, _))| e.parsed.as_ref().map(|k| k.seq as f64).unwrap_or(i as f64))
         .collect();
-    let xs: Vec<f64> = if xs.windows(2).all(|w| w[1] > w[0]) {
-        xs
-    } else {
-        (0..n).map(|i| i as f64).collect()
+    let increasing = |v: &Vec<f64>| v.windows(2).all(|w| w[1] > w[0]);
+    let xs: Vec<f64> = match requests {
+        Some(r) if increasing(&r) => r,
+        _ if increasing(&seqs) => seqs,
+        _ => (0..n).map(|i| i as f64).collect(),
     };
+    // Request number -> endpoint, for records that name their request.
+    let by_request: FxHashMap<u64, (String, String)> = good
+        .iter()
+        .filter_map(|(e, m, _)| {
+            let requests = m.as_ref()?.requests?;
+            let i = info(e, m);
+            Some((
+                requests,
+                (i.method.unwrap_or_default(), i.path.unwrap_or_default()),
+            ))
+        })
+        .collect();
     // Generation -> endpoint: the request whose GC generation is the largest <= g.
     let mut by_gen: Vec<(u64, String, String)> = good
         .iter()
@@ -634,9 +737,24 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
         })
         .collect();
     by_gen.sort();
+    // Several dumped requests that began in the same generation (fork mode:
+    // the serving process's GC count does not move) cannot be told apart: the
+    // objects are said to be ambiguous rather than pinned on one of them.
     let endpoint_of = |g: u32| -> Option<(String, String)> {
         let at = by_gen.partition_point(|(gen, _, _)| *gen <= g as u64);
-        (at > 0).then(|| (by_gen[at - 1].1.clone(), by_gen[at - 1].2.clone()))
+        if at == 0 {
+            return None;
+        }
+        let (gen, method, path) = &by_gen[at - 1];
+        let first = by_gen.partition_point(|(other, _, _)| other < gen);
+        let alike = by_gen[first..at]
+            .iter()
+            .all(|(_, m, p)| m == method && p == path);
+        Some(if alike {
+            (method.clone(), path.clone())
+        } else {
+            (String::new(), AMBIGUOUS.to_string())
+        })
     };
 
     let mut names: Vec<&SiteName> = good.iter().flat_map(|(_, _, d)| d.sites.keys()).collect();
@@ -645,8 +763,9 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
     let mut out = Vec::new();
     let last = &good[n - 1].2;
     for name in names {
-        if name.file.is_empty() {
-            // Objects without allocation info cannot be pinned on a line.
+        if name.file.is_empty() || is_own_file(&name.file) {
+            // Objects without allocation info cannot be pinned on a line; this
+            // gem's own objects (the middleware's) are not the app's leak.
             continue;
         }
         let series: Vec<u64> = good
@@ -663,6 +782,13 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
         let start = n / 2;
         let mut endpoints: BTreeMap<(String, String), u64> = BTreeMap::new();
         if let Some(agg) = last.sites.get(name) {
+            for (&r, &count) in &agg.requests {
+                let ep = by_request
+                    .get(&(r as u64))
+                    .cloned()
+                    .unwrap_or_else(|| (String::new(), NOT_DUMPED.to_string()));
+                *endpoints.entry(ep).or_insert(0) += count;
+            }
             for (&g, &count) in &agg.generations {
                 if let Some(ep) = endpoint_of(g) {
                     *endpoints.entry(ep).or_insert(0) += count;

@@ -4,7 +4,7 @@
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::heap::{gem_of, Heap};
+use super::heap::{gem_of, is_own_file, Heap};
 
 /// The row label for objects allocated before allocation tracing started.
 pub const NO_ALLOCATION_INFO: &str = "no allocation info";
@@ -80,10 +80,12 @@ impl SiteTable {
         e.1 += memsize;
     }
 
-    /// Sites as report rows, with names resolved from `heap`.
+    /// Sites as report rows, with names resolved from `heap`; this gem's own
+    /// files are left out (they stay in the groupings, as gem `rack-objectspace`).
     pub fn rows(&self, heap: &Heap) -> Vec<Site> {
         self.sites
             .iter()
+            .filter(|(&(file, ..), _)| !is_own_file(heap.files.get(file)))
             .map(|(&(file, line, ty, class), &(count, memsize))| {
                 Site::new(
                     heap.files.get(file),

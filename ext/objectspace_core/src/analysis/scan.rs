@@ -22,6 +22,9 @@ pub struct Record<'a> {
     pub file_escaped: bool,
     pub line: Option<u32>,
     pub generation: Option<u32>,
+    /// `"request":N`, added by the native tracer: the process's 1-based
+    /// number of the request during which the object was allocated.
+    pub request: Option<u32>,
     pub memsize: u64,
     pub name: Option<&'a [u8]>,
     pub name_escaped: bool,
@@ -272,6 +275,7 @@ enum Key {
     References,
     Flags,
     BeforeBaseline,
+    Request,
     Other,
 }
 
@@ -291,6 +295,7 @@ fn key_of(key: &[u8]) -> Key {
         (10, Some(b'r')) => (Key::References, b"references"),
         (5, Some(b'f')) => (Key::Flags, b"flags"),
         (15, Some(b'b')) => (Key::BeforeBaseline, b"before_baseline"),
+        (7, Some(b'r')) => (Key::Request, b"request"),
         _ => return Key::Other,
     };
     if eq_short(key, want) {
@@ -395,6 +400,11 @@ pub fn scan(line: &[u8]) -> Scan<Record<'_>> {
                     Some(k) if b[i + 1 + k] == b'}' => i += k + 2,
                     _ => i = skip_value(b, i)?,
                 }
+            }
+            Key::Request => {
+                let (v, next) = read_uint(b, i)?;
+                rec.request = v.map(|v| v.min(u32::MAX as u64) as u32);
+                i = next;
             }
             Key::BeforeBaseline => {
                 rec.before_baseline = b[i..].starts_with(b"true");
@@ -542,6 +552,9 @@ mod tests {
             scan(br#"{"address":"0x10", "type":"CLASS", "name":"Foo", "before_baseline":true}"#)
                 .unwrap();
         assert!(c.before_baseline);
+        let s = scan(br#"{"address":"0x20", "type":"STRING", "file":"a.rb", "line":3, "generation":7, "request":42}"#)
+            .unwrap();
+        assert_eq!((s.generation, s.request), (Some(7), Some(42)));
         assert_eq!(c.name, Some(&b"Foo"[..]));
         assert_eq!(r.name, Some(&b"Foo::Bar"[..]));
         assert_eq!(r.memsize, 544);

@@ -19,16 +19,19 @@ module Rack
             leaks SOURCE        sites whose live objects keep growing across a session
                                 (SOURCE: the folder or store URL the middleware writes to)
             diff A B C          objects in dump B, not in dump A, still in dump C
+            diff SOURCE K1 K2 K3  the same, for keys of SOURCE as `ls` prints them
             summary FILE        objects and memsize of one dump by site, type, class, gem, file
-            ls SOURCE           the dumps of a session with their requests
+            summary SOURCE KEY  the same, for a key of SOURCE
+            ls SOURCE           the dumps of a session with their requests and keys
 
           Dumps are ObjectSpace.dump_all JSON lines, plain or gzipped; FILE and SOURCE
-          may be paths or store URLs (file://DIR, s3://BUCKET/PREFIX, gs://, az://).
+          may be paths or store URLs (file://DIR, s3://BUCKET/PREFIX, gs://, az://,
+          redis://HOST:PORT/DB for a Moneta.new(:Redis) store).
 
           Options:
         TEXT
 
-        ARITY = { "leaks" => 1, "diff" => 3, "summary" => 1, "ls" => 1 }.freeze
+        ARITY = { "leaks" => [1], "diff" => [3, 4], "summary" => [1, 2], "ls" => [1] }.freeze
         FORMATS = %w[text json html].freeze
         # Inputs of more JSON than this get a progress bar when stderr is a terminal.
         PROGRESS_BYTES = 32 * 1024 * 1024
@@ -47,7 +50,7 @@ module Rack
 
         # @return [Integer] the exit status
         def run(argv)
-          options = { format: "text", top: DEFAULT_TOP, output: nil }
+          options = { format: "text", top: DEFAULT_TOP, output: nil, all: false }
           parser = option_parser(options)
           args = parser.parse(argv)
           return 0 if options[:help]
@@ -55,8 +58,8 @@ module Rack
           command = args.shift
           raise UsageError, "no command given" if command.nil?
           raise UsageError, "unknown command #{command.inspect}; expected one of #{ARITY.keys.join(', ')}" unless ARITY.key?(command)
-          unless args.size == ARITY[command]
-            raise UsageError, "#{command} takes #{ARITY[command]} argument(s), got #{args.size}"
+          unless ARITY[command].include?(args.size)
+            raise UsageError, "#{command} takes #{ARITY[command].join(' or ')} argument(s), got #{args.size}"
           end
 
           report = analyse(command, args, options)
@@ -94,11 +97,25 @@ module Rack
               options[:top] = v
             end
             o.on("-o", "--output FILE", "write the report to FILE instead of stdout") { |v| options[:output] = v }
+            o.on("-a", "--all", "leaks: also sites under the noise floor (< #{NOISE_PER_REQUEST} objects/request " \
+                                "or < #{NOISE_OBJECTS} live objects)") { options[:all] = true }
             o.on("-h", "--help", "show this help") do
               @out.puts o.help
               options[:help] = true
             end
           end
+        end
+
+        # Columns of the terminal the text goes to (COLUMNS wins); nil for a file or a pipe.
+        def width(options)
+          columns = ENV["COLUMNS"].to_i
+          return columns if columns.positive?
+          return nil if options[:output] || !(@out.respond_to?(:tty?) && @out.tty?)
+
+          require "io/console"
+          @out.winsize[1]
+        rescue StandardError, LoadError
+          nil
         end
 
         def progress?(paths)
@@ -111,9 +128,9 @@ module Rack
         def analyse(command, args, options)
           top = options[:top]
           case command
-          when "summary" then Analysis.summary(args[0], top: top, progress: progress?(args))
+          when "summary" then Analysis.summary(*args, top: top, progress: progress?(args))
           when "diff" then Analysis.diff(*args, top: top, progress: progress?(args))
-          when "leaks" then Analysis.leaks(args[0], top: top, progress: progress?(args))
+          when "leaks" then Analysis.leaks(args[0], top: top, progress: progress?(args), all: options[:all])
           when "ls" then Analysis.ls(args[0])
           end
         end
@@ -122,7 +139,7 @@ module Rack
           text = case options[:format]
                  when "json" then JSON.pretty_generate(report) + "\n"
                  when "html" then Html.render(report)
-                 else Text.render(report)
+                 else Text.render(report, width: width(options))
                  end
           if options[:output]
             File.write(options[:output], text)

@@ -185,11 +185,11 @@ module Rack
             out << "<p>No site keeps growing through the later half of the session.</p>"
           else
             endpoints = lambda do |s|
-              (s["endpoints"] || []).first(3).map { |e| h("#{e['method']} #{e['path']} (#{e['count']})") }.join("<br>")
+              (s["allocated_by"] || []).first(3).map { |e| h("#{e['method']} #{e['path']} (#{e['count']})") }.join("<br>")
             end
             out << site_table(r["sites"], [["objects/request", ->(s) { h(format('%.2f', s['per_request'])) }],
                                            ["growth", ->(s) { "+#{Text.num(s['growth'])}" }],
-                                           ["retained by", endpoints]])
+                                           ["allocated by", endpoints]])
           end
           out
         end

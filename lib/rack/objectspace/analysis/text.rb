@@ -8,15 +8,53 @@ module Rack
         module_function
 
         # @param report [Hash] a report from Analysis
+        # @param width [Integer, nil] the terminal's columns: longer lines are cut to fit
         # @return [String]
-        def render(report)
-          case report["command"]
-          when "summary" then summary(report)
-          when "diff" then diff(report)
-          when "leaks" then leaks(report)
-          when "ls" then ls(report)
-          else JSON.pretty_generate(report)
+        def render(report, width: nil)
+          text = case report["command"]
+                 when "summary" then summary(report)
+                 when "diff" then diff(report)
+                 when "leaks" then leaks(report)
+                 when "ls" then ls(report)
+                 else JSON.pretty_generate(report)
+                 end
+          fit(text, width)
+        end
+
+        # Cuts every line longer than `width` to it, ending in "~".
+        def fit(text, width)
+          return text unless width && width > 20
+
+          text.each_line.map do |line|
+            body = line.chomp
+            cut = body.length > width ? "#{body[0, width - 1]}~" : body
+            line.end_with?("\n") ? "#{cut}\n" : cut
+          end.join
+        end
+
+        # A file as a table shows it: `gem-name/path/in/the/gem.rb` for a gem's
+        # files, `ruby/set.rb` for Ruby's own library, the app's files relative
+        # to the current folder. JSON keeps the full path.
+        def short_path(file, gem = nil)
+          return file if file.nil? || file.empty?
+
+          if (m = %r{.*/gems/([^/]+)/(.+)\z}.match(file)) && !m[1].match?(/\A\d/)
+            name = gem && !%w[app ruby].include?(gem) ? gem : m[1]
+            return "#{name}/#{m[2]}"
           end
+          if (m = %r{/(?:vendor_ruby|site_ruby)/(?:\d[^/]*/)?(.+)\z}.match(file))
+            return m[1]
+          end
+          return "ruby/#{m[1]}" if (m = %r{/lib/ruby/\d[^/]*/(.+)\z}.match(file))
+
+          cwd = "#{Dir.pwd}/"
+          file.start_with?(cwd) ? file.delete_prefix(cwd) : file
+        end
+
+        def location(site)
+          return site["location"] unless site["file"]
+
+          "#{short_path(site['file'], site['gem'])}:#{site['line']}"
         end
 
         def bytes(n)
@@ -50,7 +88,7 @@ module Rack
 
         def site_rows(sites)
           sites.each_with_index.map do |s, i|
-            [i + 1, num(s["count"]), bytes(s["memsize"]), s["type"], s["class"] || "-", s["location"]]
+            [i + 1, num(s["count"]), bytes(s["memsize"]), s["type"], s["class"] || "-", location(s)]
           end
         end
 
@@ -90,23 +128,31 @@ module Rack
         def leaks(r)
           processes = r["processes"] || []
           dumps = processes.sum { |p| p["dumps"].size }
+          missing = processes.sum { |p| p["missing_dumps"].to_i }
           out = +"Leaks in #{r['source']}: #{r['sites'].size} growing site(s) " \
-                  "(#{processes.size} process(es), #{dumps} dump(s) read)\n\n"
+                  "(#{processes.size} process(es), #{dumps} dump(s) read" \
+                  "#{", #{missing} missing" if missing.positive?})\n\n"
           if r["sites"].empty?
             out << "  No site keeps growing through the later half of the session.\n"
           else
             rows = r["sites"].each_with_index.map do |s, i|
-              endpoints = (s["endpoints"] || []).first(2).map { |e| "#{e['method']} #{e['path']} (#{e['count']})" }.join(", ")
+              endpoints = (s["allocated_by"] || []).first(2).map { |e| "#{e['method']} #{e['path']} (#{e['count']})".strip }.join(", ")
               [i + 1, format("%.2f", s["per_request"]), num(s["count"]), bytes(s["memsize"]),
-               "+#{num(s['growth'])}", s["type"], s["class"] || "-", s["location"], endpoints.empty? ? "-" : endpoints]
+               "+#{num(s['growth'])}", s["type"], s["class"] || "-", location(s), endpoints.empty? ? "-" : endpoints]
             end
-            out << table(["#", "objects/req", "live", "memsize", "growth", "type", "class", "location", "retained by"],
+            out << table(["#", "objects/req", "live", "memsize", "growth", "type", "class", "location", "allocated by"],
                          rows, right: [0, 1, 2, 3, 4]) << "\n"
+          end
+          hidden = r["hidden_sites"].to_i
+          if hidden.positive?
+            out << "\n#{hidden} growing site(s) under the noise floor (< #{NOISE_PER_REQUEST} objects/request or " \
+                   "< #{NOISE_OBJECTS} live objects) not shown; --all shows them.\n"
           end
           processes.each do |p|
             series = p["dumps"].map { |d| d["objects"] }
             out << "\nprocess #{p['host']}/#{p['pid']}: #{p['dumps'].size} dumps, live objects #{series.first || 0} -> #{series.last || 0}"
             out << ", #{p['skipped'].size} skipped" unless p["skipped"].empty?
+            out << ", #{p['missing_dumps']} missing (gaps in seq: dropped or failed)" if p["missing_dumps"].to_i.positive?
           end
           out << "\n"
           out
@@ -114,11 +160,23 @@ module Rack
 
         def ls(r)
           rows = r["dumps"].map do |d|
-            [d["host"], d["pid"], d["seq"] || "-", "#{d['method']} #{d['path']}".strip, d["status"] || "-",
-             d["dump"] || "-", d["objects"] ? num(d["objects"]) : "-", bytes(d["size"]), d["key"]]
+            [d["host"], d["pid"], d["seq"] || "-", d["requests"] || "-", "#{d['method']} #{d['path']}".strip,
+             d["status"] || "-", d["dump"] || "-", d["objects"] ? num(d["objects"]) : "-", bytes(d["size"]), d["key"]]
           end
-          "#{r['dumps'].size} dump(s) in #{r['source']}\n\n" +
-            table(%w[host pid seq request status dump objects stored key], rows, right: [1, 2, 6, 7]) + "\n"
+          out = +"#{r['dumps'].size} dump(s) in #{r['source']}\n\n"
+          out << table(%w[host pid seq requests request status dump objects stored key], rows,
+                       right: [1, 2, 3, 7, 8]) << "\n"
+          (r["processes"] || []).each do |p|
+            next unless p["missing_dumps"].to_i.positive?
+
+            out << "\nprocess #{p['host']}/#{p['pid']}: #{p['missing_dumps']} dump(s) missing " \
+                   "(gaps in seq: dropped or failed)"
+          end
+          out << "\n" if (r["processes"] || []).any? { |p| p["missing_dumps"].to_i.positive? }
+          unless r["dumps"].empty?
+            out << "\nKeys are relative to the source: rack-objectspace diff #{r['source']} KEY1 KEY2 KEY3\n"
+          end
+          out
         end
       end
     end
