@@ -362,6 +362,7 @@ pub struct LeakSite {
     /// Requests that allocated the live objects of the last dump, most first
     /// (needs `generation` in the dump and `gc_generation` in the metadata).
     pub endpoints: Vec<Endpoint>,
+    // `held_by` (what holds the objects) comes with `site`: see super::paths.
 }
 
 /// One process's part of the session.
@@ -485,6 +486,8 @@ pub fn leaks(
 
     let mut sites = Vec::new();
     let mut processes = Vec::new();
+    // Per process, the dump its retention paths come from (held_by).
+    let mut path_dumps: FxHashMap<(String, u32), Input> = FxHashMap::default();
     for ((host, pid), group) in groups.keys().zip(per_group) {
         let mut skipped = Vec::new();
         let mut good: Vec<(Entry, Option<Meta>, Digest)> = Vec::new();
@@ -515,6 +518,9 @@ pub fn leaks(
                 good.len()
             ));
         }
+        if let Some(dump) = path_dump(&good) {
+            path_dumps.insert((host.clone(), *pid), dump);
+        }
         let found = process_leaks(host, *pid, &good);
         processes.push(ProcessReport {
             host: host.clone(),
@@ -536,6 +542,7 @@ pub fn leaks(
     if top > 0 {
         sites.truncate(top);
     }
+    super::paths::attach_to_leaks(&mut sites, &path_dumps, progress, &mut warnings)?;
     Ok(Leaks {
         command: "leaks",
         source: session.name,
@@ -543,6 +550,16 @@ pub fn leaks(
         processes,
         warnings,
     })
+}
+
+/// The dump retention paths come from: the last full one (by its metadata),
+/// else the last one.
+fn path_dump(good: &[(Entry, Option<Meta>, Digest)]) -> Option<Input> {
+    good.iter()
+        .rev()
+        .find(|(_, m, _)| m.as_ref().and_then(|m| m.dump.as_deref()) == Some("full"))
+        .or(good.last())
+        .map(|(e, _, _)| e.input.clone())
 }
 
 /// Read and digest every dump on `threads` threads. A dump that cannot be
