@@ -28,7 +28,7 @@ struct World {
     refs: Vec<Vec<Option<usize>>>,
     /// ROOT categories and what they hold.
     roots: Vec<(String, Vec<Option<usize>>)>,
-    /// Write records in shuffled order (a dump not in address order).
+    /// The order records are written in.
     shuffle: Vec<usize>,
 }
 
@@ -45,10 +45,10 @@ fn world() -> impl Strategy<Value = World> {
             prop::collection::vec(prop_oneof![Just(0u32), 1u32..4], n),
             prop::collection::vec(prop::collection::vec(target.clone(), 0..4), n),
             prop::collection::vec(prop::collection::vec(target, 0..4), 0..4),
-            any::<bool>(),
+            0u8..3,
             Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
         )
-            .prop_map(|(gaps, kinds, sites, refs, roots, shuffled, order)| {
+            .prop_map(|(gaps, kinds, sites, refs, roots, mode, order)| {
                 let mut addrs = Vec::with_capacity(gaps.len());
                 let mut a = BASE;
                 for g in gaps {
@@ -61,13 +61,26 @@ fn world() -> impl Strategy<Value = World> {
                     .map(|(i, t)| (ROOTS[i].to_string(), t))
                     .collect();
                 let n = addrs.len();
+                let shuffle = match mode {
+                    // Address order.
+                    0 => (0..n).collect(),
+                    // As dump_all writes: 16 KiB pages in any order (here
+                    // last first), each in address order.
+                    1 => {
+                        let mut o: Vec<usize> = (0..n).collect();
+                        o.sort_by_key(|&i| (std::cmp::Reverse(addrs[i] >> 14), addrs[i]));
+                        o
+                    }
+                    // Any order.
+                    _ => order,
+                };
                 World {
                     addrs,
                     kinds,
                     sites,
                     refs,
                     roots,
-                    shuffle: if shuffled { order } else { (0..n).collect() },
+                    shuffle,
                 }
             })
     })

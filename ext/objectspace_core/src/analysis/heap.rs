@@ -231,7 +231,7 @@ impl Heap {
             ty: u16::try_from(ty_id).unwrap_or(u16::MAX),
         });
         if let Some(refs) = self.refs.as_deref_mut() {
-            refs.push_object(rec.references);
+            refs.push_object(addr, rec.references);
         }
     }
 

@@ -68,6 +68,12 @@ pub struct RawRefs {
     /// Set when the dump has more references than a `u32` counts; later
     /// objects then keep none (paths through them become "outside" paths).
     overflow: bool,
+    /// Built while reading, as long as each 1 KiB chunk of addresses comes in
+    /// one ascending run (`dump_all` writes page by page, ascending in a page).
+    index: AddressIndex,
+    /// The last address seen, and whether all so far ascended.
+    last_addr: Option<u64>,
+    unsorted: bool,
 }
 
 impl RawRefs {
@@ -87,9 +93,18 @@ impl RawRefs {
         }
     }
 
-    /// The references of the object just added to the heap.
+    /// The address and references of the object just added to the heap.
     #[inline]
-    pub fn push_object(&mut self, refs: Option<&[u8]>) {
+    pub fn push_object(&mut self, addr: u64, refs: Option<&[u8]>) {
+        if !self.unsorted {
+            let ascends = self.last_addr.is_none_or(|last| addr > last);
+            if !self.index.push(self.ends.len() as u32, addr, ascends) {
+                // A chunk in two places: the index is built after reading.
+                self.unsorted = true;
+                self.index = AddressIndex::default();
+            }
+            self.last_addr = Some(addr);
+        }
         if let Some(raw) = refs {
             if !self.overflow {
                 parse_refs(raw, |a| self.targets.push(a));
@@ -119,70 +134,103 @@ fn parse_refs(raw: &[u8], mut f: impl FnMut(u64)) {
     }
 }
 
-/// Address -> object index: the objects in address order, cut into 1 KiB
-/// chunks found by hash, then a binary search inside the chunk (a few dozen
-/// objects). No per-object table when the dump is in address order already,
-/// as `dump_all` writes it.
-struct Resolver<'a> {
-    objects: &'a [Obj],
-    /// Object indices in address order, when the dump is not.
-    order: Option<Vec<u32>>,
+/// Address -> object index: the objects cut into 1 KiB chunks of address
+/// space found by hash, then a binary search among the chunk's low 10
+/// address bits (2 bytes an object, a cache line or two per chunk). Built
+/// while the dump is read when each chunk comes in one ascending run, as
+/// `dump_all` writes them (heap pages in any order, each in address order);
+/// otherwise built after reading, in address order.
+#[derive(Debug, Default)]
+struct AddressIndex {
+    /// Chunk (address >> 10) -> its run of positions.
     chunks: FxHashMap<u64, (u32, u32)>,
+    /// Low 10 bits of each address, by position.
+    low: Vec<u16>,
+    /// The chunk still open, with its first position.
+    open: Option<(u64, u32)>,
+    /// Object indices in address order, when the dump is not in address order.
+    order: Option<Vec<u32>>,
 }
 
 const CHUNK_SHIFT: u32 = 10;
+const LOW_MASK: u64 = (1 << CHUNK_SHIFT) - 1;
 
-impl<'a> Resolver<'a> {
-    fn new(objects: &'a [Obj]) -> Resolver<'a> {
-        let sorted = objects.windows(2).all(|w| w[0].addr < w[1].addr);
-        let order = (!sorted).then(|| {
-            let mut o: Vec<u32> = (0..objects.len() as u32).collect();
-            o.sort_by_key(|&i| objects[i as usize].addr);
-            o
-        });
-        let mut r = Resolver {
-            objects,
-            order,
-            chunks: FxHashMap::default(),
-        };
-        let mut start = 0usize;
-        for pos in 1..=objects.len() {
-            let key = r.addr_at(start) >> CHUNK_SHIFT;
-            if pos == objects.len() || r.addr_at(pos) >> CHUNK_SHIFT != key {
-                r.chunks.insert(key, (start as u32, pos as u32));
-                start = pos;
+impl AddressIndex {
+    /// Add the address at position `pos`; `ascends` says it is above the
+    /// previous one. False when the index cannot hold it: its chunk came
+    /// before, or it does not ascend within its chunk.
+    #[inline]
+    fn push(&mut self, pos: u32, addr: u64, ascends: bool) -> bool {
+        let key = addr >> CHUNK_SHIFT;
+        match self.open {
+            Some((k, _)) if k == key => {
+                if !ascends {
+                    return false;
+                }
             }
+            Some((k, start)) => {
+                self.chunks.insert(k, (start, pos));
+                if self.chunks.contains_key(&key) {
+                    return false;
+                }
+                self.open = Some((key, pos));
+            }
+            None => self.open = Some((key, pos)),
         }
-        r
+        self.low.push((addr & LOW_MASK) as u16);
+        true
     }
 
-    #[inline]
-    fn addr_at(&self, pos: usize) -> u64 {
-        match &self.order {
-            Some(o) => self.objects[o[pos] as usize].addr,
-            None => self.objects[pos].addr,
+    /// Close the last chunk.
+    fn finish(&mut self) {
+        if let Some((k, start)) = self.open.take() {
+            self.chunks.insert(k, (start, self.low.len() as u32));
         }
+        self.chunks.shrink_to_fit();
+        self.low.shrink_to_fit();
+    }
+
+    /// The index of a dump not in address order: sort, then index.
+    fn sorted(objects: &[Obj]) -> AddressIndex {
+        let mut order: Vec<u32> = (0..objects.len() as u32).collect();
+        order.sort_by_key(|&i| objects[i as usize].addr);
+        let mut index = AddressIndex::default();
+        let mut last = None;
+        for (pos, &i) in order.iter().enumerate() {
+            let addr = objects[i as usize].addr;
+            if last != Some(addr) {
+                index.push(pos as u32, addr, true);
+            } else {
+                // A duplicate address (not from dump_all): found as the first.
+                index.low.push((addr & LOW_MASK) as u16);
+            }
+            last = Some(addr);
+        }
+        index.order = Some(order);
+        index.finish();
+        index
     }
 
     #[inline]
     fn find(&self, addr: u64) -> Option<u32> {
-        let &(mut lo, mut hi) = self.chunks.get(&(addr >> CHUNK_SHIFT))?;
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.addr_at(mid as usize) < addr {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
+        let &(lo, hi) = self.chunks.get(&(addr >> CHUNK_SHIFT))?;
+        self.find_in(addr, lo, hi)
+    }
+
+    /// `addr` among positions `lo..hi` (one chunk) of the address order.
+    #[inline]
+    fn find_in(&self, addr: u64, lo: u32, hi: u32) -> Option<u32> {
+        let want = (addr & LOW_MASK) as u16;
+        let chunk = self.low.get(lo as usize..hi as usize)?;
+        let at = chunk.partition_point(|&l| l < want);
+        if chunk.get(at) != Some(&want) {
+            return None;
         }
-        if (lo as usize) < self.objects.len() && self.addr_at(lo as usize) == addr {
-            Some(match &self.order {
-                Some(o) => o[lo as usize],
-                None => lo,
-            })
-        } else {
-            None
-        }
+        let pos = lo as usize + at;
+        Some(match &self.order {
+            Some(o) => o[pos],
+            None => pos as u32,
+        })
     }
 }
 
@@ -273,23 +321,37 @@ impl Graph {
             mut ends,
             targets,
             roots,
+            mut index,
+            unsorted,
             ..
         } = *raw;
         let n = heap.objects.len();
         if ends.len() != n || n as u64 >= FIRST_ROOT_CODE as u64 {
             return None;
         }
-        let resolver = Resolver::new(&heap.objects);
+        let resolver = if unsorted {
+            AddressIndex::sorted(&heap.objects)
+        } else {
+            index.finish();
+            index
+        };
         // Resolve in place: index w lands in the low or high half of word
         // w / 2, which was read already (w <= r).
         let mut packed = targets;
         let (mut r, mut w) = (0usize, 0usize);
+        // The last chunk looked up: neighbours often refer to neighbours.
+        let mut last: (u64, Option<(u32, u32)>) = (u64::MAX, None);
         for end in ends.iter_mut() {
             let stop = *end as usize;
             while r < stop {
                 let addr = packed[r];
                 r += 1;
-                if let Some(t) = resolver.find(addr) {
+                let key = addr >> CHUNK_SHIFT;
+                if key != last.0 {
+                    last = (key, resolver.chunks.get(&key).copied());
+                }
+                let found = last.1.and_then(|(lo, hi)| resolver.find_in(addr, lo, hi));
+                if let Some(t) = found {
                     let word = &mut packed[w >> 1];
                     *word = if w & 1 == 0 {
                         (*word & 0xffff_ffff_0000_0000) | t as u64
