@@ -33,15 +33,42 @@ pub struct Diff {
 }
 
 /// Object indices in address order, or `None` when the table is in address
-/// order already: `dump_all` walks the heap's pages in address order, so only
-/// other tools' dumps pay for an index.
+/// order already. `dump_all` writes the heap page by page, each page in
+/// address order but the pages in any order: the ascending runs are sorted
+/// by their first address and laid end to end (no per-object sort) when they
+/// do not overlap; anything else is sorted whole.
 fn address_order(heap: &Heap) -> Option<Vec<u32>> {
-    if heap.objects.windows(2).all(|w| w[0].addr <= w[1].addr) {
+    let objs = &heap.objects;
+    let n = objs.len();
+    let mut runs: Vec<(u64, u32, u32)> = Vec::new();
+    let mut start = 0usize;
+    for i in 1..=n {
+        if i == n || objs[i].addr <= objs[i - 1].addr {
+            runs.push((objs[start].addr, start as u32, i as u32));
+            start = i;
+        }
+    }
+    if runs.len() <= 1 {
         return None;
     }
-    let mut v: Vec<u32> = (0..heap.objects.len() as u32).collect();
-    v.sort_by_key(|&i| heap.objects[i as usize].addr);
-    Some(v)
+    runs.sort_unstable_by_key(|r| r.0);
+    let disjoint = runs
+        .windows(2)
+        .all(|w| objs[w[0].2 as usize - 1].addr < w[1].0);
+    if disjoint {
+        let mut order = Vec::with_capacity(n);
+        for (_, from, to) in runs {
+            order.extend(from..to);
+        }
+        return Some(order);
+    }
+    let mut pairs: Vec<(u64, u32)> = objs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.addr, i as u32))
+        .collect();
+    pairs.sort_unstable();
+    Some(pairs.into_iter().map(|(_, i)| i).collect())
 }
 
 /// The heap's objects in address order.
@@ -230,4 +257,51 @@ fn join(
             message: "internal error: the reader thread panicked".into(),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_order;
+    use crate::analysis::heap::{Heap, Obj};
+
+    fn heap(addrs: &[u64]) -> Heap {
+        let mut h = Heap::default();
+        h.objects = addrs
+            .iter()
+            .map(|&addr| Obj {
+                addr,
+                class: 0,
+                memsize: 0,
+                file: 0,
+                line: 0,
+                generation: 0,
+                ty: 0,
+            })
+            .collect();
+        h
+    }
+
+    fn sorted_by_order(addrs: &[u64]) -> Vec<u64> {
+        let h = heap(addrs);
+        match address_order(&h) {
+            None => addrs.to_vec(),
+            Some(o) => o.iter().map(|&i| addrs[i as usize]).collect(),
+        }
+    }
+
+    #[test]
+    fn pages_in_any_order_and_anything_else_come_out_in_address_order() {
+        assert!(address_order(&heap(&[1, 2, 3])).is_none());
+        assert!(address_order(&heap(&[])).is_none());
+        // Pages (runs) in another order, not overlapping.
+        assert_eq!(
+            sorted_by_order(&[50, 60, 10, 20, 30, 70]),
+            vec![10, 20, 30, 50, 60, 70]
+        );
+        // Overlapping runs and duplicates: a whole sort.
+        assert_eq!(
+            sorted_by_order(&[10, 40, 20, 30, 50, 30]),
+            vec![10, 20, 30, 30, 40, 50]
+        );
+    }
 }
