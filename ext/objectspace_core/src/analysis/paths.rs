@@ -638,7 +638,8 @@ fn members_of<'a>(heap: &Heap, sites: impl Iterator<Item = &'a Site>) -> Vec<Vec
             .collect()
     };
     // (file id, line, type id) -> [(site, class name)]
-    let mut want: FxHashMap<(u32, u32, u32), Vec<(usize, Option<&str>)>> = FxHashMap::default();
+    type Wanted<'s> = FxHashMap<(u32, u32, u32), Vec<(usize, Option<&'s str>)>>;
+    let mut want: Wanted = FxHashMap::default();
     let mut n = 0;
     for (i, site) in sites.enumerate() {
         n = i + 1;
@@ -714,7 +715,7 @@ mod tests {
     #[test]
     fn references_parse_from_the_raw_body() {
         let mut v = Vec::new();
-        parse_refs(br#""0x10", "0x7f00000000a8","bad", "0x2""#, |a| v.push(a));
+        parse_refs(br#""0x10", "0x7f00000000a8","zz", "0x2""#, |a| v.push(a));
         assert_eq!(v, vec![0x10, 0x7f00000000a8, 0x2]);
         v.clear();
         parse_refs(b"", |a| v.push(a));
