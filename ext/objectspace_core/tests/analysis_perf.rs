@@ -70,3 +70,55 @@ fn parse_throughput() {
         std::mem::size_of_val(&heap.objects[0])
     );
 }
+
+/// What retention paths cost on a real dump: reading with references, then
+/// resolving them and the search from the roots, then paths for the largest
+/// sites. Same command as above, with `paths_cost`.
+#[test]
+#[ignore]
+fn paths_cost() {
+    use objectspace_core::analysis::paths::Graph;
+    let Ok(path) = std::env::var("ANALYSIS_DUMP") else {
+        eprintln!("set ANALYSIS_DUMP to a dump_all file");
+        return;
+    };
+    let input = Input::Local(path.clone().into());
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    drop(measure("Heap::read", bytes, || {
+        Heap::read(&input, &no_progress).expect("readable dump")
+    }));
+    let mut heap = measure("Heap::read_with_references", bytes, || {
+        Heap::read_with_references(&input, &no_progress).expect("readable dump")
+    });
+    let graph = measure("Graph::build (resolve + search)", bytes, || {
+        Graph::build(&mut heap).expect("references")
+    });
+    println!(
+        "{} objects; graph {:.1} MB = {:.1} bytes/object; {} reached from outside",
+        graph.len(),
+        graph.bytes() as f64 / 1e6,
+        graph.bytes() as f64 / graph.len() as f64,
+        graph.outside
+    );
+    // The 10 largest sites by count.
+    let mut by_site: std::collections::HashMap<(u32, u32, u16, u64), Vec<u32>> =
+        std::collections::HashMap::new();
+    for (i, o) in heap.objects.iter().enumerate() {
+        if o.file != 0 {
+            by_site
+                .entry((o.file, o.line, o.ty, o.class))
+                .or_default()
+                .push(i as u32);
+        }
+    }
+    let mut sites: Vec<Vec<u32>> = by_site.into_values().collect();
+    sites.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    sites.truncate(10);
+    let held = measure("held_by for the 10 largest sites", bytes, || {
+        sites
+            .iter()
+            .map(|s| graph.held_by(&heap, s).held_by.len())
+            .sum::<usize>()
+    });
+    println!("{held} paths");
+}

@@ -3,6 +3,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::paths::RawRefs;
 use super::scan::{unescape_lossy, Record};
 use super::source::{read_records, Input, Progress, ReadStats};
 use super::AnalysisError;
@@ -113,16 +114,31 @@ pub struct Heap {
     pub roots: u64,
     /// Records skipped: no address or type, or not a heap object (SHAPE).
     pub skipped: u64,
+    /// Each object's `references` and the ROOT records, when read with
+    /// [`Heap::read_with_references`] (for retention paths).
+    pub refs: Option<Box<RawRefs>>,
     last_file: Option<(Vec<u8>, u32)>,
 }
 
 impl Heap {
     /// Read a whole dump.
     pub fn read(input: &Input, progress: Progress) -> Result<Heap, AnalysisError> {
+        Heap::read_inner(input, progress, false)
+    }
+
+    /// Read a whole dump, keeping each object's references and the ROOT
+    /// records too (8 bytes a reference until [`super::paths::Graph::build`]
+    /// resolves them).
+    pub fn read_with_references(input: &Input, progress: Progress) -> Result<Heap, AnalysisError> {
+        Heap::read_inner(input, progress, true)
+    }
+
+    fn read_inner(input: &Input, progress: Progress, refs: bool) -> Result<Heap, AnalysisError> {
         let mut heap = Heap {
             name: input.name(),
             files: Interner::new(),
             types: Interner::new(),
+            refs: refs.then(Box::default),
             ..Heap::default()
         };
         // Known types get fixed ids, so that `known_type` needs no lookup.
@@ -152,6 +168,9 @@ impl Heap {
         let ty = rec.ty;
         if ty == b"ROOT" {
             self.roots += 1;
+            if let Some(refs) = self.refs.as_deref_mut() {
+                refs.push_root(rec.root, rec.references);
+            }
             return;
         }
         let Some(addr) = rec.address else {
@@ -214,6 +233,9 @@ impl Heap {
             request: rec.request.unwrap_or(0),
             ty: u16::try_from(ty_id).unwrap_or(u16::MAX),
         });
+        if let Some(refs) = self.refs.as_deref_mut() {
+            refs.push_object(addr, rec.references);
+        }
     }
 
     pub fn class_name(&self, addr: u64) -> Option<&str> {

@@ -427,6 +427,7 @@ pub struct LeakSite {
     /// `generation` against the metadata's `gc_generation`.
     #[serde(rename = "allocated_by")]
     pub endpoints: Vec<Endpoint>,
+    // `held_by` (what holds the objects) comes with `site`: see super::paths.
 }
 
 /// One process's part of the session.
@@ -552,6 +553,8 @@ pub fn leaks(
 
     let mut sites = Vec::new();
     let mut processes = Vec::new();
+    // Per process, the dump its retention paths come from (held_by).
+    let mut path_dumps: FxHashMap<(String, u32), Input> = FxHashMap::default();
     for ((host, pid), group) in groups.keys().zip(per_group) {
         let mut skipped = Vec::new();
         let mut good: Vec<(Entry, Option<Meta>, Digest)> = Vec::new();
@@ -581,6 +584,9 @@ pub fn leaks(
                 "process {host}/{pid}: {} readable dump(s); at least 3 are needed to tell growth from noise",
                 good.len()
             ));
+        }
+        if let Some(dump) = path_dump(&good) {
+            path_dumps.insert((host.clone(), *pid), dump);
         }
         let found = process_leaks(host, *pid, &good);
         let seqs = good
@@ -621,6 +627,7 @@ pub fn leaks(
     if top > 0 {
         sites.truncate(top);
     }
+    super::paths::attach_to_leaks(&mut sites, &path_dumps, progress, &mut warnings)?;
     Ok(Leaks {
         command: "leaks",
         source: session.name,
@@ -628,6 +635,16 @@ pub fn leaks(
         processes,
         warnings,
     })
+}
+
+/// The dump retention paths come from: the last full one (by its metadata),
+/// else the last one.
+fn path_dump(good: &[(Entry, Option<Meta>, Digest)]) -> Option<Input> {
+    good.iter()
+        .rev()
+        .find(|(_, m, _)| m.as_ref().and_then(|m| m.dump.as_deref()) == Some("full"))
+        .or(good.last())
+        .map(|(e, _, _)| e.input.clone())
 }
 
 /// Read and digest every dump on `threads` threads. A dump that cannot be

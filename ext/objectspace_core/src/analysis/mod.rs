@@ -5,12 +5,15 @@
 //! - [`heap`]: one dump as a compact object table; gem names from paths.
 //! - [`summary`], [`diff`], [`leaks`]: the analyses; each returns a
 //!   serialisable report whose `sites` array is most significant first.
+//! - [`paths`]: what holds a site's objects (retention paths from the roots),
+//!   for the sites of `diff` and `leaks`.
 //!
 //! Reports are plain data (serde); the CLI and the Ruby API render them.
 
 pub mod diff;
 pub mod heap;
 pub mod leaks;
+pub mod paths;
 pub mod report;
 pub mod scan;
 pub mod source;

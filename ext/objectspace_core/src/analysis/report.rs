@@ -5,6 +5,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::heap::{gem_of, is_own_file, Heap};
+use super::paths::HeldBy;
 
 /// The row label for objects allocated before allocation tracing started.
 pub const NO_ALLOCATION_INFO: &str = "no allocation info";
@@ -26,6 +27,10 @@ pub struct Site {
     pub gem: Option<String>,
     pub count: u64,
     pub memsize: u64,
+    /// What holds the site's objects (`diff` and `leaks` only): `held_by`,
+    /// `held_by_sampled` and `held_by_dump`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<HeldBy>,
 }
 
 impl Site {
@@ -51,6 +56,7 @@ impl Site {
             gem: (!file.is_empty()).then(|| gem_of(file)),
             count,
             memsize,
+            paths: None,
         }
     }
 }
@@ -95,6 +101,24 @@ impl SiteTable {
                     count,
                     memsize,
                 )
+            })
+            .collect()
+    }
+
+    /// Sites as report rows, each with its key.
+    pub fn rows_with_keys(&self, heap: &Heap) -> Vec<(SiteKey, Site)> {
+        self.sites
+            .iter()
+            .map(|(&(file, line, ty, class), &(count, memsize))| {
+                let site = Site::new(
+                    heap.files.get(file),
+                    line,
+                    heap.types.get(ty),
+                    heap.class_name(class),
+                    count,
+                    memsize,
+                );
+                ((file, line, ty, class), site)
             })
             .collect()
     }
@@ -193,11 +217,14 @@ pub fn sort_by_memsize(sites: &mut [Site]) {
 
 /// Sort sites by count (then memsize), most first, as `heapy diff` does.
 pub fn sort_by_count(sites: &mut [Site]) {
-    sites.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then(b.memsize.cmp(&a.memsize))
-            .then_with(|| a.location.cmp(&b.location))
-            .then_with(|| a.ty.cmp(&b.ty))
-    });
+    sites.sort_by(by_count);
+}
+
+/// The order of [`sort_by_count`].
+pub fn by_count(a: &Site, b: &Site) -> std::cmp::Ordering {
+    b.count
+        .cmp(&a.count)
+        .then(b.memsize.cmp(&a.memsize))
+        .then_with(|| a.location.cmp(&b.location))
+        .then_with(|| a.ty.cmp(&b.ty))
 }

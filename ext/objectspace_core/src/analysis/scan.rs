@@ -32,6 +32,11 @@ pub struct Record<'a> {
     /// dump's baseline, kept by the pipeline for its name only (not an object
     /// of the dump).
     pub before_baseline: bool,
+    /// The body of `"references":[...]` (between the brackets), still raw:
+    /// quoted addresses separated by commas.
+    pub references: Option<&'a [u8]>,
+    /// The category of a ROOT record (`"root":"vm"`), raw.
+    pub root: Option<&'a [u8]>,
 }
 
 /// Why a line is not a record, with the byte offset where scanning stopped.
@@ -276,6 +281,7 @@ enum Key {
     Flags,
     BeforeBaseline,
     Request,
+    Root,
     Other,
 }
 
@@ -296,6 +302,7 @@ fn key_of(key: &[u8]) -> Key {
         (5, Some(b'f')) => (Key::Flags, b"flags"),
         (15, Some(b'b')) => (Key::BeforeBaseline, b"before_baseline"),
         (7, Some(b'r')) => (Key::Request, b"request"),
+        (4, Some(b'r')) => (Key::Root, b"root"),
         _ => return Key::Other,
     };
     if eq_short(key, want) {
@@ -390,7 +397,10 @@ pub fn scan(line: &[u8]) -> Scan<Record<'_>> {
             Key::References if b.get(i) == Some(&b'[') => {
                 // Addresses only: no string here can hold a ']'.
                 match memchr(b']', &b[i..]) {
-                    Some(k) => i += k + 1,
+                    Some(k) => {
+                        rec.references = Some(&b[i + 1..i + k]);
+                        i += k + 1
+                    }
                     None => return err(b.len(), "unterminated array (record cut short?)"),
                 }
             }
@@ -406,6 +416,13 @@ pub fn scan(line: &[u8]) -> Scan<Record<'_>> {
                 rec.request = v.map(|v| v.min(u32::MAX as u64) as u32);
                 i = next;
             }
+            Key::Root => match read_string(b, i)? {
+                Some((s, _, next)) => {
+                    rec.root = Some(s);
+                    i = next;
+                }
+                None => i = skip_value(b, i)?,
+            },
             Key::BeforeBaseline => {
                 rec.before_baseline = b[i..].starts_with(b"true");
                 i = skip_value(b, i)?;
@@ -546,6 +563,8 @@ mod tests {
         let r = scan(br#"{"type":"ROOT", "root":"vm", "references":["0x1", "0x2"]}"#).unwrap();
         assert_eq!(r.ty, b"ROOT");
         assert_eq!(r.address, None);
+        assert_eq!(r.root, Some(&b"vm"[..]));
+        assert_eq!(r.references, Some(&br#""0x1", "0x2""#[..]));
         let r = scan(br#"{"address":"0x10", "type":"CLASS", "class":"0x8", "name":"Foo::Bar", "references":[], "memsize":544}"#).unwrap();
         assert!(!r.before_baseline);
         let c =

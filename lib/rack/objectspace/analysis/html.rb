@@ -49,6 +49,9 @@ module Rack
               .warn { color: #8a5a00; background: #fff7e0; padding: 6px 10px; border-radius: 4px; }
               .legend span { display: inline-block; margin-right: 14px; font-size: 12.5px; }
               .legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -1px; }
+              tr.held td { border-bottom: 1px solid #e4e4e4; font-size: 12.5px; color: #444; padding-top: 0; }
+              tr.held ul { margin: 4px 0; padding-left: 18px; } tr.held .holds { font-weight: 600; }
+              tr.held .path { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; overflow-wrap: anywhere; }
             </style></head>
             <body>
             #{body}
@@ -144,9 +147,28 @@ module Rack
                      "<td>#{h(s['class'] || '-')}</td>", "<td>#{h(s['gem'] || '-')}</td>",
                      %(<td class="loc">#{h(s['location'])}</td>)]
             cells += extra.map { |(_, fn)| "<td>#{fn.call(s)}</td>" }
-            "<tr>#{cells.join}</tr>"
+            "<tr>#{cells.join}</tr>#{held_by_row(s, head.size)}"
           end
           "<table><tr>#{head.map { |c| "<th>#{h(c)}</th>" }.join}</tr>#{rows.join("\n")}</table>"
+        end
+
+        # A row under a site with what holds its objects (its held_by paths).
+        def held_by_row(site, columns)
+          paths = site["held_by"]
+          return "" if paths.nil? || paths.empty?
+
+          items = paths.map do |path|
+            holder = path.find { |step| step["holds"] }
+            steps = path.map do |step|
+              label = h(Text.step_label(step))
+              step["holds"] ? "<b>#{label}</b>" : label
+            end
+            %(<li><span class="holds">#{Text.num(holder ? holder['holds'] : 0)} held by #{h(holder ? Text.holder_label(holder) : "-")}</span>) +
+              %(<div class="path">#{steps.join(' &rarr; ')}</div></li>)
+          end
+          intro = "What holds them: #{Text.num(site['held_by_sampled'])} object(s) traced, " \
+                  "shortest paths from a GC root in #{site['held_by_dump']}"
+          %(<tr class="held"><td></td><td colspan="#{columns - 1}">#{h(intro)}<ul>#{items.join}</ul></td></tr>)
         end
 
         def group_table(title, groups)

@@ -121,6 +121,7 @@ module Rack
           else
             out << table(%w[# objects memsize type class location], site_rows(r["sites"]), right: [0, 1, 2]) << "\n"
           end
+          out << held_by(r["sites"])
           out << groups(r, "by_gem", "By gem")
           out
         end
@@ -143,6 +144,7 @@ module Rack
             out << table(["#", "objects/req", "live", "memsize", "growth", "type", "class", "location", "allocated by"],
                          rows, right: [0, 1, 2, 3, 4]) << "\n"
           end
+          out << held_by(r["sites"])
           hidden = r["hidden_sites"].to_i
           if hidden.positive?
             out << "\n#{hidden} growing site(s) under the noise floor (< #{NOISE_PER_REQUEST} objects/request or " \
@@ -156,6 +158,54 @@ module Rack
           end
           out << "\n"
           out
+        end
+
+        # What holds each site's objects: its held_by paths, most objects first.
+        def held_by(sites)
+          traced = sites.each_with_index.select { |s, _| s["held_by"] && !s["held_by"].empty? }
+          return "" if traced.empty?
+
+          out = +"\nWhat holds them (shortest paths from a GC root, in #{traced.first.first['held_by_dump']})\n"
+          traced.each do |s, i|
+            out << "\n  ##{i + 1} #{s['location']} #{s['type']}: #{num(s['held_by_sampled'])} object(s) traced\n"
+            s["held_by"].each do |path|
+              holder = path.find { |step| step["holds"] }
+              out << "    #{num(holder ? holder['holds'] : 0)} held by #{holder_label(holder)}\n" if holder
+              out << "      #{path.map { |step| step_label(step) }.join(' -> ')}\n"
+            end
+          end
+          if traced.any? { |s, _| s["held_by"].any? { |path| path.first["outside_dump"] } }
+            out << "\n  Paths from \"outside the dump\" start at objects nothing in the dump refers to: a retained dump\n" \
+                   "  lacks the older objects that hold them. Take a full dump (dump: :full) for paths from the roots.\n"
+          end
+          out
+        end
+
+        # One step of a path: "root (vm)", "Audit (MODULE)", "Array 0x7f.. (app/a.rb:3, 88 B)".
+        def step_label(step)
+          case step["type"]
+          when "ROOT" then "root (#{step['name']})"
+          when "OUTSIDE" then "(#{step['name']})"
+          when "ELIDED" then "... #{num(step['elided'])} steps ..."
+          else
+            return "#{step['name'] || 'anonymous'} (#{step['type']})" if %w[CLASS MODULE].include?(step["type"])
+
+            where = step["file"] ? "#{step['file']}:#{step['line']}, " : ""
+            "#{kind(step)} #{step['address']} (#{where}#{bytes(step['memsize'])})"
+          end
+        end
+
+        # The holder of a path, without its address: "Audit (MODULE)", "Array at app/a.rb:3", "root (vm)".
+        def holder_label(step)
+          return step_label(step) unless step["address"]
+          return step_label(step) if %w[CLASS MODULE].include?(step["type"])
+
+          "#{kind(step)} at #{step['file']}:#{step['line']}"
+        end
+
+        # An object's class name, or its type for internal objects (IMEMO, ICLASS) and unnamed classes.
+        def kind(step)
+          %w[IMEMO ICLASS].include?(step["type"]) ? step["type"] : (step["class"] || step["type"])
         end
 
         def ls(r)
