@@ -137,7 +137,9 @@ impl Heap {
         };
         heap.objects
             .reserve((stored / per_object).min(1 << 26) as usize);
-        let mut last_ty: Vec<u8> = Vec::new();
+        // The last type outside KNOWN_TYPES and its id: such records come in
+        // runs (MATCH, MATCH, ...) with known types between them.
+        let mut last_ty: (Vec<u8>, u32) = (Vec::new(), 0);
         let stats = read_records(input, progress, |rec: &Record, _line| {
             heap.add(rec, &mut last_ty);
         })?;
@@ -146,7 +148,7 @@ impl Heap {
     }
 
     #[inline]
-    fn add(&mut self, rec: &Record, last_raw: &mut Vec<u8>) {
+    fn add(&mut self, rec: &Record, last_ty: &mut (Vec<u8>, u32)) {
         let ty = rec.ty;
         if ty == b"ROOT" {
             self.roots += 1;
@@ -175,13 +177,13 @@ impl Heap {
         }
         let ty_id = match known_type(ty) {
             Some(id) => id,
-            None if !last_raw.is_empty() && last_raw.as_slice() == ty => {
-                self.objects.last().map(|o| o.ty as u32).unwrap_or(0)
-            }
+            None if !last_ty.0.is_empty() && last_ty.0.as_slice() == ty => last_ty.1,
             None => {
-                last_raw.clear();
-                last_raw.extend_from_slice(ty);
-                self.types.intern(ty, false)
+                let id = self.types.intern(ty, false);
+                last_ty.0.clear();
+                last_ty.0.extend_from_slice(ty);
+                last_ty.1 = id;
+                id
             }
         };
         let (file, line) = match rec.file {
