@@ -37,7 +37,9 @@ fn diff(dir: &Path, dumps: [&[String]; 3]) -> u64 {
         Input::Local(write(dir, "2.jsonl", b)),
         Input::Local(write(dir, "3.jsonl", c)),
     );
-    analysis::diff([&a, &b, &c], &no_progress, 0).unwrap().objects
+    analysis::diff([&a, &b, &c], &no_progress, 0)
+        .unwrap()
+        .objects
 }
 
 #[test]

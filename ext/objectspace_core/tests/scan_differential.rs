@@ -321,7 +321,11 @@ fn expected_hex(v: &Value, key: &str) -> Option<u64> {
 fn text_of(raw: Option<&[u8]>, escaped: bool) -> Option<String> {
     raw.map(|r| {
         let (s, lossy) = unescape_lossy(r, escaped);
-        assert!(!lossy, "valid JSON read lossily: {:?}", String::from_utf8_lossy(r));
+        assert!(
+            !lossy,
+            "valid JSON read lossily: {:?}",
+            String::from_utf8_lossy(r)
+        );
         s
     })
 }
@@ -378,7 +382,16 @@ proptest! {
 
 #[test]
 fn hex_parsing_agrees_with_the_standard_library() {
-    for s in ["0x0", "0x7f45405e80a8", "0xFFFFFFFFFFFFFFFF", "1f", "0x", "", "0xg", "0x10000000000000000"] {
+    for s in [
+        "0x0",
+        "0x7f45405e80a8",
+        "0xFFFFFFFFFFFFFFFF",
+        "1f",
+        "0x",
+        "",
+        "0xg",
+        "0x10000000000000000",
+    ] {
         let digits = s.strip_prefix("0x").unwrap_or(s);
         let want = (!digits.is_empty() && digits.len() <= 16)
             .then(|| u64::from_str_radix(digits, 16).ok())
