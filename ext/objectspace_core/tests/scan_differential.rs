@@ -61,7 +61,7 @@ fn write_str(out: &mut String, s: &str, seed: u64) {
         } else {
             let mut units = [0u16; 2];
             for u in ch.encode_utf16(&mut units) {
-                if c.next() % 2 == 0 {
+                if c.next().is_multiple_of(2) {
                     out.push_str(&format!("\\u{:04x}", u));
                 } else {
                     out.push_str(&format!("\\u{:04X}", u));
@@ -74,7 +74,7 @@ fn write_str(out: &mut String, s: &str, seed: u64) {
 
 /// JSON whitespace: usually none, sometimes a mix of the four kinds.
 fn ws(out: &mut String, c: &mut Choices) {
-    if c.next() % 4 == 0 {
+    if c.next().is_multiple_of(4) {
         for _ in 0..(c.next() % 3 + 1) {
             out.push([' ', '\t', '\n', '\r'][(c.next() % 4) as usize]);
         }
@@ -127,7 +127,7 @@ fn write_pairs(out: &mut String, pairs: &[(String, J)], c: &mut Choices, record:
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push(',');
-            if c.next() % 3 != 0 {
+            if !c.next().is_multiple_of(3) {
                 out.push(' ');
             } else {
                 ws(out, c);
