@@ -603,9 +603,30 @@ mod tests {
 
     #[test]
     fn dropping_an_unused_pipeline_ends_its_thread() {
-        let p = memory_pipeline(true, 1);
-        let thread = std::thread::spawn(move || drop(p));
-        thread.join().unwrap();
+        use std::time::Duration;
+        let mut p = memory_pipeline(true, 1);
+        // Watch the reader through its handle; dropping the pipeline only
+        // closes the write end, which must be enough for the reader to end.
+        let reader = p.thread.take().expect("a reader thread");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !reader.is_finished(),
+            "the reader waits for the dump while the pipeline lives"
+        );
+        drop(p);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !reader.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the reader thread still runs 10 s after the pipeline was dropped"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let finished = reader
+            .join()
+            .expect("the reader does not panic")
+            .expect("an empty dump reads as an empty dump");
+        assert_eq!((finished.summary.lines, finished.summary.objects()), (0, 0));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use rustc_hash::FxHashMap;
 
-use super::heap::{Heap, Obj};
+use super::heap::{Heap, Obj, NO_GENERATION};
 use super::paths::{Graph, MAX_SITES};
 use super::report::{by_count, Groups, Site, SiteKey, SiteTable};
 use super::source::{Input, Progress};
@@ -124,10 +124,17 @@ impl<'a> Cursor<'a> {
 }
 
 /// Two records at one address are the same object when the type matches,
-/// and file:line too when both have allocation info.
+/// and file:line and generation too when both have allocation info (a slot
+/// reused by the same line on a later request differs only in generation).
 #[inline]
 fn same_object(h: &Heap, o: &Obj, other: &Heap, p: &Obj) -> bool {
     if h.types.get(o.ty as u32) != other.types.get(p.ty as u32) {
+        return false;
+    }
+    if o.generation != NO_GENERATION
+        && p.generation != NO_GENERATION
+        && o.generation != p.generation
+    {
         return false;
     }
     if o.file != 0 && p.file != 0 {

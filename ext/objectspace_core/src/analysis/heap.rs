@@ -155,7 +155,9 @@ impl Heap {
         };
         heap.objects
             .reserve((stored / per_object).min(1 << 26) as usize);
-        let mut last_ty: Vec<u8> = Vec::new();
+        // The last type outside KNOWN_TYPES and its id: such records come in
+        // runs (MATCH, MATCH, ...) with known types between them.
+        let mut last_ty: (Vec<u8>, u32) = (Vec::new(), 0);
         let stats = read_records(input, progress, |rec: &Record, _line| {
             heap.add(rec, &mut last_ty);
         })?;
@@ -164,7 +166,7 @@ impl Heap {
     }
 
     #[inline]
-    fn add(&mut self, rec: &Record, last_raw: &mut Vec<u8>) {
+    fn add(&mut self, rec: &Record, last_ty: &mut (Vec<u8>, u32)) {
         let ty = rec.ty;
         if ty == b"ROOT" {
             self.roots += 1;
@@ -196,13 +198,13 @@ impl Heap {
         }
         let ty_id = match known_type(ty) {
             Some(id) => id,
-            None if !last_raw.is_empty() && last_raw.as_slice() == ty => {
-                self.objects.last().map(|o| o.ty as u32).unwrap_or(0)
-            }
+            None if !last_ty.0.is_empty() && last_ty.0.as_slice() == ty => last_ty.1,
             None => {
-                last_raw.clear();
-                last_raw.extend_from_slice(ty);
-                self.types.intern(ty, false)
+                let id = self.types.intern(ty, false);
+                last_ty.0.clear();
+                last_ty.0.extend_from_slice(ty);
+                last_ty.1 = id;
+                id
             }
         };
         let (file, line) = match rec.file {
@@ -273,13 +275,27 @@ pub fn gem_of(file: &str) -> String {
     if file.starts_with("<internal:") {
         return "ruby".to_string();
     }
-    if let Some(at) = file.rfind("/gems/") {
+    // The first `gems/NAME-VERSION/` folder names the gem, so that a `gems/`
+    // folder inside a gem (`.../gems/foo-1.0/lib/foo/gems/bar.rb`) does not;
+    // failing that, the last `gems/DIR/` (a gem folder without a version).
+    let mut unversioned = None;
+    for (at, _) in file.match_indices("/gems/") {
         let rest = &file[at + "/gems/".len()..];
-        let dir = rest.split('/').next().unwrap_or(rest);
-        // Not the `gems/3.1.0/` version folder itself.
-        if rest.contains('/') && !dir.is_empty() && !dir.starts_with(|c: char| c.is_ascii_digit()) {
-            return strip_version(dir).to_string();
+        let Some((dir, _)) = rest.split_once('/') else {
+            continue;
+        };
+        // Not the `gems/3.4.0/` version folder itself.
+        if dir.is_empty() || dir.starts_with(|c: char| c.is_ascii_digit()) {
+            continue;
         }
+        let name = strip_version(dir);
+        if name.len() < dir.len() {
+            return name.to_string();
+        }
+        unversioned = Some(name);
+    }
+    if let Some(name) = unversioned {
+        return name.to_string();
     }
     for marker in ["/vendor_ruby/", "/site_ruby/"] {
         if let Some(at) = file.find(marker) {
@@ -374,5 +390,73 @@ mod tests {
             gem_of("/g/gems/active-record-ext-2.0/lib/n.rb"),
             "active-record-ext"
         );
+    }
+
+    /// The paths of the real Ruby 3.2, 3.3, 3.4 and 4.0 dumps under
+    /// spec/fixtures/rubies (a source build's layout: /usr/local/lib/ruby/...),
+    /// and of Debian's Ruby 3.1, name the same gems on every version.
+    #[test]
+    fn gems_are_named_the_same_on_every_ruby_version() {
+        for abi in ["3.1.0", "3.2.0", "3.3.0", "3.4.0", "4.0.0", "3.5.0+1"] {
+            for (path, gem) in [
+                ("/usr/local/lib/ruby/{abi}/shellwords.rb", "ruby"),
+                ("/usr/local/lib/ruby/{abi}/objspace.rb", "ruby"),
+                ("/usr/local/lib/ruby/{abi}/rubygems/specification.rb", "ruby"),
+                ("/usr/local/lib/ruby/{abi}/bundler/runtime.rb", "ruby"),
+                ("/usr/local/lib/ruby/{abi}/x86_64-linux/etc.so", "ruby"),
+                ("/usr/lib/ruby/{abi}/set.rb", "ruby"),
+                (
+                    "/usr/local/lib/ruby/gems/{abi}/gems/matrix-0.4.2/lib/matrix.rb",
+                    "matrix",
+                ),
+                (
+                    "/usr/local/lib/ruby/gems/{abi}/gems/net-http-0.9.1/lib/net/http.rb",
+                    "net-http",
+                ),
+                (
+                    "/usr/local/lib/ruby/gems/{abi}/gems/nokogiri-1.18.0-x86_64-linux-gnu/lib/nokogiri.rb",
+                    "nokogiri",
+                ),
+                (
+                    "/usr/local/lib/ruby/gems/{abi}/bundler/gems/rails-0123abcd4567/lib/rails.rb",
+                    "rails",
+                ),
+                (
+                    "/app/vendor/bundle/ruby/{abi}/gems/rack-3.1.8/lib/rack/builder.rb",
+                    "rack",
+                ),
+                ("/home/u/.gem/ruby/{abi}/gems/puma-6.5.0/lib/puma.rb", "puma"),
+                ("/usr/local/lib/ruby/site_ruby/{abi}/local_patch.rb", "local_patch"),
+                ("/usr/local/lib/ruby/vendor_ruby/{abi}/vendored.rb", "vendored"),
+            ] {
+                let path = path.replace("{abi}", abi);
+                assert_eq!(gem_of(&path), gem, "{path}");
+            }
+        }
+        for internal in [
+            "<internal:kernel>",
+            "<internal:numeric>",
+            "<internal:dir>",
+            "<internal:pack>",
+        ] {
+            assert_eq!(gem_of(internal), "ruby");
+        }
+        assert_eq!(gem_of("/bundle/gems/logger-1.7.0/lib/logger.rb"), "logger");
+        assert_eq!(gem_of("-e"), "app");
+        assert_eq!(gem_of(""), "no allocation info");
+    }
+
+    #[test]
+    fn a_gems_folder_inside_a_gem_does_not_rename_it() {
+        assert_eq!(
+            gem_of("/usr/local/lib/ruby/gems/3.4.0/gems/foo-1.0/lib/foo/gems/bar.rb"),
+            "foo"
+        );
+        assert_eq!(
+            gem_of("/usr/local/lib/ruby/gems/3.4.0/gems/foo-1.0/lib/gems/bar/baz.rb"),
+            "foo"
+        );
+        // A gem folder without a version (a path: gem) is still a gem.
+        assert_eq!(gem_of("/srv/gems/inhouse/lib/inhouse.rb"), "inhouse");
     }
 }

@@ -9,7 +9,7 @@
 //! kept as raw bytes; invalid escapes and invalid UTF-8 only matter when a
 //! string is turned into text (see [`unescape_lossy`]), which is lossy.
 
-use memchr::{memchr, memchr2};
+use memchr::{memchr, memchr2, memrchr};
 
 /// The fields of one record that the analyses use. Strings are raw JSON bytes
 /// (still escaped when `*_escaped` is set).
@@ -171,6 +171,68 @@ fn skip_nested(b: &[u8], i: usize) -> Scan<usize> {
         j += 1;
     }
     err(b.len(), "unterminated array or object (record cut short?)")
+}
+
+/// True when `seg`, the bytes of an array from after its `[` to its first
+/// `]`, shows that `]` ends the array: no nested array or escape before it
+/// (an object before it ends in `}`, not in a string),
+/// and it follows a whole string of address characters (`"0x7f..."`) that
+/// itself follows the `[` or a separator, so it is not inside a string.
+/// Anything else (other JSON writers) is skipped the slow way.
+#[inline]
+fn closes_addresses(seg: &[u8]) -> bool {
+    if seg.iter().all(|c| c.is_ascii_whitespace()) {
+        return true;
+    }
+    let Some((&b'"', body)) = seg.split_last() else {
+        return false;
+    };
+    let Some(open) = memrchr(b'"', body) else {
+        return false;
+    };
+    body[open + 1..].iter().all(u8::is_ascii_alphanumeric)
+        && (open == 0 || matches!(body[open - 1], b' ' | b',' | b'\t' | b'\n' | b'\r'))
+        && memchr2(b'[', b'\\', &body[..open]).is_none()
+}
+
+/// Skip the rest of dump_all's `flags` object (`"old":true, "age":3`), from
+/// just after its `{`: the index after its `}`, or `None` when a value is not
+/// a boolean or a plain number (the caller then skips it as any value).
+#[inline]
+fn skip_flags(b: &[u8], mut i: usize) -> Scan<Option<usize>> {
+    if b.get(i) == Some(&b'}') {
+        return Ok(Some(i + 1));
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return Ok(None);
+        }
+        i = string_end(b, i + 1)?.0 + 1;
+        if b.get(i) != Some(&b':') {
+            return Ok(None);
+        }
+        i += 1;
+        match b.get(i) {
+            Some(b't') if b[i..].starts_with(b"true") => i += 4,
+            Some(b'f') if b[i..].starts_with(b"false") => i += 5,
+            Some(c) if c.is_ascii_digit() => {
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            _ => return Ok(None),
+        }
+        match b.get(i) {
+            Some(b',') => {
+                i += 1;
+                if b.get(i) == Some(&b' ') {
+                    i += 1;
+                }
+            }
+            Some(b'}') => return Ok(Some(i + 1)),
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// Read a string value at `i` (which must hold `"`): (content, escaped, index after).
@@ -346,11 +408,17 @@ pub fn scan(line: &[u8]) -> Scan<Record<'_>> {
         i = skip_ws(b, i + 1);
         match key_of(key) {
             Key::Address | Key::Class => match read_string(b, i)? {
-                Some((s, _, next)) => {
-                    if key.len() == 7 {
-                        rec.address = parse_hex(s);
+                Some((s, escaped, next)) => {
+                    // dump_all never escapes an address; JSON allows it.
+                    let v = if escaped {
+                        parse_hex(unescape_lossy(s, true).0.as_bytes())
                     } else {
-                        rec.class = parse_hex(s);
+                        parse_hex(s)
+                    };
+                    if key.len() == 7 {
+                        rec.address = v;
+                    } else {
+                        rec.class = v;
                     }
                     i = next;
                 }
@@ -395,21 +463,23 @@ pub fn scan(line: &[u8]) -> Scan<Record<'_>> {
                 i = next;
             }
             Key::References if b.get(i) == Some(&b'[') => {
-                // Addresses only: no string here can hold a ']'.
-                match memchr(b']', &b[i..]) {
-                    Some(k) => {
-                        rec.references = Some(&b[i + 1..i + k]);
-                        i += k + 1
+                // dump_all writes addresses only, so the first ']' ends the
+                // array, unless something before it could hide one (then the
+                // record is skipped exactly, and its references not kept).
+                match memchr(b']', &b[i + 1..]) {
+                    Some(k) if closes_addresses(&b[i + 1..i + 1 + k]) => {
+                        rec.references = Some(&b[i + 1..i + 1 + k]);
+                        i += k + 2
                     }
-                    None => return err(b.len(), "unterminated array (record cut short?)"),
+                    _ => i = skip_value(b, i)?,
                 }
             }
             Key::Flags if b.get(i) == Some(&b'{') => {
-                // {"wb_protected":true, "old":true, ...}: booleans only.
-                match memchr2(b'{', b'}', &b[i + 1..]) {
-                    Some(k) if b[i + 1 + k] == b'}' => i += k + 2,
-                    _ => i = skip_value(b, i)?,
-                }
+                // {"wb_protected":true, "old":true, "age":3, ...}: no nesting.
+                i = match skip_flags(b, i + 1)? {
+                    Some(next) => next,
+                    None => skip_value(b, i)?,
+                };
             }
             Key::Request => {
                 let (v, next) = read_uint(b, i)?;
@@ -584,6 +654,30 @@ mod tests {
         let r = scan(br#"{"address":"0x10", "type":"SHAPE", "shape_id":3, "x":[{"a":[1,2,{"b":"]}"}]}], "y":null, "z":-1.5e3, "memsize":8}"#).unwrap();
         assert_eq!(r.ty, b"SHAPE");
         assert_eq!(r.memsize, 8);
+    }
+
+    /// Cases the differential test against serde_json found: `references` and
+    /// `flags` that are not dump_all's flat lists, and escaped addresses.
+    #[test]
+    fn nesting_and_escapes_that_dump_all_never_writes_still_read() {
+        for line in [
+            &br#"{"references":[[]], "memsize":7}"#[..],
+            br#"{"references":[["0x1"], "0x2"], "memsize":7}"#,
+            br#"{"references":[["x", "a"]], "memsize":7}"#,
+            br#"{"references":["x", "]"], "memsize":7}"#,
+            br#"{"references":["a\"]", "b"], "memsize":7}"#,
+            br#"{"references":[{"k":"]"}], "memsize":7}"#,
+            br#"{"flags":{"a":"}"}, "memsize":7}"#,
+            br#"{"flags":{"a":{"b":1}}, "memsize":7}"#,
+            br#"{"flags":{"old":true, "age":3, "object_id":8}, "memsize":7}"#,
+            br#"{"references":[ ], "flags":{}, "memsize":7}"#,
+        ] {
+            let r =
+                scan(line).unwrap_or_else(|e| panic!("{e:?}: {}", String::from_utf8_lossy(line)));
+            assert_eq!(r.memsize, 7, "{}", String::from_utf8_lossy(line));
+        }
+        let r = scan(br#"{"address":"0x1\u0030", "class":"\u00300x8"}"#).unwrap();
+        assert_eq!((r.address, r.class), (Some(0x10), None));
     }
 
     #[test]
