@@ -4,6 +4,7 @@
 
 mod analysis;
 mod capture;
+mod census;
 mod errors;
 mod nogvl;
 mod tracer;
@@ -18,5 +19,6 @@ fn init(ruby: &Ruby) -> Result<(), magnus::Error> {
     capture::init(ruby, native)?;
     analysis::init(ruby, native)?;
     tracer::init(ruby, native)?;
+    census::init(ruby, native)?;
     Ok(())
 }
