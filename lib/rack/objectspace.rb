@@ -10,6 +10,7 @@ require_relative "objectspace/native"
 require_relative "objectspace/config"
 require_relative "objectspace/log"
 require_relative "objectspace/dumper"
+require_relative "objectspace/census"
 
 module Rack
   # Rack middleware that dumps the Ruby heap after requests and stores the dumps,
@@ -39,15 +40,16 @@ module Rack
     # @param flush_timeout [Numeric] seconds given to pending dumps at exit
     # @param logger [Logger, nil] defaults to Rails.logger, env["rack.logger"], $stderr
     # @param layout [:dump, :object] for []= stores: one value per dump, or one per object
+    # @param census [Boolean] live objects per allocation site at every request (on with the native tracer)
     # @raise [ArgumentError] for any bad option, naming it, the value and what is accepted
     def initialize(app, store: nil, mode: nil, dump: nil, every: Config::NOT_GIVEN, gc: nil, redact: nil, trace: nil,
                    gzip_level: nil, filter: nil, paths: nil, token: nil, token_header: nil, max_children: nil,
-                   queue_size: nil, flush_timeout: nil, logger: nil, layout: nil)
+                   queue_size: nil, flush_timeout: nil, logger: nil, layout: nil, census: nil)
       @app = app
       @config = Config.new(store: store, mode: mode, dump: dump, every: every, gc: gc, redact: redact, trace: trace,
                            gzip_level: gzip_level, filter: filter, paths: paths, token: token,
                            token_header: token_header, max_children: max_children, queue_size: queue_size,
-                           flush_timeout: flush_timeout, logger: logger, layout: layout)
+                           flush_timeout: flush_timeout, logger: logger, layout: layout, census: census)
       @log = Log.new(@config.logger)
       @dumper = Dumper.new(@config, @log)
       @requests = 0
@@ -61,6 +63,8 @@ module Rack
       dumper = @dumper
       timeout = @config.flush_timeout
       at_exit { dumper.shutdown(timeout) }
+      census = @census = (Census.new(@config, @log, @dumper) if @config.census)
+      at_exit { census.shutdown(timeout) } if census
     end
 
     # @return [Config] the validated options
@@ -68,6 +72,7 @@ module Rack
 
     def call(env)
       watch_compaction if @compactions
+      @census&.request(env)
       return @app.call(env) unless dump?(env)
 
       request = {
@@ -90,15 +95,21 @@ module Rack
     # reaped), or `timeout` seconds pass.
     # @return [Hash] #stats
     def flush(timeout = 30)
-      @dumper.flush(timeout)
+      @census&.flush(timeout)
+      with_census(@dumper.flush(timeout))
     end
 
     # @return [Hash] counts for this process: :dumped, :stored, :failed, :dropped, :pending
+    #   (dumps), and :census (Census#stats) when the census is on
     def stats
-      @dumper.stats
+      with_census(@dumper.stats)
     end
 
     private
+
+    def with_census(stats)
+      @census ? stats.merge(census: @census.stats) : stats
+    end
 
     # GC.compact moves objects without a NEWOBJ event, so the native site table
     # would give moved objects the site of whatever lived at their new address

@@ -234,7 +234,7 @@ fn flush_writer(timeout: f64) -> bool {
     })
 }
 
-/// `Census.writer_stats`: `{stored:, failed:, dropped:, pending:, errors: [...]}` of the
+/// `Census.writer_stats`: `{stored:, failed:, dropped:, pending:}` of the
 /// census writer, or nil when this process has none.
 fn writer_stats(ruby: &Ruby) -> RbResult<Option<RHash>> {
     let guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
@@ -254,8 +254,16 @@ fn writer_stats(ruby: &Ruby) -> RbResult<Option<RHash>> {
     ] {
         hash.aset(ruby.to_symbol(name), value)?;
     }
-    hash.aset(ruby.to_symbol("errors"), w.take_errors())?;
     Ok(Some(hash))
+}
+
+/// `Census.writer_errors`: the census writer's failure messages since the last call.
+fn writer_errors() -> Vec<String> {
+    let guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    match &*guard {
+        Some((pid, _, w)) if *pid == std::process::id() => w.take_errors(),
+        _ => Vec::new(),
+    }
 }
 
 /// `Census.stats`: `{requests:, points:, dropped:, pending:, batches:}`.
@@ -286,6 +294,7 @@ pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
     m.define_module_function("submit_batch", function!(submit_batch, 4))?;
     m.define_module_function("flush_writer", function!(flush_writer, 1))?;
     m.define_module_function("writer_stats", function!(writer_stats, 0))?;
+    m.define_module_function("writer_errors", function!(writer_errors, 0))?;
     m.define_module_function("stats", function!(stats, 0))?;
     m.const_set("MAX_PENDING_POINTS", census::MAX_PENDING_POINTS)?;
     Ok(())

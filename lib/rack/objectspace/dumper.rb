@@ -359,11 +359,37 @@ module Rack
         drop("queue_full", limit: @config.queue_size) if full
       end
 
+      public
+
+      # Queue one value for a `[]=` store on the same thread and bound as
+      # dumps (census batches). Returns false, queueing nothing, when full;
+      # otherwise `done` is later called on that thread with nil or the error.
+      def enqueue_value(key, value, &done)
+        state do |s|
+          s.queue ||= Queue.new
+          s.queue_thread = Thread.new { drain_queue(s) } unless s.queue_thread&.alive?
+          next false if s.queued >= @config.queue_size
+
+          s.queued += 1
+          s.queue << [:value, key, value, done]
+          true
+        end
+      end
+
+      private
+
+      def write_value(key, value, done)
+        @config.store[key] = value
+        done&.call(nil)
+      rescue StandardError => e
+        done&.call(e)
+      end
+
       def drain_queue(state)
         loop do
           job = state.queue.pop
           begin
-            write_ruby_store(*job)
+            job.first == :value ? write_value(*job.drop(1)) : write_ruby_store(*job)
           ensure
             @lock.synchronize do
               state.queued -= 1
