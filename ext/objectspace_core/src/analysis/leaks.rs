@@ -111,7 +111,7 @@ pub struct Session {
 }
 
 fn dump_stem(key: &str) -> Option<&str> {
-    if key.ends_with(META_SUFFIX) {
+    if key.ends_with(META_SUFFIX) || crate::keys::parse_census_key(key).is_some() {
         return None;
     }
     DUMP_SUFFIXES.iter().find_map(|s| key.strip_suffix(s))
@@ -447,6 +447,10 @@ pub fn leaks(
     top: usize,
     threads: usize,
 ) -> Result<Leaks, AnalysisError> {
+    // The census, when the session has one, covers every request: it wins.
+    if let Some(found) = super::census::leaks(source, top)? {
+        return Ok(found);
+    }
     let session = Session::open(source)?;
     let mut warnings = Vec::new();
     if session.entries.is_empty() {
