@@ -15,11 +15,12 @@
 //!
 //! The census: [`SiteTable::record_object`] (NEWOBJ) counts an object in at
 //! its site, [`SiteTable::free`] (FREEOBJ) counts it out, and
-//! [`SiteTable::end_sweep`] (GC_END_SWEEP) copies every site's live count into
-//! its `at_gc` count and marks the sites whose count changed. So `at_gc` is the
-//! live count as the last finished sweep left it: every object the GC found
-//! dead is out, and objects allocated since that GC began are in (whether
-//! they are garbage yet or not). Without the FREEOBJ hook (census off) a freed
+//! [`SiteTable::end_sweep`] (GC_END_SWEEP) sets every site's `at_gc` count to
+//! its live count less the objects allocated since that GC began
+//! ([`SiteTable::gc_start`], GC_START), and marks the sites whose count
+//! changed. So `at_gc` is exact for the last finished GC: the objects that
+//! were alive when it began and that it did not free. (A minor GC frees only
+//! young objects: old garbage stays counted until a major GC.) Without the FREEOBJ hook (census off) a freed
 //! slot keeps its stale entry until it is reused; stale entries are never read
 //! by the dump pipeline, which only asks about live objects.
 //!
@@ -90,6 +91,9 @@ struct SiteInfo {
     /// Class name, when a heap walk found one (T_OBJECT, T_DATA, T_STRUCT).
     class: Option<Box<str>>,
     dirty: bool,
+    /// Objects recorded here since the GC of `epoch` began.
+    young: u64,
+    epoch: u32,
 }
 
 /// Where and when one object was allocated.
@@ -136,6 +140,10 @@ pub struct SiteTable {
     dirty: Vec<u32>,
     /// Request sequence number given to new objects.
     request: u32,
+    /// GCs begun (GC_START), to tell objects allocated during a GC.
+    epoch: u32,
+    /// Between GC_START and the end of its sweep.
+    in_gc: bool,
     recorded: u64,
     freed: u64,
     unrecorded: u64,
@@ -297,7 +305,13 @@ impl SiteTable {
             let s = &mut self.sites[(old - 1) as usize];
             s.live = s.live.saturating_sub(1);
         }
-        self.sites[(site - 1) as usize].live += 1;
+        let s = &mut self.sites[(site - 1) as usize];
+        s.live += 1;
+        if s.epoch != self.epoch {
+            s.epoch = self.epoch;
+            s.young = 0;
+        }
+        s.young += 1;
         self.recorded += 1;
     }
 
@@ -321,19 +335,37 @@ impl SiteTable {
         }
     }
 
+    /// A GC begins (GC_START): objects allocated from now until its sweep
+    /// ends are left out of its count.
+    pub fn gc_start(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.in_gc = true;
+    }
+
     /// The end of a sweep (GC_END_SWEEP): every site's `at_gc` count becomes
-    /// its live count; sites whose count changed are marked for the next
-    /// census point. O(sites); allocates only to grow the list of changes.
+    /// its live count less the objects allocated since the GC began (those
+    /// the GC did not judge: lazy sweeping lets the app allocate meanwhile),
+    /// so it counts exactly the objects alive at the GC's start that
+    /// survived it. Sites whose count changed are marked for the next census
+    /// point. O(sites); allocates only to grow the list of changes.
     pub fn end_sweep(&mut self, gc_count: u64) {
+        let epoch = self.epoch;
         for (i, s) in self.sites.iter_mut().enumerate() {
-            if s.at_gc != s.live {
-                s.at_gc = s.live;
+            let young = if self.in_gc && s.epoch == epoch {
+                s.young
+            } else {
+                0
+            };
+            let survivors = s.live.saturating_sub(young);
+            if s.at_gc != survivors {
+                s.at_gc = survivors;
                 if !s.dirty {
                     s.dirty = true;
                     self.dirty.push(i as u32 + 1);
                 }
             }
         }
+        self.in_gc = false;
         self.sweeps += 1;
         self.swept_gc = gc_count;
     }
@@ -686,6 +718,23 @@ mod tests {
         assert_eq!(t.site_name(2).unwrap().file_json.as_deref(), Some("a.rb"));
         assert_eq!(t.stats().freed, 4);
         assert_eq!(t.stats().sweeps, 1 + 1);
+    }
+
+    #[test]
+    fn objects_allocated_during_a_gc_wait_for_the_next() {
+        let mut t = SiteTable::default();
+        t.record_object(0x28, None, 0, 5, 1);
+        t.gc_start();
+        t.record_object(0x50, None, 0, 5, 1); // during lazy sweep
+        t.end_sweep(1);
+        let mut changes = Vec::new();
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 1, 40)]);
+        t.gc_start();
+        t.end_sweep(2);
+        changes.clear();
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 2, 80)]);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! objects allocated since a generation (`dump: :retained`).
 //!
 //! With the census on (`Native::Census.enable`), a second internal hook counts
-//! freed objects out (FREEOBJ) and closes the census's books at the end of
-//! each sweep (GC_END_SWEEP). Both run inside the GC: no allocation, no Ruby.
+//! freed objects out (FREEOBJ), notes when a GC begins (GC_START) and closes
+//! the census's books at the end of each sweep (GC_END_SWEEP). Both run inside the GC: no allocation, no Ruby.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -69,9 +69,12 @@ extern "C" fn on_free_or_sweep(tpval: VALUE, _data: *mut c_void) {
     // the object of a FREEOBJ event is only used as a number.
     unsafe {
         let arg = rb_tracearg_from_tracepoint(tpval);
-        if rb_tracearg_event_flag(arg) & rb_sys::RUBY_INTERNAL_EVENT_FREEOBJ != 0 {
+        let event = rb_tracearg_event_flag(arg);
+        if event & rb_sys::RUBY_INTERNAL_EVENT_FREEOBJ != 0 {
             let object = rb_tracearg_object(arg);
             sites::global().lock().free(object as u64);
+        } else if event & rb_sys::RUBY_INTERNAL_EVENT_GC_START != 0 {
+            sites::global().lock().gc_start();
         } else {
             let gc = rb_gc_count() as u64;
             sites::global().lock().end_sweep(gc);
@@ -105,7 +108,9 @@ fn tracepoint() -> VALUE {
 fn free_tracepoint() -> VALUE {
     make_tracepoint(
         &FREE_TRACEPOINT,
-        rb_sys::RUBY_INTERNAL_EVENT_FREEOBJ | rb_sys::RUBY_INTERNAL_EVENT_GC_END_SWEEP,
+        rb_sys::RUBY_INTERNAL_EVENT_FREEOBJ
+            | rb_sys::RUBY_INTERNAL_EVENT_GC_START
+            | rb_sys::RUBY_INTERNAL_EVENT_GC_END_SWEEP,
         on_free_or_sweep,
     )
 }
