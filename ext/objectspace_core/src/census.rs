@@ -14,7 +14,7 @@
 //! A background thread turns the buffer into a batch ([`Census::take_batch`]):
 //! one gzipped JSON-lines object, self-contained (it names its sites and starts
 //! from the state before its first point), stored under
-//! `<host>/<pid>/census-<seq>.jsonl.gz` (see [`crate::keys::census_key`]):
+//! `<host>/<pid>/census-<seq>.ndjson.gz` (see [`crate::keys::census_key`]):
 //!
 //! ```text
 //! {"census":1,"host":"web-1","pid":42,"seq":3,"points":2,"sites":2}
@@ -373,7 +373,7 @@ mod tests {
             c.begin_request(&mut t, "POST", "/b", 1, 102);
         }
         let batch = Census::take_batch(&census, &table, "web 1", 42).unwrap();
-        assert_eq!(batch.key, "web_1/42/census-000001.jsonl.gz");
+        assert_eq!(batch.key, "web_1/42/census-000001.ndjson.gz");
         assert_eq!(batch.points, 3);
         let l = lines(&batch);
         assert_eq!(l[0]["census"], 1);

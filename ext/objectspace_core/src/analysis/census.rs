@@ -1,4 +1,4 @@
-//! Leaks from the census (`<host>/<pid>/census-<seq>.jsonl.gz`, written by
+//! Leaks from the census (`<host>/<pid>/census-<seq>.ndjson.gz`, written by
 //! [`crate::census`]) instead of dumps: every request of every process, no
 //! dump needed.
 //!
@@ -565,7 +565,7 @@ mod tests {
     fn a_missing_batch_is_reported_and_the_next_one_starts_right() {
         let dir = tempfile::tempdir().unwrap();
         session(dir.path(), 300);
-        std::fs::remove_file(dir.path().join("h/9/census-000003.jsonl.gz")).unwrap();
+        std::fs::remove_file(dir.path().join("h/9/census-000003.ndjson.gz")).unwrap();
         let report = leaks(dir.path().to_str().unwrap(), 0).unwrap().unwrap();
         assert_eq!(report.sites[0].site.location, "/app/leak.rb:1");
         assert!(report

@@ -111,7 +111,7 @@ pub struct Session {
 }
 
 fn dump_stem(key: &str) -> Option<&str> {
-    if key.ends_with(META_SUFFIX) || crate::keys::parse_census_key(key).is_some() {
+    if key.ends_with(META_SUFFIX) {
         return None;
     }
     DUMP_SUFFIXES.iter().find_map(|s| key.strip_suffix(s))
