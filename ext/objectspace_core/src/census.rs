@@ -190,15 +190,13 @@ impl Census {
         self.pending.len()
     }
 
-    /// Start over, for a new process (a fork child) or a table that was
-    /// cleared (site ids renumbered): no points, the request count at 0, and
+    /// Start a new series, for a new process (a fork child) or a new
+    /// middleware: no points, the request count and batch sequence at 0, and
     /// the base of the next batch taken from `table` as it is now.
     pub fn reset(&mut self, table: &mut SiteTable) {
         let mut throwaway = Vec::new();
         table.take_changes(&mut throwaway);
-        let batches = self.batches;
         *self = Census {
-            batches,
             shadow: table.snapshot(),
             ..Census::default()
         };

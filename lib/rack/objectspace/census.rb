@@ -106,7 +106,7 @@ module Rack
         @lock.synchronize do
           return if @pid == Process.pid
 
-          Native::Census.reset unless @pid.nil?
+          Native::Census.reset # one census per process: the latest middleware to serve owns it
           @pid = Process.pid
           @stats = Hash.new(0)
           @queued = 0
