@@ -29,8 +29,11 @@
 //! with live objects; a point's `counts` list only the sites that changed since
 //! the previous point (a site not listed keeps its value).
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::LazyLock;
+
+use rustc_hash::FxHashMap;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -44,6 +47,13 @@ pub const MAX_PENDING_POINTS: usize = 50_000;
 pub const MAX_PENDING_CHANGES: usize = 1_000_000;
 /// Distinct endpoints kept per point; the rest are counted as `* (other)`.
 pub const MAX_ENDPOINTS: usize = 64;
+/// Distinct endpoints remembered for the walk's "allocated by" (the rest: `* (other)`).
+pub const MAX_ENDPOINT_NAMES: usize = 10_000;
+/// Requests whose endpoint is remembered (4 bytes each): objects allocated by
+/// older requests are not attributed.
+pub const REQUEST_MEMORY: usize = 1 << 20;
+/// Most (site, endpoint) counts a walk reports, largest first.
+pub const MAX_WALK_ENDPOINTS: usize = 100_000;
 
 /// One request-time sample.
 #[derive(Clone, Debug, Default)]
@@ -72,6 +82,37 @@ pub struct Census {
     /// Each site's (count, memsize) as of the last point handed to a batch.
     shadow: Vec<(u64, u64)>,
     shadow_at: (u64, u64, u64, u64),
+    endpoint_names: Vec<(String, String)>,
+    endpoint_ids: FxHashMap<(String, String), u32>,
+    /// Endpoint id of each recent request: request `first_request + i`.
+    by_request: VecDeque<u32>,
+    first_request: u64,
+    /// The last heap walk's live objects by (site, endpoint), not yet in a batch.
+    walk: Option<Walked>,
+}
+
+/// What a heap walk found: live objects per (site, allocating endpoint).
+#[derive(Clone, Debug, Default)]
+struct Walked {
+    requests: u64,
+    gc_count: u64,
+    counts: Vec<(u32, u32, u64)>,
+}
+
+/// The endpoint of each recent request, for a heap walk.
+#[derive(Clone, Debug, Default)]
+pub struct RequestEndpoints {
+    first: u64,
+    ids: Vec<u32>,
+}
+
+impl RequestEndpoints {
+    /// The endpoint id of request `n`, if remembered.
+    #[inline]
+    pub fn of(&self, n: u32) -> Option<u32> {
+        let i = u64::from(n).checked_sub(self.first)?;
+        self.ids.get(usize::try_from(i).ok()?).copied()
+    }
 }
 
 /// Counters for `#stats` and logs.
@@ -143,6 +184,15 @@ impl Census {
         self.requests += 1;
         let n = self.requests;
         table.set_request(u32::try_from(n).unwrap_or(u32::MAX));
+        let id = self.endpoint_id(method, path);
+        if self.by_request.is_empty() {
+            self.first_request = n;
+        }
+        self.by_request.push_back(id);
+        if self.by_request.len() > REQUEST_MEMORY {
+            self.by_request.pop_front();
+            self.first_request += 1;
+        }
         if self.pending.len() >= MAX_PENDING_POINTS
             || self.changes.len() + self.carried_changes.len() + table.changes_pending()
                 > MAX_PENDING_CHANGES
@@ -173,6 +223,46 @@ impl Census {
         });
         self.points += 1;
         n
+    }
+
+    fn endpoint_id(&mut self, method: &str, path: &str) -> u32 {
+        let key = (method.to_string(), path.to_string());
+        if let Some(&id) = self.endpoint_ids.get(&key) {
+            return id;
+        }
+        let key = if self.endpoint_names.len() + 1 >= MAX_ENDPOINT_NAMES {
+            ("*".to_string(), "(other)".to_string())
+        } else {
+            key
+        };
+        if let Some(&id) = self.endpoint_ids.get(&key) {
+            return id;
+        }
+        let id = self.endpoint_names.len() as u32;
+        self.endpoint_names.push(key.clone());
+        self.endpoint_ids.insert(key, id);
+        id
+    }
+
+    /// The endpoint of each remembered request, for a heap walk.
+    pub fn request_endpoints(&self) -> RequestEndpoints {
+        RequestEndpoints {
+            first: self.first_request,
+            ids: self.by_request.iter().copied().collect(),
+        }
+    }
+
+    /// Keep a heap walk's live objects by (site, endpoint id) for the next batch.
+    pub fn set_walk(&mut self, counts: FxHashMap<(u32, u32), u64>, gc_count: u64) {
+        let mut counts: Vec<(u32, u32, u64)> =
+            counts.into_iter().map(|((s, e), n)| (s, e, n)).collect();
+        counts.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+        counts.truncate(MAX_WALK_ENDPOINTS);
+        self.walk = Some(Walked {
+            requests: self.requests,
+            gc_count,
+            counts,
+        });
     }
 
     pub fn stats(&self) -> CensusStats {
@@ -224,11 +314,17 @@ impl Census {
         host: &str,
         pid: u32,
     ) -> Option<Batch> {
-        let (seq, base, base_at, points, changes) = {
+        let (seq, base, base_at, points, changes, walk, endpoint_names) = {
             let mut c = census.lock();
             if c.pending.is_empty() {
                 return None;
             }
+            let walk = c.walk.take();
+            let endpoint_names = if walk.is_some() {
+                c.endpoint_names.clone()
+            } else {
+                Vec::new()
+            };
             c.batches += 1;
             let points = std::mem::take(&mut c.pending);
             let changes = std::mem::take(&mut c.changes);
@@ -246,7 +342,15 @@ impl Census {
             if let Some(last) = points.last() {
                 c.shadow_at = (last.requests, last.gc_count, last.swept_gc, last.at_ms);
             }
-            (c.batches, base, base_at, points, changes)
+            (
+                c.batches,
+                base,
+                base_at,
+                points,
+                changes,
+                walk,
+                endpoint_names,
+            )
         };
         let mut ids: Vec<u32> = base
             .iter()
@@ -254,6 +358,7 @@ impl Census {
             .filter(|(_, v)| v.0 > 0)
             .map(|(i, _)| i as u32 + 1)
             .chain(changes.iter().map(|c| c.0))
+            .chain(walk.iter().flat_map(|w| w.counts.iter().map(|c| c.0)))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -299,6 +404,22 @@ impl Census {
             }
         }
         text.push_str("]}\n");
+        if let Some(w) = &walk {
+            text.push_str(&format!(
+                "{{\"walk\":{{\"requests\":{},\"gc_count\":{}}},\"endpoints\":[",
+                w.requests, w.gc_count
+            ));
+            for (i, &(site, e, n)) in w.counts.iter().enumerate() {
+                let Some((method, path)) = endpoint_names.get(e as usize) else {
+                    continue;
+                };
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&format!("[{site},{},{},{n}]", json(method), json(path)));
+            }
+            text.push_str("]}\n");
+        }
         for p in &points {
             text.push_str(&format!(
                 "{{\"requests\":{},\"gc_count\":{},\"swept_gc\":{},\"at\":{},\"endpoints\":[",
@@ -410,6 +531,7 @@ mod tests {
             c.begin_request(&mut t, "GET", "/a", 0, 1);
         }
         t.record_object(0x28, None, 0, 7, 0);
+        t.set_request(0); // its request has ended
         t.end_sweep(1);
         c.begin_request(&mut t, "GET", "/dropped", 1, 2);
         assert_eq!(c.stats().dropped, 1);
@@ -427,6 +549,30 @@ mod tests {
             ]
         );
         assert_eq!(&c.changes[p.changes.clone()], &[(1, 1, 40)]);
+    }
+
+    #[test]
+    fn a_walk_names_the_endpoints_that_allocated_each_site() {
+        let census = parking_lot::Mutex::new(Census::default());
+        let table = parking_lot::Mutex::new(SiteTable::default());
+        {
+            let (mut c, mut t) = (census.lock(), table.lock());
+            c.begin_request(&mut t, "GET", "/a", 0, 1);
+            c.begin_request(&mut t, "POST", "/b", 0, 2);
+            let r = c.request_endpoints();
+            assert_eq!(
+                (r.of(1), r.of(2), r.of(3), r.of(0)),
+                (Some(0), Some(1), None, None)
+            );
+            t.record_object(0x28, None, 0, 5, 0);
+            let mut counts = FxHashMap::default();
+            counts.insert((1, 1), 7);
+            c.set_walk(counts, 3);
+        }
+        let l = lines(&Census::take_batch(&census, &table, "h", 1).unwrap());
+        let walk = l.iter().find(|v| v.get("walk").is_some()).unwrap();
+        assert_eq!(walk["endpoints"], serde_json::json!([[1, "POST", "/b", 7]]));
+        assert_eq!(walk["walk"]["requests"], 2);
     }
 
     #[test]

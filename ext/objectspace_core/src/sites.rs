@@ -17,9 +17,11 @@
 //! its site, [`SiteTable::free`] (FREEOBJ) counts it out, and
 //! [`SiteTable::end_sweep`] (GC_END_SWEEP) sets every site's `at_gc` count to
 //! its live count less the objects allocated since that GC began
-//! ([`SiteTable::gc_start`], GC_START), and marks the sites whose count
-//! changed. So `at_gc` is exact for the last finished GC: the objects that
-//! were alive when it began and that it did not free. (A minor GC frees only
+//! ([`SiteTable::gc_start`], GC_START) and less the live objects of the
+//! request in flight, and marks the sites whose count changed. So `at_gc` is
+//! exact for the last finished GC: the objects that were alive when it began
+//! and that it did not free, but for those of the request then being served
+//! (with concurrent requests, only the latest begun is left out). (A minor GC frees only
 //! young objects: old garbage stays counted until a major GC.) Without the FREEOBJ hook (census off) a freed
 //! slot keeps its stale entry until it is reused; stale entries are never read
 //! by the dump pipeline, which only asks about live objects.
@@ -91,9 +93,16 @@ struct SiteInfo {
     /// Class name, when a heap walk found one (T_OBJECT, T_DATA, T_STRUCT).
     class: Option<Box<str>>,
     dirty: bool,
-    /// Objects recorded here since the GC of `epoch` began.
+    /// Objects recorded here since the GC of `epoch` began, by requests
+    /// other than the one that GC began in.
     young: u64,
     epoch: u32,
+    /// Live objects recorded here by the last request to allocate here
+    /// (`req_a`), and by the one before it (`req_b`).
+    req_a: u32,
+    cnt_a: u64,
+    req_b: u32,
+    cnt_b: u64,
 }
 
 /// Where and when one object was allocated.
@@ -144,6 +153,8 @@ pub struct SiteTable {
     epoch: u32,
     /// Between GC_START and the end of its sweep.
     in_gc: bool,
+    /// The request in flight when the current GC began.
+    gc_request: u32,
     recorded: u64,
     freed: u64,
     unrecorded: u64,
@@ -307,11 +318,20 @@ impl SiteTable {
         }
         let s = &mut self.sites[(site - 1) as usize];
         s.live += 1;
-        if s.epoch != self.epoch {
-            s.epoch = self.epoch;
-            s.young = 0;
+        if self.in_gc && (request != self.gc_request || request == 0) {
+            if s.epoch != self.epoch {
+                s.epoch = self.epoch;
+                s.young = 0;
+            }
+            s.young += 1;
         }
-        s.young += 1;
+        if s.req_a != request {
+            s.req_b = s.req_a;
+            s.cnt_b = s.cnt_a;
+            s.req_a = request;
+            s.cnt_a = 0;
+        }
+        s.cnt_a += 1;
         self.recorded += 1;
     }
 
@@ -330,6 +350,11 @@ impl SiteTable {
         if entry.site != 0 {
             let s = &mut self.sites[(entry.site - 1) as usize];
             s.live = s.live.saturating_sub(1);
+            if entry.request == s.req_a {
+                s.cnt_a = s.cnt_a.saturating_sub(1);
+            } else if entry.request == s.req_b {
+                s.cnt_b = s.cnt_b.saturating_sub(1);
+            }
             *entry = Entry::default();
             self.freed += 1;
         }
@@ -340,23 +365,43 @@ impl SiteTable {
     pub fn gc_start(&mut self) {
         self.epoch = self.epoch.wrapping_add(1);
         self.in_gc = true;
+        self.gc_request = self.request;
     }
 
     /// The end of a sweep (GC_END_SWEEP): every site's `at_gc` count becomes
     /// its live count less the objects allocated since the GC began (those
-    /// the GC did not judge: lazy sweeping lets the app allocate meanwhile),
-    /// so it counts exactly the objects alive at the GC's start that
-    /// survived it. Sites whose count changed are marked for the next census
+    /// the GC did not judge: lazy sweeping lets the app allocate meanwhile)
+    /// and less the live objects of the request in flight (the latest begun:
+    /// its locals are alive until it ends, leaked or not). So it counts the
+    /// objects of finished requests (and of boot) that were alive at the
+    /// GC's start and survived it. Sites whose count changed are marked for the next census
     /// point. O(sites); allocates only to grow the list of changes.
     pub fn end_sweep(&mut self, gc_count: u64) {
         let epoch = self.epoch;
+        // Lazy sweeping can outlast a request: the request in flight is the
+        // one the GC began in (all its live objects are left out, whenever
+        // allocated; other requests' objects allocated during the GC, too).
+        let request = if self.in_gc {
+            self.gc_request
+        } else {
+            self.request
+        };
         for (i, s) in self.sites.iter_mut().enumerate() {
             let young = if self.in_gc && s.epoch == epoch {
                 s.young
             } else {
                 0
             };
-            let survivors = s.live.saturating_sub(young);
+            let in_flight = if request == 0 {
+                0
+            } else if s.req_a == request {
+                s.cnt_a
+            } else if s.req_b == request {
+                s.cnt_b
+            } else {
+                0
+            };
+            let survivors = s.live.saturating_sub(young + in_flight);
             if s.at_gc != survivors {
                 s.at_gc = survivors;
                 if !s.dirty {
@@ -398,6 +443,16 @@ impl SiteTable {
         let index = *self.chunk_index.get(&chunk)?;
         let site = self.chunks[index as usize][slot].site;
         (site != 0).then_some(site)
+    }
+
+    /// The site id (>= 1), request number and GC generation of the object at
+    /// `address`, if recorded.
+    #[inline]
+    pub fn site_and_request(&self, address: u64) -> Option<(u32, u32, u32)> {
+        let (chunk, slot) = Self::split(address);
+        let index = *self.chunk_index.get(&chunk)?;
+        let e = self.chunks[index as usize][slot];
+        (e.site != 0).then_some((e.site, e.request, e.generation))
     }
 
     /// Whether `site` still needs a class name (a type whose class says more
@@ -735,6 +790,43 @@ mod tests {
         changes.clear();
         t.take_changes(&mut changes);
         assert_eq!(changes, vec![(1, 2, 80)]);
+    }
+
+    #[test]
+    fn the_request_in_flight_is_left_out_until_it_ends() {
+        let mut t = SiteTable::default();
+        t.set_request(1);
+        t.record_object(0x28, None, 0, 5, 1); // kept by request 1
+        t.record_object(0x50, None, 0, 5, 1); // garbage of request 1
+        t.set_request(2);
+        t.record_object(0x78, None, 0, 5, 1); // a local of request 2, alive at the GC
+        t.record_object(0xa0, None, 0, 5, 1); // garbage of request 2
+        t.gc_start();
+        t.free(0x50);
+        t.free(0xa0);
+        t.end_sweep(1);
+        let mut changes = Vec::new();
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 1, 40)]);
+        // A sweep that ends after the next request began still leaves out
+        // the request the GC began in; the next GC counts its survivor.
+        t.gc_start();
+        t.set_request(3);
+        t.record_object(0xc8, None, 0, 5, 2); // during the sweep
+        t.end_sweep(2);
+        changes.clear();
+        t.take_changes(&mut changes);
+        assert!(changes.is_empty(), "{changes:?}");
+        t.gc_start();
+        t.end_sweep(3);
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 2, 80)], "request 3 is still in flight");
+        changes.clear();
+        t.set_request(4);
+        t.gc_start();
+        t.end_sweep(4);
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 3, 120)]);
     }
 
     #[test]

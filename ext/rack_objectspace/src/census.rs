@@ -8,12 +8,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use magnus::{function, prelude::*, RArray, RHash, RModule, RString, Ruby};
-use objectspace_core::census::{self, Census};
+use objectspace_core::census::{self, Census, RequestEndpoints};
 use objectspace_core::sites;
 use objectspace_core::store::Store;
 use objectspace_core::writer::Writer;
 use objectspace_core::Error as CoreError;
 use rb_sys::{rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_mod_name, Qtrue, VALUE};
+use rustc_hash::FxHashMap;
 
 use crate::errors::{to_ruby, RbResult};
 use crate::nogvl::nogvl;
@@ -81,6 +82,10 @@ struct Walk {
     acc: Vec<(u64, u64)>,
     objects: u64,
     classes: Vec<(u32, VALUE)>,
+    requests: RequestEndpoints,
+    by_endpoint: FxHashMap<(u32, u32), u64>,
+    swept_gc: u64,
+    in_flight: u32,
 }
 
 unsafe extern "C" fn walk_page(
@@ -101,7 +106,14 @@ unsafe extern "C" fn walk_page(
             let ty = flags & 0x1f;
             // T_NONE (free), T_ZOMBIE, T_MOVED have no memsize worth asking.
             if flags != 0 && ty != 0 && ty != 0x1d && ty != 0x1e {
-                if let Some(site) = table.site_of(obj as u64) {
+                if let Some((site, request, generation)) = table.site_and_request(obj as u64) {
+                    // Only what the last GC found alive (allocated before it
+                    // began), by a finished request: as the census counts.
+                    if u64::from(generation) < walk.swept_gc && request != walk.in_flight {
+                        if let Some(endpoint) = walk.requests.of(request) {
+                            *walk.by_endpoint.entry((site, endpoint)).or_insert(0) += 1;
+                        }
+                    }
                     let i = site as usize;
                     if walk.acc.len() <= i {
                         walk.acc.resize(i + 1, (0, 0));
@@ -125,15 +137,24 @@ unsafe extern "C" fn walk_page(
 }
 
 /// `Census.walk`: walk the heap (with the GVL, GC held off), giving each site
-/// the mean memsize of its objects and, for OBJECT/STRUCT/DATA sites, its
-/// class name. Returns `[objects_walked, milliseconds]`.
+/// the mean memsize of its objects, for OBJECT/STRUCT/DATA sites its class
+/// name, and the census the endpoints whose requests allocated each site's
+/// live objects. Returns `[objects_walked, milliseconds]`.
 fn walk() -> (u64, f64) {
     let started = Instant::now();
-    let sites_now = sites::global().lock().site_count();
+    let (sites_now, swept_gc) = {
+        let t = sites::global().lock();
+        (t.site_count(), t.stats().swept_gc)
+    };
+    let census_now = census::global().lock().stats().requests;
     let mut walk = Walk {
+        swept_gc,
+        in_flight: u32::try_from(census_now).unwrap_or(u32::MAX),
         acc: vec![(0, 0); sites_now + 1],
         objects: 0,
         classes: Vec::new(),
+        requests: census::global().lock().request_endpoints(),
+        by_endpoint: FxHashMap::default(),
     };
     // SAFETY: with the GVL. GC is disabled so that no object (nor the class
     // of a not-yet-swept garbage object) is freed before its name is read;
@@ -161,6 +182,9 @@ fn walk() -> (u64, f64) {
         if !was_disabled {
             rb_gc_enable();
         }
+        let gc = rb_gc_count() as u64;
+        let mut c = census::global().lock();
+        c.set_walk(std::mem::take(&mut walk.by_endpoint), gc);
         let mut t = sites::global().lock();
         t.apply_walk(&walk.acc);
         for (site, name) in names {

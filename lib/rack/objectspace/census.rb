@@ -59,7 +59,7 @@ module Rack
         return stats unless @pid == Process.pid
 
         deadline = now + timeout
-        @lock.synchronize { store_batch }
+        @lock.synchronize { store_batch(walk: true) }
         Native::Census.flush_writer([deadline - now, 0].max) if @config.store_url
         @lock.synchronize do
           @wake.wait(@lock, [deadline - now, 0].max) while @queued.positive? && deadline > now
@@ -133,9 +133,10 @@ module Rack
         @log.warn("census_failed", error: "#{e.class}: #{e.message}")
       end
 
-      # Under @lock, on the census thread (or flush's caller).
-      def store_batch
-        walk
+      # Under @lock, on the census thread (or flush's caller, which always
+      # walks: the last batch has memsize and endpoints as of the end).
+      def store_batch(walk: false)
+        walk(force: walk)
         log_caps
         if @config.store_url
           key, points, queued = Native::Census.submit_batch(@config.store_url, @config.queue_size, @host, @pid)
@@ -152,10 +153,11 @@ module Rack
       end
 
       # Walk the heap for memsize after a GC, within WALK_BUDGET of the time.
-      def walk
+      def walk(force: false)
         gc = GC.count
         return if gc == @walked_gc
-        return if now - @walked_at < @walk_ms / 1000.0 / WALK_BUDGET
+        return if !force && now - @walked_at < @walk_ms / 1000.0 / WALK_BUDGET
+        return if Native::Census.pending.zero?
 
         _, ms = Native::Census.walk
         @walked_gc = gc

@@ -9,10 +9,13 @@
 //! observations, with the request count as x: a leak grows through the later
 //! half; a bounded cache fills and then stays flat, and is not ranked.
 //!
-//! Endpoints: the requests served between two observations are known (the
-//! points' endpoints), so a site's growth at each GC is fit to the endpoints
-//! served in each interval (non-negative least squares); an endpoint that
-//! never comes with growth gets no share.
+//! Endpoints: the latest heap walk in the census counts each site's live
+//! objects by the endpoint of the request that allocated them (every object
+//! carries its request number): those counts are exact. Without a walk, the
+//! requests served between two observations are known (the points'
+//! endpoints), so a site's growth at each GC is fit to the endpoints served
+//! in each interval (non-negative least squares); an endpoint that never
+//! comes with growth gets no share.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,7 +57,12 @@ struct Replay {
     endpoints: Vec<(String, String)>,
     endpoint_ids: FxHashMap<(String, String), u32>,
     interval: FxHashMap<u32, u64>,
+    /// The previous point's endpoints: the request in flight at a GC seen
+    /// at this point, whose objects that GC did not count.
+    in_flight: Vec<(u32, u64)>,
     last_swept: Option<u64>,
+    /// The latest heap walk: live objects of each site by allocating endpoint.
+    walked: FxHashMap<Name, Vec<(String, String, u64)>>,
     requests: u64,
     points: u64,
     missing_requests: u64,
@@ -115,6 +123,23 @@ impl Replay {
                         class: v["class"].as_str().map(str::to_string),
                     },
                 );
+            } else if v.get("walk").is_some() {
+                self.walked.clear();
+                for e in v["endpoints"].as_array().into_iter().flatten() {
+                    let Some(name) = e.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i))
+                    else {
+                        continue;
+                    };
+                    let (Some(m), Some(p), Some(n)) = (e[1].as_str(), e[2].as_str(), e[3].as_u64())
+                    else {
+                        continue;
+                    };
+                    self.walked.entry(name.clone()).or_default().push((
+                        m.to_string(),
+                        p.to_string(),
+                        n,
+                    ));
+                }
             } else if let Some(base) = v.get("base") {
                 // The state before the batch's first point: complete.
                 let base_requests = base["requests"].as_u64().unwrap_or(0);
@@ -153,18 +178,21 @@ impl Replay {
                         );
                     }
                 }
-                // Objects counted at this sweep were allocated by the requests
-                // before this one: observe before adding this point's endpoints.
+                // A sweep first seen here ended during the previous request,
+                // whose objects it left out: they belong to the next interval.
                 if self.last_swept != Some(swept) {
                     self.last_swept = Some(swept);
                     self.observe(requests);
+                }
+                for (id, n) in std::mem::take(&mut self.in_flight) {
+                    *self.interval.entry(id).or_insert(0) += n;
                 }
                 for e in v["endpoints"].as_array().into_iter().flatten() {
                     let (Some(m), Some(p)) = (e[0].as_str(), e[1].as_str()) else {
                         continue;
                     };
                     let id = self.endpoint(m, p);
-                    *self.interval.entry(id).or_insert(0) += e[2].as_u64().unwrap_or(1);
+                    self.in_flight.push((id, e[2].as_u64().unwrap_or(1)));
                 }
                 self.requests = requests;
                 self.points += 1;
@@ -266,11 +294,29 @@ fn leaks_of(host: &str, pid: u32, r: &Replay) -> Vec<LeakSite> {
             per_request: (rate * 1000.0).round() / 1000.0,
             growth: series[n - 1] as i64 - series[start] as i64,
             memsize_growth: memsize_series[n - 1] as i64 - memsize_series[start] as i64,
-            endpoints: endpoints_of(r, &full),
+            endpoints: match r.walked.get(name) {
+                Some(walked) => walked_endpoints(walked),
+                None => endpoints_of(r, &full),
+            },
             series,
             memsize_series,
         });
     }
+    out
+}
+
+/// The endpoints whose requests allocated a site's live objects, as the last
+/// heap walk found them (exact, from each object's request number).
+fn walked_endpoints(walked: &[(String, String, u64)]) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = walked
+        .iter()
+        .map(|(method, path, count)| Endpoint {
+            method: method.clone(),
+            path: path.clone(),
+            count: *count,
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
     out
 }
 
