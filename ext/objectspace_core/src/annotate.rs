@@ -62,8 +62,17 @@ impl Annotator {
             return true;
         };
         let generation = match self.generation.find(line) {
-            // objspace's own tracing already wrote the fields: keep them.
-            Some(at) => read_u64(&line[at + self.generation.needle().len()..]),
+            // objspace's own tracing already wrote the fields: keep them, and
+            // add the request number if the native tracer saw the object too.
+            Some(at) => {
+                let sites = self.sites.lock();
+                if let Some(site) = sites.lookup(address).filter(|s| s.request > 0) {
+                    self.suffix.extend_from_slice(b", \"request\":");
+                    self.suffix
+                        .extend_from_slice(site.request.to_string().as_bytes());
+                }
+                read_u64(&line[at + self.generation.needle().len()..])
+            }
             None => {
                 let sites = self.sites.lock();
                 match sites.lookup(address) {

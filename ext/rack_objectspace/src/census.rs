@@ -43,6 +43,11 @@ fn enable() {
     tracer::enable_census();
 }
 
+/// `Census.disable`: stop counting frees (the site table's counts go stale).
+fn disable() {
+    tracer::disable_census();
+}
+
 fn enabled() -> bool {
     tracer::census_enabled()
 }
@@ -309,6 +314,7 @@ fn stats(ruby: &Ruby) -> RbResult<RHash> {
 pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
     let m = native.define_module("Census")?;
     m.define_module_function("enable", function!(enable, 0))?;
+    m.define_module_function("disable", function!(disable, 0))?;
     m.define_module_function("enabled?", function!(enabled, 0))?;
     m.define_module_function("request", function!(request, 2))?;
     m.define_module_function("reset", function!(reset, 0))?;

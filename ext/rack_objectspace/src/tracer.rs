@@ -179,6 +179,18 @@ pub fn enable_census() {
     }
 }
 
+/// Turn the census's free hook off (bench/trace.rb compares with and without).
+pub fn disable_census() {
+    CENSUS.store(false, Ordering::Release);
+    let tp = FREE_TRACEPOINT.load(Ordering::Acquire);
+    if tp != 0 {
+        // SAFETY: a live TracePoint, with the GVL.
+        unsafe {
+            rb_tracepoint_disable(tp as VALUE);
+        }
+    }
+}
+
 /// Whether the census hook is on.
 pub fn census_enabled() -> bool {
     CENSUS.load(Ordering::Acquire)

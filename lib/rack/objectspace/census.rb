@@ -31,6 +31,12 @@ module Rack
       WALK_BUDGET = 0.002
       STAT_KEYS = %i[requests points batches stored failed dropped dropped_points pending walks].freeze
 
+      class << self
+        # The Census that owns this process's native census (one per process:
+        # the latest middleware to serve a request). Others' threads stop.
+        attr_accessor :owner
+      end
+
       # @param config [Config]
       # @param log [Log]
       # @param dumper [Dumper] its []= queue carries batches for []= stores
@@ -47,7 +53,7 @@ module Rack
 
       # A request begins (called on the request thread). Returns its number in this process.
       def request(env)
-        start_process unless @pid == Process.pid
+        start_process unless @pid == Process.pid && Census.owner.equal?(self)
         n = Native::Census.request(env["REQUEST_METHOD"].to_s, "#{env['SCRIPT_NAME']}#{env['PATH_INFO']}")
         @wake.signal if (n % BATCH_POINTS).zero?
         n
@@ -56,7 +62,7 @@ module Rack
       # Store what is waiting and wait up to `timeout` seconds for the store.
       # @return [Hash] #stats
       def flush(timeout)
-        return stats unless @pid == Process.pid
+        return stats unless @pid == Process.pid && Census.owner.equal?(self)
 
         deadline = now + timeout
         @lock.synchronize { store_batch(walk: true) }
@@ -69,7 +75,7 @@ module Rack
 
       # at_exit: the last points, then one line with what was stored and lost.
       def shutdown(timeout)
-        return unless @pid == Process.pid
+        return unless @pid == Process.pid && Census.owner.equal?(self)
 
         s = flush(timeout)
         @log.info("census_flushed", **s.slice(:requests, :points, :stored, :dropped, :dropped_points, :failed))
@@ -104,9 +110,10 @@ module Rack
       # First request of this process (or of a fork child of it): fresh counts and a thread.
       def start_process
         @lock.synchronize do
-          return if @pid == Process.pid
+          return if @pid == Process.pid && Census.owner.equal?(self)
 
-          Native::Census.reset # one census per process: the latest middleware to serve owns it
+          Census.owner = self
+          Native::Census.reset # a new series: this process, this middleware
           @pid = Process.pid
           @stats = Hash.new(0)
           @queued = 0
@@ -126,18 +133,28 @@ module Rack
         while Process.pid == pid
           @lock.synchronize do
             @wake.wait(@lock, INTERVAL) if Native::Census.pending < BATCH_POINTS
+            return unless Census.owner.equal?(self)
+
             store_batch
           end
         end
-      rescue StandardError => e
-        @log.warn("census_failed", error: "#{e.class}: #{e.message}")
       end
 
       # Under @lock, on the census thread (or flush's caller, which always
       # walks: the last batch has memsize and endpoints as of the end).
+      # Never raises: a batch that cannot be handed to the store is counted
+      # as failed, and logged.
       def store_batch(walk: false)
         walk(force: walk)
         log_caps
+        hand_over
+        report_writer_errors
+      rescue StandardError => e
+        @stats[:failed] += 1
+        @log.warn("census_failed", error: "#{e.class}: #{e.message}")
+      end
+
+      def hand_over
         if @config.store_url
           key, points, queued = Native::Census.submit_batch(@config.store_url, @config.queue_size, @host, @pid)
           batch_dropped(key, points) if key && !queued
@@ -149,7 +166,6 @@ module Rack
           @queued += 1 if queued
           batch_dropped(key, points) unless queued
         end
-        report_writer_errors
       end
 
       # Walk the heap for memsize after a GC, within WALK_BUDGET of the time.
@@ -191,7 +207,7 @@ module Rack
           @queued -= 1
           if error
             @stats[:failed] += 1
-            @log.warn("store_failed", key: key, error: "#{error.class}: #{error.message}")
+            @log.warn("census_failed", key: key, error: "#{error.class}: #{error.message}")
           else
             @stats[:stored] += 1
           end
@@ -202,7 +218,7 @@ module Rack
       def report_writer_errors
         return unless @config.store_url
 
-        Native::Census.writer_errors.each { |message| @log.warn("store_failed", error: message) }
+        Native::Census.writer_errors.each { |message| @log.warn("census_failed", error: message) }
       end
     end
   end
