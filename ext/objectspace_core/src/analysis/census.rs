@@ -443,6 +443,9 @@ fn gunzip(bytes: &[u8]) -> Result<String, String> {
     Ok(text)
 }
 
+/// One stored batch: its sequence number, key and where to read it.
+type Batch = (u64, String, Input);
+
 /// Leaks from the census under `source`, or None when it holds no census.
 /// `top` = 0 keeps every leaking site.
 pub fn leaks(source: &str, top: usize) -> Result<Option<Leaks>, AnalysisError> {
@@ -450,7 +453,7 @@ pub fn leaks(source: &str, top: usize) -> Result<Option<Leaks>, AnalysisError> {
     if found.is_empty() {
         return Ok(None);
     }
-    let mut by_process: BTreeMap<(String, u32), Vec<(u64, String, Input)>> = BTreeMap::new();
+    let mut by_process: BTreeMap<(String, u32), Vec<Batch>> = BTreeMap::new();
     for (key, input) in found {
         if let Some((host, pid, seq)) = parse_census_key(&key) {
             by_process
