@@ -2,8 +2,9 @@
 
 # Allocation tracing cost: the same request-like work (build 20 rows, JSON them,
 # a few strings and arrays) run with no tracing, with
-# ObjectSpace.trace_object_allocations (what dump_all(since:) needs), and with
-# our Native::Tracer. Rounds alternate, in one process; medians are reported.
+# ObjectSpace.trace_object_allocations (what dump_all(since:) needs), with
+# our Native::Tracer, and with the tracer plus the census's FREEOBJ/GC hooks
+# (census). Rounds alternate, in one process; medians are reported.
 #
 #   ruby bench/trace.rb            # 5 rounds of 20,000 iterations
 #   CI=1 ruby bench/trace.rb       # smoke size
@@ -29,6 +30,9 @@ def measure(mode)
   case mode
   when :objspace then ObjectSpace.trace_object_allocations_start
   when :native then Tracer.start
+  when :census
+    Rack::Objectspace::Native::Census.enable
+    Tracer.start
   end
   GC.start
   allocated = GC.stat(:total_allocated_objects)
@@ -39,10 +43,11 @@ def measure(mode)
 ensure
   ObjectSpace.trace_object_allocations_stop if mode == :objspace
   ObjectSpace.trace_object_allocations_clear if mode == :objspace
-  Tracer.stop if mode == :native
+  Tracer.stop if %i[native census].include?(mode)
+  Rack::Objectspace::Native::Census.disable if mode == :census
 end
 
-modes = %i[none objspace native]
+modes = %i[none objspace native census]
 times = modes.to_h { |m| [m, []] }
 per_iteration = 0
 work # warm up
@@ -61,6 +66,8 @@ modes.each do |mode|
   puts format("%-9s %8.1f ms  %6.2f us/iteration  %5.2fx untraced  %6.0f ns/allocation added", mode, m * 1000,
               m * 1e6 / ITERATIONS, m / base, (m - base) * 1e9 / (ITERATIONS * per_iteration))
 end
+puts format("census/native time: %.2f (census hooks per allocation: %+.0f ns)", median.(times[:census]) / median.(times[:native]),
+            (median.(times[:census]) - median.(times[:native])) * 1e9 / (ITERATIONS * per_iteration))
 ratio = median.(times[:native]) / median.(times[:objspace])
 puts format("native/objspace time: %.2f (native tracing cost / objspace's: %.2f)", ratio,
             (median.(times[:native]) - base) / (median.(times[:objspace]) - base))

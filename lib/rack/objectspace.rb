@@ -10,6 +10,7 @@ require_relative "objectspace/native"
 require_relative "objectspace/config"
 require_relative "objectspace/log"
 require_relative "objectspace/dumper"
+require_relative "objectspace/census"
 
 module Rack
   # Rack middleware that dumps the Ruby heap after requests and stores the dumps,
@@ -40,26 +41,28 @@ module Rack
     # @param child_timeout [Numeric] fork mode: seconds a dump child may take before it is killed (counted failed)
     # @param logger [Logger, nil] defaults to Rails.logger, env["rack.logger"], $stderr
     # @param layout [:dump, :object] for []= stores: one value per dump, or one per object
+    # @param census [Boolean] live objects per allocation site at every request (on with the native tracer)
     # @raise [ArgumentError] for any bad option, naming it, the value and what is accepted
     def initialize(app, store: nil, mode: nil, dump: nil, every: Config::NOT_GIVEN, gc: nil, redact: nil, trace: nil,
                    gzip_level: nil, filter: nil, paths: nil, token: nil, token_header: nil, max_children: nil,
-                   queue_size: nil, flush_timeout: nil, child_timeout: nil, logger: nil, layout: nil)
+                   queue_size: nil, flush_timeout: nil, child_timeout: nil, logger: nil, layout: nil, census: nil)
       @app = app
       @config = Config.new(store: store, mode: mode, dump: dump, every: every, gc: gc, redact: redact, trace: trace,
                            gzip_level: gzip_level, filter: filter, paths: paths, token: token,
                            token_header: token_header, max_children: max_children, queue_size: queue_size,
                            flush_timeout: flush_timeout, child_timeout: child_timeout, logger: logger,
-                           layout: layout)
+                           layout: layout, census: census)
       @log = Log.new(@config.logger)
       @dumper = Dumper.new(@config, @log)
       @requests = 0
       @served = 0 # every request this process served, dumped or not (the dump metadata's `requests`)
       @lock = Mutex.new
-      # Tracing and the exit flush start with the first request this process
-      # serves (see #serving): a process that builds the middleware stack and
-      # never serves (rake, the console, Sidekiq, a preloading puma master)
-      # pays nothing.
+      # Tracing, the census's work and the exit flush start with the first
+      # request this process serves (see #serving): a process that builds the
+      # middleware stack and never serves (rake, the console, Sidekiq, a
+      # preloading puma master) pays nothing.
       @serving_pid = nil
+      @census = Census.new(@config, @log, @dumper) if @config.census
       @log.started(@config)
     end
 
@@ -68,7 +71,9 @@ module Rack
 
     def call(env)
       serving(env) unless @serving_pid == Process.pid
-      served = @lock.synchronize { @served += 1 }
+      # The request's number in this process: the census's when it is on (the
+      # tracer stamps each object with it, "request": N in dumps), else ours.
+      served = @census ? @census.request(env) : @lock.synchronize { @served += 1 }
       watch_compaction if @compactions
       return @app.call(env) unless dump?(env)
 
@@ -102,12 +107,14 @@ module Rack
     # reaped), or `timeout` seconds pass.
     # @return [Hash] #stats
     def flush(timeout = 30)
-      @dumper.flush(timeout)
+      @census&.flush(timeout)
+      with_census(@dumper.flush(timeout))
     end
 
     # @return [Hash] counts for this process: :dumped, :stored, :failed, :dropped, :pending
+    #   (dumps), and :census (Census#stats) when the census is on
     def stats
-      @dumper.stats
+      with_census(@dumper.stats)
     end
 
     private
@@ -122,15 +129,21 @@ module Rack
         case @config.trace
         when :native
           @compactions = GC.stat(:compact_count)
-          Native::Tracer.start
+          @log.warn("tracer_refused", reason: Native::Tracer.refusal) unless Native::Tracer.start
         when :objspace then ObjectSpace.trace_object_allocations_start
         end
         dumper = @dumper
+        census = @census
         timeout = @config.flush_timeout
         at_exit { dumper.shutdown(timeout) }
+        at_exit { census.shutdown(timeout) } if census
         @served = 0 # a forked worker counts its own requests
         @serving_pid = Process.pid
       end
+    end
+
+    def with_census(stats)
+      @census ? stats.merge(census: @census.stats) : stats
     end
 
     # GC.compact moves objects without a NEWOBJ event, so the native site table

@@ -72,7 +72,8 @@ RSpec.describe "Rack::Objectspace under faults" do
   describe "a burst that fills the queue" do
     it "drops what does not fit in a slow []= store's queue, counts it and logs it once" do
       store = SlowStore.new(0.3)
-      linted_app, middleware = linted(app, store: store, mode: :inline, dump: :retained, queue_size: 2)
+      # census: false: this counts the store's keys, dumps' only.
+      linted_app, middleware = linted(app, store: store, mode: :inline, dump: :retained, queue_size: 2, census: false)
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       expect(serve(linted_app, 10).map(&:status)).to all(eq(200))
       served_in = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started

@@ -76,7 +76,7 @@ RSpec.describe Rack::Objectspace do
       { store: "file:///tmp", layout: :object } => /layout: must be :dump for URL stores/,
       { flush_timeout: -1 } => /flush_timeout: must be a number of seconds >= 0, got -1/,
       { logger: "stdout" } => /logger: must be nil or a Logger/,
-      { every: nil } => /every: must be a positive Integer when token: is not set/,
+      { every: nil, census: false } => /every: must be a positive Integer when token: is not set/,
       { trace: :fast } => /trace: must be one of true, false, :native, :objspace, got :fast/,
       { dump: :retained, trace: false } => /trace: must be true, :native or :objspace with dump: :retained .*got false/
     }.each do |options, message|

@@ -1,6 +1,9 @@
 //! Joining a `dump_all` with the allocation-site table ([`crate::sites`]): each
 //! record of an object allocated while tracing gets `"file"`, `"line"` and
 //! `"generation"`, as `ObjectSpace.trace_object_allocations` would have written,
+//! and `"request"`: the 1-based sequence number, in this process, of the request
+//! during which the object was allocated (the census's `requests` count; absent
+//! for objects allocated before the first request),
 //! and a retained dump keeps only objects allocated at or after its baseline
 //! generation (what `dump_all(since:)` does with objspace's tracing).
 //!
@@ -59,8 +62,17 @@ impl Annotator {
             return true;
         };
         let generation = match self.generation.find(line) {
-            // objspace's own tracing already wrote the fields: keep them.
-            Some(at) => read_u64(&line[at + self.generation.needle().len()..]),
+            // objspace's own tracing already wrote the fields: keep them, and
+            // add the request number if the native tracer saw the object too.
+            Some(at) => {
+                let sites = self.sites.lock();
+                if let Some(site) = sites.lookup(address).filter(|s| s.request > 0) {
+                    self.suffix.extend_from_slice(b", \"request\":");
+                    self.suffix
+                        .extend_from_slice(site.request.to_string().as_bytes());
+                }
+                read_u64(&line[at + self.generation.needle().len()..])
+            }
             None => {
                 let sites = self.sites.lock();
                 match sites.lookup(address) {
@@ -75,6 +87,11 @@ impl Annotator {
                         self.suffix.extend_from_slice(b", \"generation\":");
                         self.suffix
                             .extend_from_slice(site.generation.to_string().as_bytes());
+                        if site.request > 0 {
+                            self.suffix.extend_from_slice(b", \"request\":");
+                            self.suffix
+                                .extend_from_slice(site.request.to_string().as_bytes());
+                        }
                         Some(u64::from(site.generation))
                     }
                     None => None,
@@ -177,6 +194,7 @@ mod tests {
         let mut t = SiteTable::default();
         t.record(0x7f00_0000_0028, Some((1, b"app/models/user.rb")), 12, 5);
         t.record(0x7f00_0000_0050, None, 0, 9);
+        t.set_request(3);
         t.record(0x7f00_0000_0078, Some((1, b"app/models/user.rb")), 3, 2);
         Arc::new(parking_lot::Mutex::new(t))
     }
@@ -206,6 +224,7 @@ mod tests {
         assert_eq!(lines.len(), 6);
         assert_eq!(lines[1], "{\"address\":\"0x7f0000000028\", \"type\":\"STRING\", \"bytesize\":3, \"memsize\":40, \"file\":\"app/models/user.rb\", \"line\":12, \"generation\":5}");
         assert_eq!(lines[2], "{\"address\":\"0x7f0000000050\", \"type\":\"ARRAY\", \"length\":0, \"memsize\":40, \"generation\":9}");
+        assert_eq!(lines[3], "{\"address\":\"0x7f0000000078\", \"type\":\"HASH\", \"size\":0, \"memsize\":40, \"file\":\"app/models/user.rb\", \"line\":3, \"generation\":2, \"request\":3}");
         assert!(
             lines[4].ends_with("\"memsize\":500}"),
             "untraced: unchanged"

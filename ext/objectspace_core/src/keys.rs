@@ -1,4 +1,7 @@
 //! Dump keys: `<host>/<pid>/<seq>-<unix-ms>-<METHOD>-<path-slug>-<salt>.jsonl.gz`.
+//! Census batches, beside them: `<host>/<pid>/census-<seq>.ndjson.gz` (see
+//! [`census_key`]): gzipped JSON lines too, under a suffix that tools and
+//! scripts looking for `*.jsonl.gz` dumps do not pick up.
 //!
 //! Many processes and hosts can share one store, and a process's dumps sort by
 //! key in the order they were taken. Every part is sanitised to `[A-Za-z0-9_-]`
@@ -165,6 +168,29 @@ impl DumpKey {
     }
 }
 
+/// File names of census batches start with this.
+pub const CENSUS_PREFIX: &str = "census-";
+/// Suffix of a census batch.
+pub const CENSUS_SUFFIX: &str = ".ndjson.gz";
+
+/// The key of a process's `seq`th census batch: `<host>/<pid>/census-<seq>.ndjson.gz`.
+pub fn census_key(host: &str, pid: u32, seq: u64) -> String {
+    format!(
+        "{}/{pid}/{CENSUS_PREFIX}{seq:06}{CENSUS_SUFFIX}",
+        host_segment(host)
+    )
+}
+
+/// `(host, pid, seq)` of a census key (leading folders allowed), or None.
+pub fn parse_census_key(key: &str) -> Option<(String, u32, u64)> {
+    let stem = key.strip_suffix(CENSUS_SUFFIX)?;
+    let mut segments = stem.rsplit('/');
+    let seq = segments.next()?.strip_prefix(CENSUS_PREFIX)?.parse().ok()?;
+    let pid = segments.next()?.parse().ok()?;
+    let host = segments.next()?;
+    (!host.is_empty()).then(|| (host.to_string(), pid, seq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +262,19 @@ mod tests {
         let key = DumpKey::new("a..b/c", 1, 1, 1, "", "/", 0);
         assert_eq!(key.host, "a.b_c");
         assert_eq!(key.method, "UNKNOWN");
+    }
+
+    #[test]
+    fn census_keys_round_trip_and_are_not_dump_keys() {
+        let key = census_key("web/1", 42, 3);
+        assert_eq!(key, "web_1/42/census-000003.ndjson.gz");
+        assert_eq!(parse_census_key(&key), Some(("web_1".into(), 42, 3)));
+        assert_eq!(
+            parse_census_key(&format!("pre/fix/{key}")),
+            Some(("web_1".into(), 42, 3))
+        );
+        assert_eq!(DumpKey::parse(&key), None);
+        assert_eq!(parse_census_key("h/1/000001-1-GET-x-00.jsonl.gz"), None);
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! - [`writer`]: the bounded, asynchronous store writer (tokio + object_store).
 //! - [`store`], [`keys`], [`redact`]: store URLs, key naming, string-value redaction.
 //! - [`sites`]: file, line and GC generation of traced allocations, by address.
+//! - [`census`]: live objects per allocation site at every request, in batches.
 //! - [`analysis`]: reading dumps back and naming the sites that leak.
 
 pub mod analysis;
 pub mod annotate;
+pub mod census;
 pub mod error;
 pub mod inherited;
 pub mod keys;

@@ -211,6 +211,10 @@ pub struct Pipeline {
     /// Set when the pipeline is dropped or abandoned unfinished: the reader
     /// stops at its next block and aborts an upload in progress.
     cancel: Arc<AtomicBool>,
+    /// The reader thread (detached on drop; it ends on its own). Only the
+    /// tests look at it: they check that it does end.
+    #[cfg_attr(not(test), allow(dead_code))]
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Pipeline {
@@ -222,7 +226,7 @@ impl Pipeline {
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, done) = mpsc::sync_channel(1);
         let stop = cancel.clone();
-        std::thread::Builder::new()
+        let reader = std::thread::Builder::new()
             .name("rack-objectspace-dump".into())
             .spawn(move || {
                 let _ = tx.send(run(reader, options, sink, &stop));
@@ -231,6 +235,7 @@ impl Pipeline {
             write,
             done: Some(done),
             cancel,
+            reader: Some(reader),
         })
     }
 
@@ -607,7 +612,7 @@ mod tests {
         let mut p = memory_pipeline(true, 1);
         // Watch the reader through its handle; dropping the pipeline only
         // closes the write end, which must be enough for the reader to end.
-        let reader = p.thread.take().expect("a reader thread");
+        let reader = p.reader.take().expect("a reader thread");
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             !reader.is_finished(),
@@ -622,11 +627,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        let finished = reader
-            .join()
-            .expect("the reader does not panic")
-            .expect("an empty dump reads as an empty dump");
-        assert_eq!((finished.summary.lines, finished.summary.objects()), (0, 0));
+        reader.join().expect("the reader does not panic");
     }
 
     #[test]

@@ -1,21 +1,41 @@
-//! Allocation sites by object address: the file, line and GC generation of each
-//! object allocated while tracing was on. It stands in for the table that
+//! Allocation sites by object address: the file, line, GC generation and
+//! request of each object allocated while tracing was on, and (the census) a
+//! live count per allocation site. It stands in for the table that
 //! `ObjectSpace.trace_object_allocations` keeps, at a fraction of its cost per
 //! allocation (measured in `bench/trace.rb`):
 //!
-//! - no malloc per object: a slot's site lives in a flat array per 64 KiB of
+//! - no malloc per object: a slot's entry lives in a flat array per 64 KiB of
 //!   address space, found through a hash of the chunk (and a one-chunk cache,
 //!   since consecutive allocations come from the same heap page);
-//! - no free hook: a slot that is freed keeps its stale entry until the slot is
-//!   reused, when the new object's NEWOBJ overwrites it. Stale entries are never
-//!   read, because the dump only asks about live objects;
+//! - an entry names a *site* (file, line, type), interned once: the site holds
+//!   the census counters;
 //! - file names are interned by the address of the path string Ruby hands over
 //!   (the iseq's path, which lives as long as the code), checked against the
 //!   bytes so that a reused address cannot rename a file.
 //!
+//! The census: [`SiteTable::record_object`] (NEWOBJ) counts an object in at
+//! its site, [`SiteTable::free`] (FREEOBJ) counts it out, and
+//! [`SiteTable::end_sweep`] (GC_END_SWEEP) sets every site's `at_gc` count to
+//! its live count less the objects allocated since that GC began
+//! ([`SiteTable::gc_start`], GC_START) and less the live objects of the
+//! request in flight, and marks the sites whose count changed. So `at_gc` is
+//! exact for the last finished GC: the objects that were alive when it began
+//! and that it did not free, but for those of the request then being served
+//! (with concurrent requests, only the latest begun is left out). (A minor GC frees only
+//! young objects: old garbage stays counted until a major GC.) Without the FREEOBJ hook (census off) a freed
+//! slot keeps its stale entry until it is reused; stale entries are never read
+//! by the dump pipeline, which only asks about live objects.
+//!
+//! Bounds: at most [`MAX_SITES`] sites and [`MAX_FILES`] file names (eval with
+//! a unique file name per call cannot grow the table without limit: past the
+//! cap new files share one name), and at most [`MAX_TABLE_BYTES`] of entry
+//! arrays (past it, objects in new parts of the address space are not
+//! recorded). Each cap, once reached, is reported in [`SiteStats`].
+//!
 //! Ruby objects are at least 40 bytes apart (one RVALUE on 64-bit), so
 //! `(address % 64 KiB) / 40` gives each object in a chunk its own entry,
-//! whatever the heap's page layout or slot sizes.
+//! whatever the heap's page layout or slot sizes. [`SLOT_SIZE`] must equal
+//! the running Ruby's `GC::INTERNAL_CONSTANTS[:RVALUE_SIZE]`; the glue checks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -23,19 +43,66 @@ use std::sync::{Arc, LazyLock};
 use rustc_hash::FxHashMap;
 
 /// Smallest distance between two Ruby objects (sizeof(RVALUE) on 64-bit).
-const SLOT: u64 = 40;
+pub const SLOT_SIZE: u64 = 40;
+const SLOT: u64 = SLOT_SIZE;
 const CHUNK_BITS: u32 = 16;
 const PER_CHUNK: usize = ((1u64 << CHUNK_BITS) / SLOT) as usize + 1;
 
+/// Most allocation sites (file, line, type) the census keeps apart. Past it,
+/// new sites are counted under one site per type, in the file
+/// [`OVERFLOW_FILE`], line 0.
+pub const MAX_SITES: usize = 200_000;
+/// Most distinct file names kept. Past it, new files (typically `eval` code
+/// given a unique name per call) are all named [`OVERFLOW_FILE`].
+pub const MAX_FILES: usize = 50_000;
+/// Most bytes of entry arrays (one 12-byte entry per 40 bytes of heap address
+/// space in use). Past it, objects in new 64 KiB chunks are not recorded.
+pub const MAX_TABLE_BYTES: u64 = 256 << 20;
+/// The file name given to sites and files past a cap.
+pub const OVERFLOW_FILE: &str = "(rack-objectspace: site table cap reached)";
+
 /// Path id of "allocated with no Ruby frame" (no file, no line).
 const NO_FILE: u32 = 1;
+/// Entries of the address-of-path cache before it is emptied (it is only a cache).
+const MAX_PATH_KEYS: usize = 4 * MAX_FILES;
+const ENTRY_BYTES: u64 = std::mem::size_of::<Entry>() as u64;
+const CHUNK_BYTES: u64 = PER_CHUNK as u64 * ENTRY_BYTES;
 
 #[derive(Clone, Copy, Default)]
 struct Entry {
-    /// 0: nothing recorded; NO_FILE; else an index into `paths` + 2.
+    /// 0: nothing recorded; else an index into `sites` + 1.
+    site: u32,
+    generation: u32,
+    /// The census request sequence number when the object was allocated (0: none yet).
+    request: u32,
+}
+
+/// One allocation site and its census counters.
+#[derive(Clone, Debug, Default)]
+struct SiteInfo {
+    /// NO_FILE, or an index into `paths` + 2.
     path: u32,
     line: u32,
-    generation: u32,
+    ty: u8,
+    /// Objects recorded here and not freed since.
+    live: u64,
+    /// `live` at the end of the last sweep.
+    at_gc: u64,
+    /// Mean memsize of one object, from the last heap walk (0: never walked).
+    mean_size: u64,
+    /// Class name, when a heap walk found one (T_OBJECT, T_DATA, T_STRUCT).
+    class: Option<Box<str>>,
+    dirty: bool,
+    /// Objects recorded here since the GC of `epoch` began, by requests
+    /// other than the one that GC began in.
+    young: u64,
+    epoch: u32,
+    /// Live objects recorded here by the last request to allocate here
+    /// (`req_a`), and by the one before it (`req_b`).
+    req_a: u32,
+    cnt_a: u64,
+    req_b: u32,
+    cnt_b: u64,
 }
 
 /// Where and when one object was allocated.
@@ -47,7 +114,23 @@ pub struct Site<'a> {
     pub file_json: Option<&'a str>,
     pub line: u32,
     pub generation: u32,
+    /// The census request sequence number (1-based) of the request during
+    /// which the object was allocated; 0 before the first request.
+    pub request: u32,
 }
+
+/// A site as the census names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteName {
+    /// JSON-escaped file name; None for objects allocated with no Ruby frame.
+    pub file_json: Option<String>,
+    pub line: u32,
+    pub ty: &'static str,
+    pub class: Option<String>,
+}
+
+/// One site's census values as of the last sweep: (site id, live, memsize).
+pub type Change = (u32, u64, u64);
 
 /// The table. Not thread-safe by itself: share it as [`SharedSites`].
 #[derive(Default)]
@@ -60,7 +143,29 @@ pub struct SiteTable {
     json_paths: Vec<Box<str>>,
     by_bytes: HashMap<Box<[u8]>, u32>,
     by_key: FxHashMap<usize, u32>,
+    sites: Vec<SiteInfo>,
+    by_site: FxHashMap<u64, u32>,
+    last_site: Option<(u64, u32)>,
+    dirty: Vec<u32>,
+    /// Request sequence number given to new objects.
+    request: u32,
+    /// GCs begun (GC_START), to tell objects allocated during a GC.
+    epoch: u32,
+    /// Between GC_START and the end of its sweep.
+    in_gc: bool,
+    /// The request in flight when the current GC began.
+    gc_request: u32,
     recorded: u64,
+    freed: u64,
+    unrecorded: u64,
+    sweeps: u64,
+    swept_gc: u64,
+    overflow_path: u32,
+    site_cap: bool,
+    file_cap: bool,
+    byte_cap: bool,
+    /// Tests only: a smaller cap than MAX_TABLE_BYTES.
+    byte_limit: Option<u64>,
 }
 
 /// Statistics for logs and `Native::Tracer.stats`.
@@ -68,10 +173,25 @@ pub struct SiteTable {
 pub struct SiteStats {
     /// Allocations recorded since the table was made or cleared.
     pub recorded: u64,
+    /// Frees counted (census on).
+    pub freed: u64,
+    /// Allocations not recorded because the table was at [`MAX_TABLE_BYTES`].
+    pub unrecorded: u64,
     /// Distinct files seen.
     pub files: u64,
-    /// Bytes of entry arrays (the table's memory, file names aside).
+    /// Distinct sites (file, line, type).
+    pub sites: u64,
+    /// Bytes of entry arrays (the bulk of the table's memory).
     pub bytes: u64,
+    /// Bytes of the site and file tables (estimated from their lengths).
+    pub site_bytes: u64,
+    /// Sweeps seen (census on), and the GC count of the last.
+    pub sweeps: u64,
+    pub swept_gc: u64,
+    /// Which caps were reached.
+    pub site_cap: bool,
+    pub file_cap: bool,
+    pub byte_cap: bool,
 }
 
 /// The process's table, shared between the allocation hook and dump pipelines.
@@ -99,9 +219,36 @@ pub unsafe fn unlock_after_fork() {
     }
 }
 
+/// The name `ObjectSpace.dump_all` gives a Ruby type (`T_STRING` -> "STRING").
+pub fn type_name(ty: u8) -> &'static str {
+    match ty {
+        0x01 => "OBJECT",
+        0x02 => "CLASS",
+        0x03 => "MODULE",
+        0x04 => "FLOAT",
+        0x05 => "STRING",
+        0x06 => "REGEXP",
+        0x07 => "ARRAY",
+        0x08 => "HASH",
+        0x09 => "STRUCT",
+        0x0a => "BIGNUM",
+        0x0b => "FILE",
+        0x0c => "DATA",
+        0x0d => "MATCH",
+        0x0e => "COMPLEX",
+        0x0f => "RATIONAL",
+        0x14 => "SYMBOL",
+        0x1a => "IMEMO",
+        0x1b => "NODE",
+        0x1c => "ICLASS",
+        0x1d => "ZOMBIE",
+        0x1e => "MOVED",
+        _ => "UNKNOWN",
+    }
+}
+
 impl SiteTable {
-    /// Record an allocation. `file` is `(key, bytes)`: a key that is stable for
-    /// the life of the path string (its address) and the path's bytes.
+    /// Record an allocation of unknown type (see [`Self::record_object`]).
     #[inline]
     pub fn record(
         &mut self,
@@ -110,30 +257,270 @@ impl SiteTable {
         line: u32,
         generation: u64,
     ) {
-        let path = match file {
-            Some((key, bytes)) => self.path_id(key, bytes),
-            None => NO_FILE,
-        };
+        self.record_object(address, file, line, 0, generation);
+    }
+
+    /// Record an allocation. `file` is `(key, bytes)`: a key that is stable for
+    /// the life of the path string (its address) and the path's bytes. `ty` is
+    /// the Ruby type (`T_STRING`...). Never allocates a Ruby object.
+    #[inline]
+    pub fn record_object(
+        &mut self,
+        address: u64,
+        file: Option<(usize, &[u8])>,
+        line: u32,
+        ty: u8,
+        generation: u64,
+    ) {
         let (chunk, slot) = Self::split(address);
         let index = match self.last_chunk {
             Some((c, i)) if c == chunk => i,
             _ => {
-                let next = self.chunks.len() as u32;
-                let i = *self.chunk_index.entry(chunk).or_insert(next);
-                if i == next {
-                    self.chunks
-                        .push(vec![Entry::default(); PER_CHUNK].into_boxed_slice());
-                }
+                let i = match self.chunk_index.get(&chunk) {
+                    Some(&i) => i,
+                    None => {
+                        if (self.chunks.len() as u64 + 1) * CHUNK_BYTES
+                            > self.byte_limit.unwrap_or(MAX_TABLE_BYTES)
+                        {
+                            self.byte_cap = true;
+                            self.unrecorded += 1;
+                            return;
+                        }
+                        let i = self.chunks.len() as u32;
+                        self.chunks
+                            .push(vec![Entry::default(); PER_CHUNK].into_boxed_slice());
+                        self.chunk_index.insert(chunk, i);
+                        i
+                    }
+                };
                 self.last_chunk = Some((chunk, i));
                 i
             }
         };
-        self.chunks[index as usize][slot] = Entry {
-            path,
-            line,
-            generation: generation as u32,
+        let path = match file {
+            Some((key, bytes)) => self.path_id(key, bytes),
+            None => NO_FILE,
         };
+        let line = if path == NO_FILE { 0 } else { line };
+        let site = self.site_id(path, line, ty);
+        let request = self.request;
+        let entry = &mut self.chunks[index as usize][slot];
+        let old = entry.site;
+        *entry = Entry {
+            site,
+            generation: generation as u32,
+            request,
+        };
+        if old != 0 {
+            // A slot reused without a FREEOBJ seen (census off, or started late).
+            let s = &mut self.sites[(old - 1) as usize];
+            s.live = s.live.saturating_sub(1);
+        }
+        let s = &mut self.sites[(site - 1) as usize];
+        s.live += 1;
+        if self.in_gc && (request != self.gc_request || request == 0) {
+            if s.epoch != self.epoch {
+                s.epoch = self.epoch;
+                s.young = 0;
+            }
+            s.young += 1;
+        }
+        if s.req_a != request {
+            s.req_b = s.req_a;
+            s.cnt_b = s.cnt_a;
+            s.req_a = request;
+            s.cnt_a = 0;
+        }
+        s.cnt_a += 1;
         self.recorded += 1;
+    }
+
+    /// Count out a freed object (the FREEOBJ hook). Never allocates.
+    #[inline]
+    pub fn free(&mut self, address: u64) {
+        let (chunk, slot) = Self::split(address);
+        let index = match self.last_chunk {
+            Some((c, i)) if c == chunk => i,
+            _ => match self.chunk_index.get(&chunk) {
+                Some(&i) => i,
+                None => return,
+            },
+        };
+        let entry = &mut self.chunks[index as usize][slot];
+        if entry.site != 0 {
+            let s = &mut self.sites[(entry.site - 1) as usize];
+            s.live = s.live.saturating_sub(1);
+            if entry.request == s.req_a {
+                s.cnt_a = s.cnt_a.saturating_sub(1);
+            } else if entry.request == s.req_b {
+                s.cnt_b = s.cnt_b.saturating_sub(1);
+            }
+            *entry = Entry::default();
+            self.freed += 1;
+        }
+    }
+
+    /// A GC begins (GC_START): objects allocated from now until its sweep
+    /// ends are left out of its count.
+    pub fn gc_start(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.in_gc = true;
+        self.gc_request = self.request;
+    }
+
+    /// The end of a sweep (GC_END_SWEEP): every site's `at_gc` count becomes
+    /// its live count less the objects allocated since the GC began (those
+    /// the GC did not judge: lazy sweeping lets the app allocate meanwhile)
+    /// and less the live objects of the request in flight (the latest begun:
+    /// its locals are alive until it ends, leaked or not). So it counts the
+    /// objects of finished requests (and of boot) that were alive at the
+    /// GC's start and survived it. Sites whose count changed are marked for the next census
+    /// point. O(sites); allocates only to grow the list of changes.
+    pub fn end_sweep(&mut self, gc_count: u64) {
+        let epoch = self.epoch;
+        // Lazy sweeping can outlast a request: the request in flight is the
+        // one the GC began in (all its live objects are left out, whenever
+        // allocated; other requests' objects allocated during the GC, too).
+        let request = if self.in_gc {
+            self.gc_request
+        } else {
+            self.request
+        };
+        for (i, s) in self.sites.iter_mut().enumerate() {
+            let young = if self.in_gc && s.epoch == epoch {
+                s.young
+            } else {
+                0
+            };
+            let in_flight = if request == 0 {
+                0
+            } else if s.req_a == request {
+                s.cnt_a
+            } else if s.req_b == request {
+                s.cnt_b
+            } else {
+                0
+            };
+            let survivors = s.live.saturating_sub(young + in_flight);
+            if s.at_gc != survivors {
+                s.at_gc = survivors;
+                if !s.dirty {
+                    s.dirty = true;
+                    self.dirty.push(i as u32 + 1);
+                }
+            }
+        }
+        self.in_gc = false;
+        self.sweeps += 1;
+        self.swept_gc = gc_count;
+    }
+
+    /// The request sequence number recorded with objects allocated from now on.
+    pub fn set_request(&mut self, request: u32) {
+        self.request = request;
+    }
+
+    /// Append the sites changed since the last call as `(site, at_gc, memsize)`
+    /// (memsize: `at_gc` times the site's mean object size from the last walk,
+    /// or [`SLOT_SIZE`] before any walk) and forget them.
+    pub fn take_changes(&mut self, out: &mut Vec<Change>) {
+        for id in self.dirty.drain(..) {
+            let s = &mut self.sites[(id - 1) as usize];
+            s.dirty = false;
+            out.push((id, s.at_gc, s.at_gc * s.mean_size.max(SLOT_SIZE)));
+        }
+    }
+
+    /// How many sites `take_changes` would give now.
+    pub fn changes_pending(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// The site id (>= 1) of the object at `address`, if recorded.
+    #[inline]
+    pub fn site_of(&self, address: u64) -> Option<u32> {
+        let (chunk, slot) = Self::split(address);
+        let index = *self.chunk_index.get(&chunk)?;
+        let site = self.chunks[index as usize][slot].site;
+        (site != 0).then_some(site)
+    }
+
+    /// The site id (>= 1), request number and GC generation of the object at
+    /// `address`, if recorded.
+    #[inline]
+    pub fn site_and_request(&self, address: u64) -> Option<(u32, u32, u32)> {
+        let (chunk, slot) = Self::split(address);
+        let index = *self.chunk_index.get(&chunk)?;
+        let e = self.chunks[index as usize][slot];
+        (e.site != 0).then_some((e.site, e.request, e.generation))
+    }
+
+    /// Whether `site` still needs a class name (a type whose class says more
+    /// than the type, not yet named).
+    pub fn wants_class(&self, site: u32) -> bool {
+        self.sites
+            .get((site as usize).wrapping_sub(1))
+            .is_some_and(|s| {
+                matches!(s.ty, 0x01 | 0x09 | 0x0c) && s.class.is_none() && s.path != NO_FILE
+            })
+    }
+
+    /// Name the class of a site's objects (from a heap walk).
+    pub fn set_class(&mut self, site: u32, class: &str) {
+        if let Some(s) = self.sites.get_mut((site as usize).wrapping_sub(1)) {
+            s.class = Some(class.into());
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(site);
+            }
+        }
+    }
+
+    /// Apply a heap walk: `walked[id]` is (objects, bytes of memsize) found for
+    /// site id `id`. Each walked site's mean object size is updated; sites
+    /// whose memsize changes are marked for the next census point.
+    pub fn apply_walk(&mut self, walked: &[(u64, u64)]) {
+        for (i, &(count, bytes)) in walked.iter().enumerate().skip(1) {
+            let Some(s) = self.sites.get_mut(i - 1) else {
+                break;
+            };
+            if count == 0 {
+                continue;
+            }
+            let mean = bytes.div_ceil(count);
+            if mean != s.mean_size {
+                s.mean_size = mean;
+                if !s.dirty {
+                    s.dirty = true;
+                    self.dirty.push(i as u32);
+                }
+            }
+        }
+    }
+
+    /// Number of sites (site ids are 1..=count).
+    pub fn site_count(&self) -> usize {
+        self.sites.len()
+    }
+
+    /// The name of site `id`.
+    pub fn site_name(&self, id: u32) -> Option<SiteName> {
+        let s = self.sites.get((id as usize).checked_sub(1)?)?;
+        Some(SiteName {
+            file_json: (s.path != NO_FILE)
+                .then(|| self.json_paths[(s.path - 2) as usize].to_string()),
+            line: s.line,
+            ty: type_name(s.ty),
+            class: s.class.as_deref().map(str::to_string),
+        })
+    }
+
+    /// Every site's `(at_gc, memsize)` now, by site id - 1.
+    pub fn snapshot(&self) -> Vec<(u64, u64)> {
+        self.sites
+            .iter()
+            .map(|s| (s.at_gc, s.at_gc * s.mean_size.max(SLOT_SIZE)))
+            .collect()
     }
 
     /// The site of the object at `address`, if it was allocated while tracing.
@@ -141,33 +528,51 @@ impl SiteTable {
         let (chunk, slot) = Self::split(address);
         let index = *self.chunk_index.get(&chunk)?;
         let entry = self.chunks[index as usize][slot];
-        match entry.path {
-            0 => None,
-            NO_FILE => Some(Site {
+        if entry.site == 0 {
+            return None;
+        }
+        let s = &self.sites[(entry.site - 1) as usize];
+        Some(match s.path {
+            NO_FILE => Site {
                 file: None,
                 file_json: None,
                 line: 0,
                 generation: entry.generation,
-            }),
-            p => Some(Site {
+                request: entry.request,
+            },
+            p => Site {
                 file: Some(&self.raw_paths[(p - 2) as usize]),
                 file_json: Some(&self.json_paths[(p - 2) as usize]),
-                line: entry.line,
+                line: s.line,
                 generation: entry.generation,
-            }),
-        }
+                request: entry.request,
+            },
+        })
     }
 
-    /// Forget everything (tracing restarted).
+    /// Forget everything (tracing restarted, or objects moved by GC.compact).
     pub fn clear(&mut self) {
         *self = SiteTable::default();
     }
 
     pub fn stats(&self) -> SiteStats {
+        let paths: usize = self.raw_paths.iter().map(|p| 2 * p.len() + 64).sum();
         SiteStats {
             recorded: self.recorded,
+            freed: self.freed,
+            unrecorded: self.unrecorded,
             files: self.raw_paths.len() as u64,
-            bytes: (self.chunks.len() * PER_CHUNK * std::mem::size_of::<Entry>()) as u64,
+            sites: self.sites.len() as u64,
+            bytes: self.chunks.len() as u64 * CHUNK_BYTES,
+            site_bytes: (self.sites.capacity() * std::mem::size_of::<SiteInfo>()
+                + self.by_site.capacity() * 16
+                + self.by_key.capacity() * 16
+                + paths) as u64,
+            sweeps: self.sweeps,
+            swept_gc: self.swept_gc,
+            site_cap: self.site_cap,
+            file_cap: self.file_cap,
+            byte_cap: self.byte_cap,
         }
     }
 
@@ -180,6 +585,44 @@ impl SiteTable {
     }
 
     #[inline]
+    fn site_id(&mut self, path: u32, line: u32, ty: u8) -> u32 {
+        let key = (u64::from(path) << 40) | (u64::from(ty) << 32) | u64::from(line);
+        if let Some((k, id)) = self.last_site {
+            if k == key {
+                return id;
+            }
+        }
+        let id = match self.by_site.get(&key) {
+            Some(&id) => id,
+            None if self.sites.len() >= MAX_SITES && path != self.overflow_path => {
+                self.site_cap = true;
+                let overflow = self.overflow_path();
+                return self.site_id(overflow, 0, ty);
+            }
+            None => {
+                self.sites.push(SiteInfo {
+                    path,
+                    line,
+                    ty,
+                    ..SiteInfo::default()
+                });
+                let id = self.sites.len() as u32;
+                self.by_site.insert(key, id);
+                id
+            }
+        };
+        self.last_site = Some((key, id));
+        id
+    }
+
+    fn overflow_path(&mut self) -> u32 {
+        if self.overflow_path == 0 {
+            self.overflow_path = self.intern(OVERFLOW_FILE.as_bytes());
+        }
+        self.overflow_path
+    }
+
+    #[inline]
     fn path_id(&mut self, key: usize, bytes: &[u8]) -> u32 {
         if let Some(&id) = self.by_key.get(&key) {
             if *self.raw_paths[(id - 2) as usize] == *bytes {
@@ -188,15 +631,28 @@ impl SiteTable {
         }
         let id = match self.by_bytes.get(bytes) {
             Some(&id) => id,
-            None => {
-                let id = self.raw_paths.len() as u32 + 2;
-                self.raw_paths.push(bytes.into());
-                self.json_paths.push(json_escape(bytes).into_boxed_str());
-                self.by_bytes.insert(bytes.into(), id);
-                id
+            None if self.raw_paths.len() >= MAX_FILES => {
+                self.file_cap = true;
+                self.overflow_path()
             }
+            None => self.intern(bytes),
         };
+        if self.by_key.len() >= MAX_PATH_KEYS {
+            // Path strings come and go (eval): the cache is rebuilt as needed.
+            self.by_key.clear();
+        }
         self.by_key.insert(key, id);
+        id
+    }
+
+    fn intern(&mut self, bytes: &[u8]) -> u32 {
+        if let Some(&id) = self.by_bytes.get(bytes) {
+            return id;
+        }
+        let id = self.raw_paths.len() as u32 + 2;
+        self.raw_paths.push(bytes.into());
+        self.json_paths.push(json_escape(bytes).into_boxed_str());
+        self.by_bytes.insert(bytes.into(), id);
         id
     }
 }
@@ -273,5 +729,172 @@ mod tests {
         t.clear();
         assert_eq!(t.lookup(0x40), None);
         assert_eq!(t.stats(), SiteStats::default());
+    }
+
+    #[test]
+    fn objects_carry_the_request_that_allocated_them() {
+        let mut t = SiteTable::default();
+        t.record(0x28, None, 0, 1);
+        t.set_request(7);
+        t.record(0x50, None, 0, 1);
+        assert_eq!(t.lookup(0x28).unwrap().request, 0);
+        assert_eq!(t.lookup(0x50).unwrap().request, 7);
+    }
+
+    #[test]
+    fn the_census_counts_live_objects_as_of_the_last_sweep() {
+        let mut t = SiteTable::default();
+        let a = Some((1, &b"a.rb"[..]));
+        for i in 0..10u64 {
+            t.record_object(0x1_0000 + i * SLOT, a, 3, 5, 1);
+        }
+        t.record_object(0x2_0000, a, 4, 7, 1);
+        let mut changes = Vec::new();
+        t.take_changes(&mut changes);
+        assert!(changes.is_empty(), "nothing until a sweep ends");
+        t.end_sweep(1);
+        t.take_changes(&mut changes);
+        changes.sort();
+        assert_eq!(changes, vec![(1, 10, 400), (2, 1, 40)]);
+        // Four freed, one slot reused by another site: counted at the next sweep.
+        for i in 0..4u64 {
+            t.free(0x1_0000 + i * SLOT);
+        }
+        t.free(0x3_0000); // never recorded: ignored
+        t.record_object(0x1_0000 + 9 * SLOT, a, 4, 7, 2); // no FREEOBJ seen
+        changes.clear();
+        t.take_changes(&mut changes);
+        assert!(changes.is_empty());
+        t.end_sweep(2);
+        t.take_changes(&mut changes);
+        changes.sort();
+        assert_eq!(changes, vec![(1, 5, 200), (2, 2, 80)]);
+        assert_eq!(t.site_name(1).unwrap().ty, "STRING");
+        assert_eq!(t.site_name(2).unwrap().file_json.as_deref(), Some("a.rb"));
+        assert_eq!(t.stats().freed, 4);
+        assert_eq!(t.stats().sweeps, 1 + 1);
+    }
+
+    #[test]
+    fn objects_allocated_during_a_gc_wait_for_the_next() {
+        let mut t = SiteTable::default();
+        t.record_object(0x28, None, 0, 5, 1);
+        t.gc_start();
+        t.record_object(0x50, None, 0, 5, 1); // during lazy sweep
+        t.end_sweep(1);
+        let mut changes = Vec::new();
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 1, 40)]);
+        t.gc_start();
+        t.end_sweep(2);
+        changes.clear();
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 2, 80)]);
+    }
+
+    #[test]
+    fn the_request_in_flight_is_left_out_until_it_ends() {
+        let mut t = SiteTable::default();
+        t.set_request(1);
+        t.record_object(0x28, None, 0, 5, 1); // kept by request 1
+        t.record_object(0x50, None, 0, 5, 1); // garbage of request 1
+        t.set_request(2);
+        t.record_object(0x78, None, 0, 5, 1); // a local of request 2, alive at the GC
+        t.record_object(0xa0, None, 0, 5, 1); // garbage of request 2
+        t.gc_start();
+        t.free(0x50);
+        t.free(0xa0);
+        t.end_sweep(1);
+        let mut changes = Vec::new();
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 1, 40)]);
+        // A sweep that ends after the next request began still leaves out
+        // the request the GC began in; the next GC counts its survivor.
+        t.gc_start();
+        t.set_request(3);
+        t.record_object(0xc8, None, 0, 5, 2); // during the sweep
+        t.end_sweep(2);
+        changes.clear();
+        t.take_changes(&mut changes);
+        assert!(changes.is_empty(), "{changes:?}");
+        t.gc_start();
+        t.end_sweep(3);
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 2, 80)], "request 3 is still in flight");
+        changes.clear();
+        t.set_request(4);
+        t.gc_start();
+        t.end_sweep(4);
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 3, 120)]);
+    }
+
+    #[test]
+    fn a_walk_gives_sites_their_memsize() {
+        let mut t = SiteTable::default();
+        t.record_object(0x28, Some((1, b"a.rb")), 1, 5, 1);
+        t.record_object(0x50, Some((1, b"a.rb")), 1, 5, 1);
+        t.end_sweep(1);
+        let mut changes = Vec::new();
+        t.take_changes(&mut changes);
+        assert_eq!(t.site_of(0x50), Some(1));
+        t.apply_walk(&[(0, 0), (2, 200)]);
+        changes.clear();
+        t.take_changes(&mut changes);
+        assert_eq!(changes, vec![(1, 2, 200)]);
+        assert_eq!(t.snapshot(), vec![(2, 200)]);
+    }
+
+    #[test]
+    fn unique_eval_file_names_stop_at_the_file_cap() {
+        let mut t = SiteTable::default();
+        for i in 0..MAX_FILES + 500 {
+            let name = format!("(eval at {i})");
+            t.record_object(0x28, Some((i, name.as_bytes())), 1, 5, 1);
+        }
+        let s = t.stats();
+        assert_eq!(
+            s.files,
+            MAX_FILES as u64 + 1,
+            "the cap, plus the overflow name"
+        );
+        assert!(s.file_cap && !s.site_cap);
+        assert_eq!(
+            t.lookup(0x28).unwrap().file_json,
+            Some(OVERFLOW_FILE),
+            "past the cap, one shared name"
+        );
+        assert!(t.by_key.len() <= MAX_PATH_KEYS);
+    }
+
+    #[test]
+    fn sites_stop_at_the_site_cap() {
+        let mut t = SiteTable::default();
+        for line in 0..MAX_SITES as u32 + 10 {
+            t.record_object(0x28, Some((1, b"a.rb")), line, 5, 1);
+        }
+        t.record_object(0x50, Some((1, b"a.rb")), u32::MAX, 7, 1);
+        let s = t.stats();
+        assert!(s.site_cap);
+        assert_eq!(s.sites, MAX_SITES as u64 + 2, "one overflow site per type");
+        assert_eq!(t.lookup(0x50).unwrap().file_json, Some(OVERFLOW_FILE));
+    }
+
+    #[test]
+    fn the_entry_arrays_stop_at_the_byte_cap() {
+        let limit = 1 << 20;
+        let mut t = SiteTable {
+            byte_limit: Some(limit),
+            ..SiteTable::default()
+        };
+        let chunks = limit / CHUNK_BYTES;
+        for c in 0..chunks + 3 {
+            t.record_object(c << CHUNK_BITS, None, 0, 5, 1);
+        }
+        let s = t.stats();
+        assert!(s.byte_cap);
+        assert!(s.bytes <= limit);
+        assert_eq!(s.unrecorded, 3);
+        assert_eq!(t.lookup((chunks + 1) << CHUNK_BITS), None);
     }
 }

@@ -130,6 +130,41 @@ impl Writer {
         Ok(())
     }
 
+    /// Queue one object (a census batch) for storing under `key`, with the
+    /// same bound, counters and error keeping as dumps. Returns
+    /// `Err(QueueFull)` (and counts a drop) instead of waiting when full.
+    pub fn try_put(&self, key: String, bytes: Vec<u8>) -> Result<()> {
+        {
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if *pending >= self.capacity {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::QueueFull {
+                    capacity: self.capacity as usize,
+                });
+            }
+            *pending += 1;
+        }
+        self.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        let runtime = match runtime::handle() {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                self.shared.done(Err(err));
+                return Ok(());
+            }
+        };
+        let store = self.store.clone();
+        let shared = self.shared.clone();
+        runtime.spawn(async move {
+            let result = store.put(&key, Bytes::from(bytes)).await;
+            shared.done(result);
+        });
+        Ok(())
+    }
+
     /// Wait until nothing is pending or `timeout` has passed. True when idle.
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -234,6 +269,26 @@ mod tests {
         assert_eq!(&got[..], b"gz");
         let keys = runtime::block_on(store.list("h")).unwrap().unwrap();
         assert_eq!(keys.len(), 2);
+    }
+
+    #[test]
+    fn single_objects_are_stored_and_bounded() {
+        let store = memory_store("put");
+        let writer = Writer::new(store.clone(), 1).unwrap();
+        let mut dropped = 0;
+        for i in 0..20 {
+            if writer
+                .try_put(format!("h/1/census-{i:06}.jsonl.gz"), vec![1; 1 << 16])
+                .is_err()
+            {
+                dropped += 1;
+            }
+        }
+        assert!(writer.flush(Duration::from_secs(10)));
+        let stats = writer.stats();
+        assert_eq!((stats.dropped, stats.stored + stats.dropped), (dropped, 20));
+        let keys = runtime::block_on(store.list("h")).unwrap().unwrap();
+        assert_eq!(keys.len() as u64, stats.stored);
     }
 
     #[test]

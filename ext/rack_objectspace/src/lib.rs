@@ -4,6 +4,7 @@
 
 mod analysis;
 mod capture;
+mod census;
 mod child;
 mod errors;
 mod nogvl;
@@ -20,5 +21,6 @@ fn init(ruby: &Ruby) -> Result<(), magnus::Error> {
     child::init(ruby, native)?;
     analysis::init(ruby, native)?;
     tracer::init(ruby, native)?;
+    census::init(ruby, native)?;
     Ok(())
 }

@@ -22,7 +22,7 @@ module Rack
 
       attr_reader :store, :store_url, :mode, :dump, :every, :gc, :redact, :trace, :gzip_level,
                   :filter, :paths, :token, :token_header, :max_children, :queue_size,
-                  :flush_timeout, :child_timeout, :logger, :layout
+                  :flush_timeout, :child_timeout, :logger, :layout, :census
 
       # The defaults a user sees in the README table.
       def self.default_mode
@@ -31,7 +31,7 @@ module Rack
 
       def initialize(store:, mode:, dump:, every:, gc:, redact:, trace:, gzip_level:, filter:, paths:,
                      token:, token_header:, max_children:, queue_size:, flush_timeout:, child_timeout:, logger:,
-                     layout:)
+                     layout:, census: nil)
         @store = pick(store, "STORE") { DEFAULT_STORE }
         @mode = symbol(:mode, pick(mode, "MODE") { self.class.default_mode }, MODES)
         @dump = symbol(:dump, pick(dump, "DUMP") { :full }, DUMPS)
@@ -51,8 +51,9 @@ module Rack
         fail!(:child_timeout, @child_timeout, "a number of seconds > 0") unless @child_timeout.positive?
         @logger = logger_value(logger)
         @layout = symbol(:layout, layout || :dump, LAYOUTS)
+        @census = census_value(pick(census, "CENSUS") { nil })
         check_store
-        fail!(:every, nil, "a positive Integer when token: is not set (nil dumps only on demand, with the token)") if @every.nil? && @token.nil?
+        fail!(:every, nil, "a positive Integer when token: is not set and census: is off (nil dumps only on demand, with the token)") if @every.nil? && @token.nil? && !@census
         fail!(:trace, false, "true, :native or :objspace with dump: :retained (it keeps objects by allocation generation)") if @dump == :retained && !@trace
         freeze
       end
@@ -101,6 +102,16 @@ module Rack
         return @mode == :inline && @dump == :retained ? :objspace : :native if TRUE_WORDS.include?(value)
 
         symbol(:trace, value, [true, false, *TRACERS])
+      end
+
+      # The census needs the native tracer: on by default wherever it runs;
+      # census: true with another tracer is an error, not a silent no-op.
+      def census_value(value)
+        return @trace == :native if value.nil?
+
+        on = boolean(:census, value)
+        fail!(:census, value, "false unless trace: is true or :native (the census counts with the native tracer)") if on && @trace != :native
+        on
       end
 
       def integer(option, value, range)

@@ -337,6 +337,17 @@ module Rack
         nil
       end
 
+      public
+
+      # Queue one value for a `[]=` store on the same thread and bound as
+      # dumps (census batches). Returns false, queueing nothing, when full;
+      # otherwise `done` is later called on that thread with nil or the error.
+      def enqueue_value(key, value, &done)
+        state { |s| s.queue ||= new_store_queue }.push_value(key, value, &done)
+      end
+
+      private
+
       def report_writer_errors
         writer = @state.pid == Process.pid && @state.writer
         return unless writer

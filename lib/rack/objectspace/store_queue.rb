@@ -25,14 +25,13 @@ module Rack
 
       # Queue one dump (gzipped bytes and its metadata JSON); false when full.
       def push(dump_key, meta_key, bytes, meta)
-        @lock.synchronize do
-          return false if @queued >= @capacity
+        enqueue([:dump, dump_key, meta_key, bytes, meta])
+      end
 
-          @thread = Thread.new { drain } unless @thread&.alive?
-          @queued += 1
-          @queue << [dump_key, meta_key, bytes, meta]
-        end
-        true
+      # Queue one value to write as it is (a census batch); false when full.
+      # `done` is called on the queue's thread with nil or the error.
+      def push_value(key, value, &done)
+        enqueue([:value, key, value, done])
       end
 
       # Dumps queued and not yet written.
@@ -54,11 +53,22 @@ module Rack
 
       private
 
+      def enqueue(job)
+        @lock.synchronize do
+          return false if @queued >= @capacity
+
+          @thread = Thread.new { drain } unless @thread&.alive?
+          @queued += 1
+          @queue << job
+        end
+        true
+      end
+
       def drain
         loop do
-          job = @queue.pop
+          kind, *job = @queue.pop
           begin
-            write(*job)
+            kind == :value ? write_value(*job) : write(*job)
           ensure
             @lock.synchronize do
               @queued -= 1
@@ -66,6 +76,13 @@ module Rack
             end
           end
         end
+      end
+
+      def write_value(key, value, done)
+        @store[key] = value
+        done&.call(nil)
+      rescue StandardError => e
+        done&.call(e)
       end
 
       def write(dump_key, meta_key, bytes, meta)

@@ -282,6 +282,7 @@ mod tests {
                 file: 0,
                 line: 0,
                 generation: 0,
+                request: 0,
                 ty: 0,
             })
             .collect();

@@ -10,6 +10,7 @@
 //!
 //! Reports are plain data (serde); the CLI and the Ruby API render them.
 
+pub mod census;
 pub mod diff;
 pub mod heap;
 pub mod leaks;

@@ -1,0 +1,147 @@
+# frozen_string_literal: true
+
+# What the census costs, in one run (ratios against baselines measured in the
+# same run):
+#
+#   load     wrk against puma serving spec/fixtures/puma/config.ru, dumps off
+#            (every: nil): no middleware, tracing alone (census: false, a
+#            token so that every: nil is allowed), census on. Alternating
+#            rounds; throughput and p99 ratios.
+#   request  the request thread's time in Census#request, p50/p99, with 10k
+#            distinct live allocation sites and GCs happening (a point after a
+#            GC carries every site that changed).
+#   table    the site table's bytes against GC.stat(:heap_allocated_pages) * 16 KiB
+#            for heaps of 600k (the fixture app under issue 9's load) and 1.2M strings,
+#            and the heap walk's time.
+#
+#   ruby bench/census.rb [load|request|table]...   # all three by default
+#   CI=1 ruby bench/census.rb                      # smoke sizes
+#   ROUNDS=3 DURATION=20 CONNECTIONS=8 THREADS=4 ruby bench/census.rb load
+require "json"
+require "tmpdir"
+require "net/http"
+require "securerandom"
+$LOAD_PATH.unshift File.expand_path("../lib", __dir__)
+require "rack/objectspace"
+
+SECTIONS = ARGV.empty? ? %w[request table load] : ARGV
+CI = !ENV["CI"].nil?
+
+def percentile(sorted, q) = sorted[[(sorted.size * q).ceil - 1, 0].max]
+
+def request_bench
+  native = Rack::Objectspace::Native
+  sites = Integer(ENV.fetch("SITES", 10_000))
+  requests = Integer(ENV.fetch("REQUESTS", CI ? 2_000 : 20_000))
+  # 10k distinct sites, each with live objects: one method per site.
+  keep = []
+  code = Array.new(sites) { |i| "def self.site_#{i}(k) = k << \"site #{i}\"" }.join("\n")
+  mod = Module.new
+  mod.module_eval(code, "bench_sites.rb", 1)
+  native::Census.enable
+  native::Tracer.start
+  sites.times { |i| mod.send(:"site_#{i}", keep) }
+  GC.start
+  census = Rack::Objectspace::Census.new(Struct.new(:store_url, :queue_size).new(nil, 4), nil, nil)
+  census.instance_variable_set(:@pid, Process.pid) # no thread: batches taken below
+  Rack::Objectspace::Census.owner = census
+  env = { "REQUEST_METHOD" => "GET", "PATH_INFO" => "/page", "SCRIPT_NAME" => "" }
+  times = []
+  gcs = GC.count
+  requests.times do |n|
+    t = Process.clock_gettime(Process::CLOCK_MONOTONIC, :float_microsecond)
+    census.request(env)
+    times << Process.clock_gettime(Process::CLOCK_MONOTONIC, :float_microsecond) - t
+    # The request's own work: some garbage, and now and then a site's object freed and another kept.
+    Array.new(300) { |i| "row #{i}" }
+    keep[n % sites] = "replaced #{n}" if (n % 7).zero?
+    native::Census.take_batch("bench", Process.pid) if (n % 2000).zero?
+  end
+  gcs = GC.count - gcs
+  sorted = times.sort
+  puts format("request thread per request (Census#request), %d live sites, %d requests, %d GCs: " \
+              "p50 %.1f us, p99 %.1f us, max %.1f us", native::Tracer.stats[:sites], requests, gcs,
+              percentile(sorted, 0.5), percentile(sorted, 0.99), sorted.last)
+ensure
+  native::Tracer.stop
+end
+
+def table_bench
+  native = Rack::Objectspace::Native
+  [600_000, 1_200_000].each do |n|
+    native::Census.enable
+    native::Tracer.start
+    heap = Array.new(CI ? n / 20 : n) { |i| "cached-#{i}" }
+    GC.start
+    walks = Array.new(3) { native::Census.walk[1] }.sort
+    stats = native::Tracer.stats
+    pages = GC.stat(:heap_allocated_pages) * 16 * 1024
+    puts format("site table with %d strings kept: entries %.1f MB + sites/files %.2f MB = %.2fx of the heap's pages " \
+                "(%.1f MB); heap walk (memsize, classes, endpoints) %.0f ms", heap.size,
+                stats[:bytes] / 1e6, stats[:site_bytes] / 1e6, (stats[:bytes] + stats[:site_bytes]).fdiv(pages),
+                pages / 1e6, walks[1])
+    heap = nil
+    native::Tracer.stop
+    GC.start
+  end
+end
+
+def load_bench
+  require_relative "../spec/support/servers"
+  abort "bench/census.rb: wrk is not installed (apt-get install wrk, or bin/setup)" unless TestServers.which("wrk")
+  duration = Integer(ENV.fetch("DURATION", CI ? 5 : 20))
+  rounds = Integer(ENV.fetch("ROUNDS", CI ? 1 : 3))
+  connections = Integer(ENV.fetch("CONNECTIONS", 8))
+  threads = Integer(ENV.fetch("THREADS", 4))
+  heap = Integer(ENV.fetch("APP_HEAP_OBJECTS", 200_000))
+  lua = File.expand_path("load.lua", __dir__)
+  store = Dir.mktmpdir("objectspace-census-bench-")
+  common = { "RACK_OBJECTSPACE_STORE" => "file://#{store}", "RACK_OBJECTSPACE_EVERY" => "never",
+             "APP_HEAP_OBJECTS" => heap.to_s }
+  configs = {
+    "none" => { "OBJECTSPACE_OFF" => "1" },
+    "tracing" => common.merge("RACK_OBJECTSPACE_CENSUS" => "false", "RACK_OBJECTSPACE_TOKEN" => SecureRandom.hex(16)),
+    "census" => common.merge("RACK_OBJECTSPACE_CENSUS" => "true")
+  }
+  results = configs.keys.to_h { |k| [k, []] }
+  rounds.times do
+    configs.each do |label, env|
+      puma = TestServers.puma(threads: threads, env: env, name: "census-bench-#{label}")
+      begin
+        system("wrk", "-t1", "-c2", "-d1s", "http://127.0.0.1:#{puma.port}/warmup", out: File::NULL)
+        out = IO.popen(["wrk", "-t2", "-c#{connections}", "-d#{duration}s", "--latency", "-s", lua,
+                        "http://127.0.0.1:#{puma.port}/page"], &:read)
+        stats = JSON.parse(Net::HTTP.get(URI("http://127.0.0.1:#{puma.port}/__flush")))
+        lua_out = out[/^LUA .*$/].to_s.scan(/(\w+)=(\d+)/).to_h { |k, v| [k, Integer(v)] }
+        results[label] << { rps: out[%r{Requests/sec:\s+([\d.]+)}, 1].to_f, p99: lua_out["p99_us"].to_f / 1000,
+                            p50: lua_out["p50_us"].to_f / 1000, census: stats["census"] }
+      ensure
+        puma&.stop
+      end
+    end
+  end
+  FileUtils.rm_rf(store)
+  median = ->(a) { a.sort[a.size / 2] }
+  puts "wrk -t2 -c#{connections} -d#{duration}s x #{rounds} rounds against puma -t #{threads}:#{threads}, " \
+       "app heap #{heap} strings, dumps off (every: nil), #{Etc.nprocessors} cores"
+  results.each do |label, rs|
+    census = rs.last[:census]
+    extra = census ? " census: #{census.slice('requests', 'points', 'stored', 'dropped', 'dropped_points')}" : ""
+    puts format("%-8s req/s %8.0f  p50 %6.2f ms  p99 %6.2f ms (medians of rounds)%s", label,
+                median.(rs.map { |r| r[:rps] }), median.(rs.map { |r| r[:p50] }), median.(rs.map { |r| r[:p99] }), extra)
+  end
+  rps = ->(l) { median.(results[l].map { |r| r[:rps] }) }
+  p99 = ->(l) { median.(results[l].map { |r| r[:p99] }) }
+  puts format("census throughput: %.2fx tracing alone (target >= 0.95), %.2fx no middleware (target >= 0.85); " \
+              "census p99: %.2fx tracing alone (target <= 1.1)", rps.("census") / rps.("tracing"),
+              rps.("census") / rps.("none"), p99.("census") / p99.("tracing"))
+end
+
+SECTIONS.each do |section|
+  case section
+  when "request" then request_bench
+  when "table" then table_bench
+  when "load" then load_bench
+  else abort "bench/census.rb: unknown section #{section.inspect} (load, request, table)"
+  end
+end

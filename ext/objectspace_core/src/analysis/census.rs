@@ -1,0 +1,643 @@
+//! Leaks from the census (`<host>/<pid>/census-<seq>.ndjson.gz`, written by
+//! [`crate::census`]) instead of dumps: every request of every process, no
+//! dump needed.
+//!
+//! A process's batches are read in order and its points replayed. The counts
+//! of a point are those the last finished sweep left, so the series of one
+//! site has one observation per GC: a new one wherever `swept_gc` changes.
+//! The growth rule is the dumps' ([`super::leaks::growth_rate`]), over those
+//! observations, with the request count as x: a leak grows through the later
+//! half; a bounded cache fills and then stays flat, and is not ranked.
+//!
+//! Endpoints: the latest heap walk in the census counts each site's live
+//! objects by the endpoint of the request that allocated them (every object
+//! carries its request number): those counts are exact. Without a walk, the
+//! requests served between two observations are known (the points'
+//! endpoints), so a site's growth at each GC is fit to the endpoints served
+//! in each interval (non-negative least squares); an endpoint that never
+//! comes with growth gets no share.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+
+use super::leaks::{growth_rate, Endpoint, LeakSite, Leaks, ProcessReport};
+use super::report::Site;
+use super::{local_path, AnalysisError, Input};
+use crate::keys::parse_census_key;
+use crate::store::Store;
+
+/// Observations kept per process for the growth rule (evenly thinned past it).
+const MAX_OBSERVATIONS: usize = 2000;
+/// Endpoints fit per site (the busiest); the rest share nothing.
+const MAX_FIT_ENDPOINTS: usize = 16;
+
+/// A site as named across batches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Name {
+    file: String,
+    line: u32,
+    ty: String,
+    class: Option<String>,
+}
+
+/// One process's census, replayed.
+#[derive(Default)]
+struct Replay {
+    /// Request count at each observation.
+    xs: Vec<u64>,
+    /// Endpoint ids served in the interval ending at each observation.
+    intervals: Vec<Vec<(u32, u64)>>,
+    /// Per site: (observation, count, memsize) from which a value holds.
+    tracks: FxHashMap<Name, Vec<(u32, u64, u64)>>,
+    current: FxHashMap<Name, (u64, u64)>,
+    touched: Vec<Name>,
+    endpoints: Vec<(String, String)>,
+    endpoint_ids: FxHashMap<(String, String), u32>,
+    interval: FxHashMap<u32, u64>,
+    /// The previous point's endpoints: the request in flight at a GC seen
+    /// at this point, whose objects that GC did not count.
+    in_flight: Vec<(u32, u64)>,
+    last_swept: Option<u64>,
+    /// The latest heap walk: live objects of each site by allocating endpoint.
+    walked: FxHashMap<Name, Vec<(String, String, u64)>>,
+    requests: u64,
+    points: u64,
+    missing_requests: u64,
+}
+
+impl Replay {
+    fn set(&mut self, name: &Name, value: (u64, u64)) {
+        let old = self.current.insert(name.clone(), value);
+        if old != Some(value) {
+            self.touched.push(name.clone());
+        }
+    }
+
+    fn observe(&mut self, requests: u64) {
+        let k = self.xs.len() as u32;
+        self.xs.push(requests);
+        let mut interval: Vec<(u32, u64)> = self.interval.drain().collect();
+        interval.sort_unstable();
+        self.intervals.push(interval);
+        self.touched.sort();
+        self.touched.dedup();
+        for name in self.touched.drain(..) {
+            let &(count, memsize) = self.current.get(&name).unwrap_or(&(0, 0));
+            self.tracks
+                .entry(name)
+                .or_default()
+                .push((k, count, memsize));
+        }
+    }
+
+    fn endpoint(&mut self, method: &str, path: &str) -> u32 {
+        let key = (method.to_string(), path.to_string());
+        if let Some(&id) = self.endpoint_ids.get(&key) {
+            return id;
+        }
+        let id = self.endpoints.len() as u32;
+        self.endpoints.push(key.clone());
+        self.endpoint_ids.insert(key, id);
+        id
+    }
+
+    /// Replay one batch (its lines). Sites are named by the batch itself.
+    fn batch(&mut self, text: &str, name: &str) -> Result<(), String> {
+        let mut ids: FxHashMap<u64, Name> = FxHashMap::default();
+        for (n, line) in text.lines().enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let v: Value =
+                serde_json::from_str(line).map_err(|e| format!("{name}: line {}: {e}", n + 1))?;
+            if let Some(id) = v.get("site").and_then(Value::as_u64) {
+                ids.insert(
+                    id,
+                    Name {
+                        file: v["file"].as_str().unwrap_or("").to_string(),
+                        line: v["line"].as_u64().unwrap_or(0) as u32,
+                        ty: v["type"].as_str().unwrap_or("UNKNOWN").to_string(),
+                        class: v["class"].as_str().map(str::to_string),
+                    },
+                );
+            } else if v.get("walk").is_some() {
+                self.walked.clear();
+                for e in v["endpoints"].as_array().into_iter().flatten() {
+                    let Some(name) = e.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i))
+                    else {
+                        continue;
+                    };
+                    let (Some(m), Some(p), Some(n)) = (e[1].as_str(), e[2].as_str(), e[3].as_u64())
+                    else {
+                        continue;
+                    };
+                    self.walked.entry(name.clone()).or_default().push((
+                        m.to_string(),
+                        p.to_string(),
+                        n,
+                    ));
+                }
+            } else if let Some(base) = v.get("base") {
+                // The state before the batch's first point: complete.
+                let base_requests = base["requests"].as_u64().unwrap_or(0);
+                if base_requests > self.requests {
+                    self.missing_requests += base_requests - self.requests;
+                }
+                let mut listed: FxHashMap<Name, (u64, u64)> = FxHashMap::default();
+                for c in v["counts"].as_array().into_iter().flatten() {
+                    if let Some(name) = c.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i)) {
+                        listed.insert(
+                            name.clone(),
+                            (c[1].as_u64().unwrap_or(0), c[2].as_u64().unwrap_or(0)),
+                        );
+                    }
+                }
+                let stale: Vec<Name> = self
+                    .current
+                    .iter()
+                    .filter(|(k, v)| v.0 > 0 && !listed.contains_key(*k))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for name in stale {
+                    self.set(&name, (0, 0));
+                }
+                for (name, value) in listed {
+                    self.set(&name, value);
+                }
+            } else if let Some(requests) = v.get("requests").and_then(Value::as_u64) {
+                let swept = v["swept_gc"].as_u64().unwrap_or(0);
+                for c in v["counts"].as_array().into_iter().flatten() {
+                    if let Some(name) = c.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i)) {
+                        let name = name.clone();
+                        self.set(
+                            &name,
+                            (c[1].as_u64().unwrap_or(0), c[2].as_u64().unwrap_or(0)),
+                        );
+                    }
+                }
+                // A sweep first seen here ended during the previous request,
+                // whose objects it left out: they belong to the next interval.
+                if self.last_swept != Some(swept) {
+                    self.last_swept = Some(swept);
+                    self.observe(requests);
+                }
+                for (id, n) in std::mem::take(&mut self.in_flight) {
+                    *self.interval.entry(id).or_insert(0) += n;
+                }
+                for e in v["endpoints"].as_array().into_iter().flatten() {
+                    let (Some(m), Some(p)) = (e[0].as_str(), e[1].as_str()) else {
+                        continue;
+                    };
+                    let id = self.endpoint(m, p);
+                    self.in_flight.push((id, e[2].as_u64().unwrap_or(1)));
+                }
+                self.requests = requests;
+                self.points += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Non-negative least squares by coordinate descent: rates r >= 0 that
+/// minimise sum_k (d_k - sum_e r_e n_{e,k})^2.
+fn fit(d: &[f64], n: &[Vec<f64>]) -> Vec<f64> {
+    let e = n.len();
+    let mut r = vec![0.0; e];
+    let norms: Vec<f64> = n
+        .iter()
+        .map(|col| col.iter().map(|x| x * x).sum())
+        .collect();
+    let mut resid: Vec<f64> = d.to_vec();
+    for _ in 0..200 {
+        let mut moved = 0.0f64;
+        for j in 0..e {
+            if norms[j] <= 0.0 {
+                continue;
+            }
+            let dot: f64 = n[j].iter().zip(&resid).map(|(a, b)| a * b).sum();
+            let new = (r[j] + dot / norms[j]).max(0.0);
+            let step = new - r[j];
+            if step != 0.0 {
+                for (res, a) in resid.iter_mut().zip(&n[j]) {
+                    *res -= step * a;
+                }
+                r[j] = new;
+                moved = moved.max(step.abs());
+            }
+        }
+        if moved < 1e-9 {
+            break;
+        }
+    }
+    r
+}
+
+/// This gem's own files: never ranked (its per-request work is not the app's leak).
+fn own_file(file: &str) -> bool {
+    file.contains("/lib/rack/objectspace/") || file.ends_with("/lib/rack/objectspace.rb")
+}
+
+fn leaks_of(host: &str, pid: u32, r: &Replay) -> Vec<LeakSite> {
+    let obs = r.xs.len();
+    if obs < 3 {
+        return Vec::new();
+    }
+    // Thin to MAX_OBSERVATIONS evenly, keeping the last.
+    let picks: Vec<usize> = if obs <= MAX_OBSERVATIONS {
+        (0..obs).collect()
+    } else {
+        let mut p: Vec<usize> = (0..MAX_OBSERVATIONS)
+            .map(|i| i * (obs - 1) / (MAX_OBSERVATIONS - 1))
+            .collect();
+        p.dedup();
+        p
+    };
+    let xs: Vec<f64> = picks.iter().map(|&i| r.xs[i] as f64).collect();
+    let mut out = Vec::new();
+    for (name, track) in &r.tracks {
+        if name.file.is_empty() || own_file(&name.file) {
+            continue;
+        }
+        // Values at every observation.
+        let mut full = vec![(0u64, 0u64); obs];
+        let mut t = 0;
+        let mut value = (0, 0);
+        for (k, slot) in full.iter_mut().enumerate() {
+            while t < track.len() && track[t].0 as usize <= k {
+                value = (track[t].1, track[t].2);
+                t += 1;
+            }
+            *slot = value;
+        }
+        let series: Vec<u64> = picks.iter().map(|&i| full[i].0).collect();
+        let Some(rate) = growth_rate(&xs, &series) else {
+            continue;
+        };
+        let memsize_series: Vec<u64> = picks.iter().map(|&i| full[i].1).collect();
+        let n = series.len();
+        let start = n / 2;
+        out.push(LeakSite {
+            site: Site::new(
+                &name.file,
+                name.line,
+                &name.ty,
+                name.class.as_deref(),
+                series[n - 1],
+                memsize_series[n - 1],
+            ),
+            host: host.to_string(),
+            pid,
+            per_request: (rate * 1000.0).round() / 1000.0,
+            growth: series[n - 1] as i64 - series[start] as i64,
+            memsize_growth: memsize_series[n - 1] as i64 - memsize_series[start] as i64,
+            endpoints: match r.walked.get(name) {
+                Some(walked) => walked_endpoints(walked),
+                None => endpoints_of(r, &full),
+            },
+            series,
+            memsize_series,
+        });
+    }
+    out
+}
+
+/// The endpoints whose requests allocated a site's live objects, as the last
+/// heap walk found them (exact, from each object's request number).
+fn walked_endpoints(walked: &[(String, String, u64)]) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = walked
+        .iter()
+        .map(|(method, path, count)| Endpoint {
+            method: method.clone(),
+            path: path.clone(),
+            count: *count,
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+    out
+}
+
+/// Which endpoints allocated a site's growth: its rise at each observation
+/// fit to the requests of each endpoint served in the interval before it.
+fn endpoints_of(r: &Replay, full: &[(u64, u64)]) -> Vec<Endpoint> {
+    let obs = full.len();
+    let mut totals: FxHashMap<u32, u64> = FxHashMap::default();
+    for interval in &r.intervals {
+        for &(e, c) in interval {
+            *totals.entry(e).or_insert(0) += c;
+        }
+    }
+    let mut busiest: Vec<(u32, u64)> = totals.into_iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    busiest.truncate(MAX_FIT_ENDPOINTS);
+    if busiest.is_empty() {
+        return Vec::new();
+    }
+    let d: Vec<f64> = (1..obs)
+        .map(|k| full[k].0 as f64 - full[k - 1].0 as f64)
+        .collect();
+    let n: Vec<Vec<f64>> = busiest
+        .iter()
+        .map(|&(e, _)| {
+            (1..obs)
+                .map(|k| {
+                    r.intervals[k]
+                        .iter()
+                        .find(|x| x.0 == e)
+                        .map_or(0.0, |x| x.1 as f64)
+                })
+                .collect()
+        })
+        .collect();
+    let rates = fit(&d, &n);
+    let estimated: Vec<(u32, f64)> = busiest
+        .iter()
+        .zip(&rates)
+        .map(|(&(e, total), &rate)| (e, rate * total as f64))
+        .collect();
+    let sum: f64 = estimated.iter().map(|x| x.1).sum();
+    let mut out: Vec<Endpoint> = estimated
+        .into_iter()
+        .filter(|&(_, objects)| objects >= 0.5 && objects >= 0.05 * sum)
+        .map(|(e, objects)| {
+            let (method, path) = r.endpoints[e as usize].clone();
+            Endpoint {
+                method,
+                path,
+                count: objects.round() as u64,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+    out
+}
+
+fn list(source: &str) -> Result<Vec<(String, Input)>, AnalysisError> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result<()> {
+        for ent in std::fs::read_dir(dir)? {
+            let ent = ent?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let key = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = ent.file_type()?;
+            if ft.is_dir() {
+                walk(&ent.path(), &key, out)?;
+            } else if ft.is_file() && parse_census_key(&key).is_some() {
+                out.push(key);
+            }
+        }
+        Ok(())
+    }
+    match local_path(source) {
+        Some(dir) => {
+            if !dir.is_dir() {
+                return Ok(Vec::new());
+            }
+            let mut keys = Vec::new();
+            walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
+                source_name: source.to_string(),
+                message: e.to_string(),
+            })?;
+            Ok(keys
+                .into_iter()
+                .map(|k| {
+                    let input = Input::Local(dir.join(&k));
+                    (k, input)
+                })
+                .collect())
+        }
+        None => {
+            let store = Store::open(source)?;
+            let keys = crate::runtime::block_on(store.list(""))??;
+            Ok(keys
+                .into_iter()
+                .filter(|(k, _)| parse_census_key(k).is_some())
+                .map(|(k, _)| {
+                    let input = Input::Stored {
+                        store: store.clone(),
+                        key: k.clone(),
+                    };
+                    (k, input)
+                })
+                .collect())
+        }
+    }
+}
+
+fn gunzip(bytes: &[u8]) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_string(&mut text)
+            .map_err(|e| e.to_string())?;
+    } else {
+        text = String::from_utf8_lossy(bytes).into_owned();
+    }
+    Ok(text)
+}
+
+/// One stored batch: its sequence number, key and where to read it.
+type Batch = (u64, String, Input);
+
+/// Leaks from the census under `source`, or None when it holds no census.
+/// `top` = 0 keeps every leaking site.
+pub fn leaks(source: &str, top: usize) -> Result<Option<Leaks>, AnalysisError> {
+    let found = list(source)?;
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let mut by_process: BTreeMap<(String, u32), Vec<Batch>> = BTreeMap::new();
+    for (key, input) in found {
+        if let Some((host, pid, seq)) = parse_census_key(&key) {
+            by_process
+                .entry((host, pid))
+                .or_default()
+                .push((seq, key, input));
+        }
+    }
+    let mut warnings = Vec::new();
+    let mut sites = Vec::new();
+    let mut processes = Vec::new();
+    for ((host, pid), mut batches) in by_process {
+        batches.sort_by_key(|b| b.0);
+        let mut replay = Replay::default();
+        let mut last_seq = 0;
+        for (seq, key, input) in &batches {
+            if *seq != last_seq + 1 {
+                warnings.push(format!(
+                    "process {host}/{pid}: census batches {}..{} missing (dropped or not stored yet)",
+                    last_seq + 1,
+                    seq - 1
+                ));
+            }
+            last_seq = *seq;
+            let text = input
+                .read_all()
+                .map_err(|e| e.to_string())
+                .and_then(|b| gunzip(&b));
+            if let Err(e) = text.and_then(|t| replay.batch(&t, key)) {
+                warnings.push(format!("skipped census {key}: {e}"));
+            }
+        }
+        let found = leaks_of(&host, pid, &replay);
+        warnings.push(format!(
+            "process {host}/{pid}: census of {} requests ({} points, {} GCs observed{})",
+            replay.requests,
+            replay.points,
+            replay.xs.len(),
+            if replay.missing_requests > 0 {
+                format!(", {} requests in missing batches", replay.missing_requests)
+            } else {
+                String::new()
+            }
+        ));
+        if replay.xs.len() < 3 {
+            warnings.push(format!(
+                "process {host}/{pid}: {} GC(s) in the census; at least 3 are needed to tell growth from noise",
+                replay.xs.len()
+            ));
+        }
+        processes.push(ProcessReport {
+            host: host.clone(),
+            pid,
+            dumps: Vec::new(),
+            skipped: Vec::new(),
+            // Counted over dumps; a census series has no gaps to count.
+            missing_dumps: 0,
+            leaking_sites: found.len(),
+        });
+        sites.extend(found);
+    }
+    sites.sort_by(|a, b| {
+        b.per_request
+            .partial_cmp(&a.per_request)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(b.memsize_growth.cmp(&a.memsize_growth))
+            .then_with(|| a.site.location.cmp(&b.site.location))
+            .then_with(|| a.site.ty.cmp(&b.site.ty))
+    });
+    if top > 0 {
+        sites.truncate(top);
+    }
+    Ok(Some(Leaks {
+        command: "leaks",
+        source: source.to_string(),
+        sites,
+        processes,
+        warnings,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::census::Census;
+    use crate::sites::SiteTable;
+
+    /// A process serving /leak (one object kept per request at leak.rb:1),
+    /// /cache (a cache of 20 at cache.rb:2) and /other, with a GC every 7
+    /// requests; its census stored into `dir`.
+    fn session(dir: &Path, requests: u64) {
+        let census = parking_lot::Mutex::new(Census::default());
+        let table = parking_lot::Mutex::new(SiteTable::default());
+        let mut next = 0x10_0000u64;
+        let mut cache = 0;
+        let mut garbage = Vec::new();
+        for i in 1..=requests {
+            let path = match i % 3 {
+                0 => "/leak",
+                1 => "/cache",
+                _ => "/other",
+            };
+            {
+                let (mut c, mut t) = (census.lock(), table.lock());
+                c.begin_request(&mut t, "GET", path, i / 7, i);
+                match path {
+                    "/leak" => {
+                        t.record_object(next, Some((1, b"/app/leak.rb")), 1, 5, 0);
+                        next += 40;
+                    }
+                    "/cache" if cache < 20 => {
+                        t.record_object(next, Some((2, b"/app/cache.rb")), 2, 8, 0);
+                        next += 40;
+                        cache += 1;
+                    }
+                    _ => {}
+                }
+                // Garbage: allocated and freed by the next sweep.
+                t.record_object(next, Some((3, b"/app/tmp.rb")), 3, 5, 0);
+                garbage.push(next);
+                if i % 7 == 0 {
+                    for g in garbage.drain(..) {
+                        t.free(g);
+                    }
+                    t.end_sweep(i / 7);
+                }
+                next += 40;
+            }
+            if i % 50 == 0 {
+                let b = Census::take_batch(&census, &table, "h", 9).unwrap();
+                let path = dir.join(&b.key);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, b.gzip).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn the_leak_ranks_first_and_the_bounded_cache_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        session(dir.path(), 300);
+        let report = leaks(dir.path().to_str().unwrap(), 0).unwrap().unwrap();
+        assert_eq!(report.sites.len(), 1, "{:?}", report.sites);
+        let top = &report.sites[0];
+        assert_eq!(top.site.location, "/app/leak.rb:1");
+        assert!(
+            (top.per_request - 1.0 / 3.0).abs() < 0.05,
+            "{}",
+            top.per_request
+        );
+        assert_eq!(top.endpoints.len(), 1, "{:?}", top.endpoints);
+        assert_eq!(top.endpoints[0].path, "/leak");
+        assert!(report
+            .warnings
+            .iter()
+            .any(|w| w.contains("census of 300 requests")));
+    }
+
+    #[test]
+    fn a_missing_batch_is_reported_and_the_next_one_starts_right() {
+        let dir = tempfile::tempdir().unwrap();
+        session(dir.path(), 300);
+        std::fs::remove_file(dir.path().join("h/9/census-000003.ndjson.gz")).unwrap();
+        let report = leaks(dir.path().to_str().unwrap(), 0).unwrap().unwrap();
+        assert_eq!(report.sites[0].site.location, "/app/leak.rb:1");
+        assert!(report
+            .warnings
+            .iter()
+            .any(|w| w.contains("batches 3..3 missing")));
+    }
+
+    #[test]
+    fn no_census_means_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(leaks(dir.path().to_str().unwrap(), 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_fit_names_only_the_endpoint_that_comes_with_growth() {
+        // d = 2 * a; b varies independently.
+        let a = [3.0, 1.0, 4.0, 0.0, 2.0];
+        let b = [1.0, 4.0, 0.0, 3.0, 2.0];
+        let d: Vec<f64> = a.iter().map(|x| 2.0 * x).collect();
+        let r = fit(&d, &[a.to_vec(), b.to_vec()]);
+        assert!((r[0] - 2.0).abs() < 1e-6 && r[1].abs() < 1e-6, "{r:?}");
+    }
+}

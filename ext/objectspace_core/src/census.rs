@@ -1,0 +1,591 @@
+//! The census: for every request a process serves, the live objects and
+//! memsize of each allocation site, as the last finished GC sweep left them
+//! (see [`crate::sites`] for what that counts), with the process's running
+//! count of requests, the GC count, a timestamp and the endpoints served since
+//! the previous point.
+//!
+//! The request thread's part is [`Census::begin_request`]: it bumps the request
+//! count, takes the sites changed since the previous point (none between two
+//! GCs, every site that changed after one) and queues a point. Points wait in a
+//! bounded buffer ([`MAX_PENDING_POINTS`], [`MAX_PENDING_CHANGES`]); when it is
+//! full the point is dropped and counted, and its changes and endpoints are
+//! carried into the next point, so no later point is wrong.
+//!
+//! A background thread turns the buffer into a batch ([`Census::take_batch`]):
+//! one gzipped JSON-lines object, self-contained (it names its sites and starts
+//! from the state before its first point), stored under
+//! `<host>/<pid>/census-<seq>.ndjson.gz` (see [`crate::keys::census_key`]):
+//!
+//! ```text
+//! {"census":1,"host":"web-1","pid":42,"seq":3,"points":2,"sites":2}
+//! {"site":7,"file":"app/models/user.rb","line":12,"type":"STRING","class":null}
+//! {"site":9,"file":null,"line":0,"type":"HASH","class":null}
+//! {"base":{"requests":100,"gc_count":11,"swept_gc":11,"at":1764400000000},"counts":[[7,120,4800]]}
+//! {"requests":101,"gc_count":11,"swept_gc":11,"at":1764400000012,"endpoints":[["GET","/users",1]],"counts":[]}
+//! {"requests":102,"gc_count":12,"swept_gc":12,"at":1764400000020,"endpoints":[["GET","/users",1]],"counts":[[7,121,4840],[9,3,480]]}
+//! ```
+//!
+//! `counts` are `[site, live objects, memsize]`; `base.counts` lists every site
+//! with live objects; a point's `counts` list only the sites that changed since
+//! the previous point (a site not listed keeps its value).
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::LazyLock;
+
+use rustc_hash::FxHashMap;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use crate::keys::census_key;
+use crate::sites::{Change, SiteTable};
+
+/// Points waiting for a batch; past it, points are dropped (and counted).
+pub const MAX_PENDING_POINTS: usize = 50_000;
+/// Site changes waiting for a batch (24 bytes each); past it, points are dropped.
+pub const MAX_PENDING_CHANGES: usize = 1_000_000;
+/// Distinct endpoints kept per point; the rest are counted as `* (other)`.
+pub const MAX_ENDPOINTS: usize = 64;
+/// Distinct endpoints remembered for the walk's "allocated by" (the rest: `* (other)`).
+pub const MAX_ENDPOINT_NAMES: usize = 10_000;
+/// Requests whose endpoint is remembered (4 bytes each): objects allocated by
+/// older requests are not attributed.
+pub const REQUEST_MEMORY: usize = 1 << 20;
+/// Most (site, endpoint) counts a walk reports, largest first.
+pub const MAX_WALK_ENDPOINTS: usize = 100_000;
+
+/// One request-time sample.
+#[derive(Clone, Debug, Default)]
+struct Point {
+    requests: u64,
+    gc_count: u64,
+    swept_gc: u64,
+    at_ms: u64,
+    endpoints: Vec<(String, String, u64)>,
+    changes: std::ops::Range<usize>,
+}
+
+/// The process's census buffer. Lock order: the census, then the site table.
+#[derive(Default)]
+pub struct Census {
+    requests: u64,
+    points: u64,
+    dropped: u64,
+    batches: u64,
+    pending: Vec<Point>,
+    changes: Vec<Change>,
+    /// Endpoints of dropped points, carried into the next point.
+    carried: Vec<(String, String, u64)>,
+    /// Changes of dropped points, carried into the next point.
+    carried_changes: Vec<Change>,
+    /// Each site's (count, memsize) as of the last point handed to a batch.
+    shadow: Vec<(u64, u64)>,
+    shadow_at: (u64, u64, u64, u64),
+    endpoint_names: Vec<(String, String)>,
+    endpoint_ids: FxHashMap<(String, String), u32>,
+    /// Endpoint id of each recent request: request `first_request + i`.
+    by_request: VecDeque<u32>,
+    first_request: u64,
+    /// The last heap walk's live objects by (site, endpoint), not yet in a batch.
+    walk: Option<Walked>,
+}
+
+/// What a heap walk found: live objects per (site, allocating endpoint).
+#[derive(Clone, Debug, Default)]
+struct Walked {
+    requests: u64,
+    gc_count: u64,
+    counts: Vec<(u32, u32, u64)>,
+}
+
+/// The endpoint of each recent request, for a heap walk.
+#[derive(Clone, Debug, Default)]
+pub struct RequestEndpoints {
+    first: u64,
+    ids: Vec<u32>,
+}
+
+impl RequestEndpoints {
+    /// The endpoint id of request `n`, if remembered.
+    #[inline]
+    pub fn of(&self, n: u32) -> Option<u32> {
+        let i = u64::from(n).checked_sub(self.first)?;
+        self.ids.get(usize::try_from(i).ok()?).copied()
+    }
+}
+
+/// Counters for `#stats` and logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CensusStats {
+    /// Requests counted (the `requests` of the last point).
+    pub requests: u64,
+    /// Points recorded and points dropped because the buffer was full.
+    pub points: u64,
+    pub dropped: u64,
+    /// Points waiting for a batch.
+    pub pending: u64,
+    /// Batches made.
+    pub batches: u64,
+}
+
+/// A batch ready to store.
+#[derive(Debug)]
+pub struct Batch {
+    pub key: String,
+    pub seq: u64,
+    pub points: u64,
+    pub gzip: Vec<u8>,
+}
+
+static GLOBAL: LazyLock<parking_lot::Mutex<Census>> = LazyLock::new(Default::default);
+
+/// The process's census.
+pub fn global() -> &'static parking_lot::Mutex<Census> {
+    &GLOBAL
+}
+
+/// Fork safety, as [`crate::sites::unlock_after_fork`].
+///
+/// # Safety
+/// Only in a freshly forked child, while it has a single thread.
+pub unsafe fn unlock_after_fork() {
+    if GLOBAL.is_locked() {
+        // SAFETY: the thread that held it does not exist in this process.
+        unsafe { GLOBAL.force_unlock() };
+    }
+}
+
+fn push_endpoint(list: &mut Vec<(String, String, u64)>, method: &str, path: &str, n: u64) {
+    if let Some(e) = list.iter_mut().find(|e| e.0 == method && e.1 == path) {
+        e.2 += n;
+    } else if list.len() < MAX_ENDPOINTS {
+        list.push((method.to_string(), path.to_string(), n));
+    } else if let Some(e) = list.iter_mut().find(|e| e.0 == "*" && e.1 == "(other)") {
+        e.2 += n;
+    } else {
+        // Make room: the last slot becomes the catch-all.
+        let last = list.pop().map_or(0, |e| e.2);
+        list.push(("*".into(), "(other)".into(), last + n));
+    }
+}
+
+impl Census {
+    /// A request begins: count it, tell `table` its number (objects allocated
+    /// from now carry it) and record a point. Returns the request's number.
+    pub fn begin_request(
+        &mut self,
+        table: &mut SiteTable,
+        method: &str,
+        path: &str,
+        gc_count: u64,
+        at_ms: u64,
+    ) -> u64 {
+        self.requests += 1;
+        let n = self.requests;
+        table.set_request(u32::try_from(n).unwrap_or(u32::MAX));
+        let id = self.endpoint_id(method, path);
+        if self.by_request.is_empty() {
+            self.first_request = n;
+        }
+        self.by_request.push_back(id);
+        if self.by_request.len() > REQUEST_MEMORY {
+            self.by_request.pop_front();
+            self.first_request += 1;
+        }
+        if self.pending.len() >= MAX_PENDING_POINTS
+            || self.changes.len() + self.carried_changes.len() + table.changes_pending()
+                > MAX_PENDING_CHANGES
+        {
+            self.dropped += 1;
+            push_endpoint(&mut self.carried, method, path, 1);
+            table.take_changes(&mut self.carried_changes);
+            // Only the latest value of a site matters.
+            if self.carried_changes.len() > table.site_count() {
+                self.carried_changes.sort_by_key(|c| c.0);
+                self.carried_changes.reverse();
+                self.carried_changes.dedup_by_key(|c| c.0);
+            }
+            return n;
+        }
+        let start = self.changes.len();
+        self.changes.append(&mut self.carried_changes);
+        table.take_changes(&mut self.changes);
+        let mut endpoints = std::mem::take(&mut self.carried);
+        push_endpoint(&mut endpoints, method, path, 1);
+        self.pending.push(Point {
+            requests: n,
+            gc_count,
+            swept_gc: table.stats().swept_gc,
+            at_ms,
+            endpoints,
+            changes: start..self.changes.len(),
+        });
+        self.points += 1;
+        n
+    }
+
+    fn endpoint_id(&mut self, method: &str, path: &str) -> u32 {
+        let key = (method.to_string(), path.to_string());
+        if let Some(&id) = self.endpoint_ids.get(&key) {
+            return id;
+        }
+        let key = if self.endpoint_names.len() + 1 >= MAX_ENDPOINT_NAMES {
+            ("*".to_string(), "(other)".to_string())
+        } else {
+            key
+        };
+        if let Some(&id) = self.endpoint_ids.get(&key) {
+            return id;
+        }
+        let id = self.endpoint_names.len() as u32;
+        self.endpoint_names.push(key.clone());
+        self.endpoint_ids.insert(key, id);
+        id
+    }
+
+    /// The endpoint of each remembered request, for a heap walk.
+    pub fn request_endpoints(&self) -> RequestEndpoints {
+        RequestEndpoints {
+            first: self.first_request,
+            ids: self.by_request.iter().copied().collect(),
+        }
+    }
+
+    /// Keep a heap walk's live objects by (site, endpoint id) for the next batch.
+    pub fn set_walk(&mut self, counts: FxHashMap<(u32, u32), u64>, gc_count: u64) {
+        let mut counts: Vec<(u32, u32, u64)> =
+            counts.into_iter().map(|((s, e), n)| (s, e, n)).collect();
+        counts.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+        counts.truncate(MAX_WALK_ENDPOINTS);
+        self.walk = Some(Walked {
+            requests: self.requests,
+            gc_count,
+            counts,
+        });
+    }
+
+    pub fn stats(&self) -> CensusStats {
+        CensusStats {
+            requests: self.requests,
+            points: self.points,
+            dropped: self.dropped,
+            pending: self.pending.len() as u64,
+            batches: self.batches,
+        }
+    }
+
+    /// Points waiting for a batch.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Start a new series, for a new process (a fork child) or a new
+    /// middleware: no points, the request count and batch sequence at 0, and
+    /// the base of the next batch taken from `table` as it is now.
+    pub fn reset(&mut self, table: &mut SiteTable) {
+        let mut throwaway = Vec::new();
+        table.take_changes(&mut throwaway);
+        *self = Census {
+            shadow: table.snapshot(),
+            ..Census::default()
+        };
+    }
+
+    /// Keep the request count but forget site ids (the table was cleared):
+    /// pending points are dropped (counted) and the next batch starts from
+    /// `table` as it is now.
+    pub fn sites_cleared(&mut self, table: &mut SiteTable) {
+        self.dropped += self.pending.len() as u64;
+        self.pending.clear();
+        self.changes.clear();
+        self.carried_changes.clear();
+        let mut throwaway = Vec::new();
+        table.take_changes(&mut throwaway);
+        self.shadow = table.snapshot();
+    }
+
+    /// Move the pending points out as one batch (None when there are none).
+    /// Locks `table` briefly to copy the names of the sites it mentions; the
+    /// JSON and gzip work happens with no lock held.
+    pub fn take_batch(
+        census: &parking_lot::Mutex<Census>,
+        table: &parking_lot::Mutex<SiteTable>,
+        host: &str,
+        pid: u32,
+    ) -> Option<Batch> {
+        let (seq, base, base_at, points, changes, walk, endpoint_names) = {
+            let mut c = census.lock();
+            if c.pending.is_empty() {
+                return None;
+            }
+            let walk = c.walk.take();
+            let endpoint_names = if walk.is_some() {
+                c.endpoint_names.clone()
+            } else {
+                Vec::new()
+            };
+            c.batches += 1;
+            let points = std::mem::take(&mut c.pending);
+            let changes = std::mem::take(&mut c.changes);
+            let base = c.shadow.clone();
+            let base_at = c.shadow_at;
+            for p in &points {
+                for &(site, count, memsize) in &changes[p.changes.clone()] {
+                    let i = site as usize - 1;
+                    if c.shadow.len() <= i {
+                        c.shadow.resize(i + 1, (0, 0));
+                    }
+                    c.shadow[i] = (count, memsize);
+                }
+            }
+            if let Some(last) = points.last() {
+                c.shadow_at = (last.requests, last.gc_count, last.swept_gc, last.at_ms);
+            }
+            (
+                c.batches,
+                base,
+                base_at,
+                points,
+                changes,
+                walk,
+                endpoint_names,
+            )
+        };
+        let mut ids: Vec<u32> = base
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.0 > 0)
+            .map(|(i, _)| i as u32 + 1)
+            .chain(changes.iter().map(|c| c.0))
+            .chain(walk.iter().flat_map(|w| w.counts.iter().map(|c| c.0)))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let names: Vec<_> = {
+            let t = table.lock();
+            ids.iter().map(|&id| (id, t.site_name(id))).collect()
+        };
+        let mut text =
+            String::with_capacity(64 * (names.len() + points.len()) + 24 * changes.len());
+        text.push_str(&format!(
+            "{{\"census\":1,\"host\":{},\"pid\":{pid},\"seq\":{seq},\"points\":{},\"sites\":{}}}\n",
+            json(host),
+            points.len(),
+            names.len()
+        ));
+        for (id, name) in &names {
+            let Some(n) = name else { continue };
+            text.push_str(&format!(
+                "{{\"site\":{id},\"file\":{},\"line\":{},\"type\":\"{}\",\"class\":{}}}\n",
+                n.file_json
+                    .as_deref()
+                    .map_or("null".to_string(), |f| format!("\"{f}\"")),
+                n.line,
+                n.ty,
+                n.class
+                    .as_deref()
+                    .filter(|c| !c.is_empty())
+                    .map_or("null".to_string(), json),
+            ));
+        }
+        text.push_str(&format!(
+            "{{\"base\":{{\"requests\":{},\"gc_count\":{},\"swept_gc\":{},\"at\":{}}},\"counts\":[",
+            base_at.0, base_at.1, base_at.2, base_at.3
+        ));
+        let mut first = true;
+        for (i, &(count, memsize)) in base.iter().enumerate() {
+            if count > 0 {
+                if !first {
+                    text.push(',');
+                }
+                first = false;
+                text.push_str(&format!("[{},{count},{memsize}]", i + 1));
+            }
+        }
+        text.push_str("]}\n");
+        if let Some(w) = &walk {
+            text.push_str(&format!(
+                "{{\"walk\":{{\"requests\":{},\"gc_count\":{}}},\"endpoints\":[",
+                w.requests, w.gc_count
+            ));
+            for (i, &(site, e, n)) in w.counts.iter().enumerate() {
+                let Some((method, path)) = endpoint_names.get(e as usize) else {
+                    continue;
+                };
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&format!("[{site},{},{},{n}]", json(method), json(path)));
+            }
+            text.push_str("]}\n");
+        }
+        for p in &points {
+            text.push_str(&format!(
+                "{{\"requests\":{},\"gc_count\":{},\"swept_gc\":{},\"at\":{},\"endpoints\":[",
+                p.requests, p.gc_count, p.swept_gc, p.at_ms
+            ));
+            for (i, (method, path, n)) in p.endpoints.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&format!("[{},{},{n}]", json(method), json(path)));
+            }
+            text.push_str("],\"counts\":[");
+            for (i, (site, count, memsize)) in changes[p.changes.clone()].iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&format!("[{site},{count},{memsize}]"));
+            }
+            text.push_str("]}\n");
+        }
+        let mut gz = GzEncoder::new(Vec::with_capacity(text.len() / 8), Compression::new(1));
+        // Writing into a Vec cannot fail.
+        let _ = gz.write_all(text.as_bytes());
+        let gzip = gz.finish().unwrap_or_default();
+        Some(Batch {
+            key: census_key(host, pid, seq),
+            seq,
+            points: points.len() as u64,
+            gzip,
+        })
+    }
+}
+
+fn json(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gunzip(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_string(&mut out)
+            .unwrap();
+        out
+    }
+
+    fn lines(batch: &Batch) -> Vec<serde_json::Value> {
+        gunzip(&batch.gzip)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn points_carry_changes_at_sweeps_and_batches_are_self_contained() {
+        let census = parking_lot::Mutex::new(Census::default());
+        let table = parking_lot::Mutex::new(SiteTable::default());
+        let file = Some((1usize, &b"app/\"x\".rb"[..]));
+        {
+            let (mut c, mut t) = (census.lock(), table.lock());
+            c.begin_request(&mut t, "GET", "/a", 0, 100);
+            t.record_object(0x28, file, 3, 5, 0);
+            t.record_object(0x50, file, 3, 5, 0);
+            c.begin_request(&mut t, "GET", "/a", 0, 101); // no sweep yet: no counts
+            t.end_sweep(1);
+            c.begin_request(&mut t, "POST", "/b", 1, 102);
+        }
+        let batch = Census::take_batch(&census, &table, "web 1", 42).unwrap();
+        assert_eq!(batch.key, "web_1/42/census-000001.ndjson.gz");
+        assert_eq!(batch.points, 3);
+        let l = lines(&batch);
+        assert_eq!(l[0]["census"], 1);
+        assert_eq!(l[0]["pid"], 42);
+        assert_eq!(l[1]["site"], 1);
+        assert_eq!(l[1]["file"], "app/\"x\".rb");
+        assert_eq!(l[1]["type"], "STRING");
+        assert_eq!(l[2]["base"]["requests"], 0);
+        assert_eq!(l[2]["counts"], serde_json::json!([]));
+        assert_eq!(l[3]["counts"], serde_json::json!([]));
+        assert_eq!(l[4]["requests"], 2);
+        assert_eq!(l[5]["requests"], 3);
+        assert_eq!(l[5]["swept_gc"], 1);
+        assert_eq!(l[5]["endpoints"], serde_json::json!([["POST", "/b", 1]]));
+        assert_eq!(l[5]["counts"], serde_json::json!([[1, 2, 80]]));
+        // The next batch starts from where this one ended.
+        {
+            let (mut c, mut t) = (census.lock(), table.lock());
+            t.free(0x28);
+            t.end_sweep(2);
+            c.begin_request(&mut t, "GET", "/a", 2, 103);
+        }
+        assert!(table.lock().lookup(0x50).unwrap().request == 1);
+        let l = lines(&Census::take_batch(&census, &table, "web 1", 42).unwrap());
+        assert_eq!(l[2]["base"]["requests"], 3);
+        assert_eq!(l[2]["counts"], serde_json::json!([[1, 2, 80]]));
+        assert_eq!(l[3]["counts"], serde_json::json!([[1, 1, 40]]));
+        assert!(Census::take_batch(&census, &table, "web 1", 42).is_none());
+    }
+
+    #[test]
+    fn a_full_buffer_drops_points_but_carries_their_changes_and_endpoints() {
+        let mut c = Census::default();
+        let mut t = SiteTable::default();
+        for _ in 0..MAX_PENDING_POINTS {
+            c.begin_request(&mut t, "GET", "/a", 0, 1);
+        }
+        t.record_object(0x28, None, 0, 7, 0);
+        t.set_request(0); // its request has ended
+        t.end_sweep(1);
+        c.begin_request(&mut t, "GET", "/dropped", 1, 2);
+        assert_eq!(c.stats().dropped, 1);
+        assert_eq!(c.pending(), MAX_PENDING_POINTS);
+        c.pending.clear();
+        c.changes.clear();
+        c.begin_request(&mut t, "GET", "/next", 1, 3);
+        let p = &c.pending[0];
+        assert_eq!(p.requests, MAX_PENDING_POINTS as u64 + 2);
+        assert_eq!(
+            p.endpoints,
+            vec![
+                ("GET".into(), "/dropped".into(), 1),
+                ("GET".into(), "/next".into(), 1)
+            ]
+        );
+        assert_eq!(&c.changes[p.changes.clone()], &[(1, 1, 40)]);
+    }
+
+    #[test]
+    fn a_walk_names_the_endpoints_that_allocated_each_site() {
+        let census = parking_lot::Mutex::new(Census::default());
+        let table = parking_lot::Mutex::new(SiteTable::default());
+        {
+            let (mut c, mut t) = (census.lock(), table.lock());
+            c.begin_request(&mut t, "GET", "/a", 0, 1);
+            c.begin_request(&mut t, "POST", "/b", 0, 2);
+            let r = c.request_endpoints();
+            assert_eq!(
+                (r.of(1), r.of(2), r.of(3), r.of(0)),
+                (Some(0), Some(1), None, None)
+            );
+            t.record_object(0x28, None, 0, 5, 0);
+            let mut counts = FxHashMap::default();
+            counts.insert((1, 1), 7);
+            c.set_walk(counts, 3);
+        }
+        let l = lines(&Census::take_batch(&census, &table, "h", 1).unwrap());
+        let walk = l.iter().find(|v| v.get("walk").is_some()).unwrap();
+        assert_eq!(walk["endpoints"], serde_json::json!([[1, "POST", "/b", 7]]));
+        assert_eq!(walk["walk"]["requests"], 2);
+    }
+
+    #[test]
+    fn endpoints_per_point_are_bounded() {
+        let mut list = Vec::new();
+        for i in 0..MAX_ENDPOINTS + 10 {
+            push_endpoint(&mut list, "GET", &format!("/u/{i}"), 1);
+        }
+        assert_eq!(list.len(), MAX_ENDPOINTS);
+        assert_eq!(list.last().unwrap(), &("*".into(), "(other)".into(), 11));
+        assert_eq!(
+            list.iter().map(|e| e.2).sum::<u64>(),
+            MAX_ENDPOINTS as u64 + 10
+        );
+    }
+}

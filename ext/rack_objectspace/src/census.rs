@@ -1,0 +1,335 @@
+//! `Native::Census`: the request thread's call (`request`), the heap walk that
+//! gives sites their memsize and class (`walk`), and batches for the stores
+//! (`take_batch` for `[]=` stores, `submit_batch` through a native writer for
+//! URL stores). The logic lives in `objectspace_core::census` and `::sites`.
+
+use std::ffi::{c_int, c_void};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use magnus::{function, prelude::*, RArray, RHash, RModule, RString, Ruby};
+use objectspace_core::census::{self, Census, RequestEndpoints};
+use objectspace_core::sites;
+use objectspace_core::store::Store;
+use objectspace_core::writer::Writer;
+use objectspace_core::Error as CoreError;
+use rb_sys::{rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_mod_name, Qtrue, VALUE};
+use rustc_hash::FxHashMap;
+
+use crate::errors::{to_ruby, RbResult};
+use crate::nogvl::nogvl;
+use crate::tracer;
+
+extern "C" {
+    // Exported by libruby, not declared in its public headers.
+    fn rb_objspace_each_objects(
+        callback: unsafe extern "C" fn(*mut c_void, *mut c_void, usize, *mut c_void) -> c_int,
+        data: *mut c_void,
+    );
+    fn rb_obj_memsize_of(obj: VALUE) -> usize;
+}
+
+/// The census writer of this process: (pid, url, writer).
+static WRITER: Mutex<Option<(u32, String, Writer)>> = Mutex::new(None);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `Census.enable`: count frees and sweeps whenever the tracer runs.
+fn enable() {
+    tracer::enable_census();
+}
+
+/// `Census.disable`: stop counting frees (the site table's counts go stale).
+fn disable() {
+    tracer::disable_census();
+}
+
+fn enabled() -> bool {
+    tracer::census_enabled()
+}
+
+/// Text of a Ruby String, lossily, at most `max` bytes.
+fn text(s: RString, max: usize) -> String {
+    // SAFETY: the bytes are copied before any other Ruby call.
+    let bytes = unsafe { s.as_slice() };
+    String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned()
+}
+
+/// `Census.request(method, path)`: a request begins. Returns its number.
+fn request(method: RString, path: RString) -> u64 {
+    let method = text(method, 16);
+    let path = text(path, 2048);
+    // SAFETY: reads a counter; called with the GVL.
+    let gc = unsafe { rb_gc_count() } as u64;
+    let at = now_ms();
+    let mut c = census::global().lock();
+    let mut t = sites::global().lock();
+    c.begin_request(&mut t, &method, &path, gc, at)
+}
+
+/// `Census.reset`: start over in a new process (the count of requests at 0).
+fn reset() {
+    let mut c = census::global().lock();
+    let mut t = sites::global().lock();
+    c.reset(&mut t);
+}
+
+/// `Census.pending`: points waiting for a batch.
+fn pending() -> usize {
+    census::global().lock().pending()
+}
+
+struct Walk {
+    acc: Vec<(u64, u64)>,
+    objects: u64,
+    classes: Vec<(u32, VALUE)>,
+    requests: RequestEndpoints,
+    by_endpoint: FxHashMap<(u32, u32), u64>,
+    swept_gc: u64,
+    in_flight: u32,
+}
+
+unsafe extern "C" fn walk_page(
+    start: *mut c_void,
+    end: *mut c_void,
+    stride: usize,
+    data: *mut c_void,
+) -> c_int {
+    // SAFETY: `data` is the Walk passed by `walk`; [start, end) is a heap page
+    // of slots `stride` bytes apart, each starting with its flags word.
+    unsafe {
+        let walk = &mut *(data as *mut Walk);
+        let table = sites::global().lock();
+        let mut v = start as usize;
+        while v < end as usize {
+            let obj = v as VALUE;
+            let flags = *(v as *const VALUE);
+            let ty = flags & 0x1f;
+            // T_NONE (free), T_ZOMBIE, T_MOVED have no memsize worth asking.
+            if flags != 0 && ty != 0 && ty != 0x1d && ty != 0x1e {
+                if let Some((site, request, generation)) = table.site_and_request(obj as u64) {
+                    // Only what the last GC found alive (allocated before it
+                    // began), by a finished request: as the census counts.
+                    if u64::from(generation) < walk.swept_gc && request != walk.in_flight {
+                        if let Some(endpoint) = walk.requests.of(request) {
+                            *walk.by_endpoint.entry((site, endpoint)).or_insert(0) += 1;
+                        }
+                    }
+                    let i = site as usize;
+                    if walk.acc.len() <= i {
+                        walk.acc.resize(i + 1, (0, 0));
+                    }
+                    let e = &mut walk.acc[i];
+                    if e.0 == 0 && table.wants_class(site) {
+                        let klass = *((v + std::mem::size_of::<VALUE>()) as *const VALUE);
+                        if klass != 0 {
+                            walk.classes.push((site, klass));
+                        }
+                    }
+                    e.0 += 1;
+                    e.1 += rb_obj_memsize_of(obj) as u64;
+                    walk.objects += 1;
+                }
+            }
+            v += stride.max(1);
+        }
+        0
+    }
+}
+
+/// `Census.walk`: walk the heap (with the GVL, GC held off), giving each site
+/// the mean memsize of its objects, for OBJECT/STRUCT/DATA sites its class
+/// name, and the census the endpoints whose requests allocated each site's
+/// live objects. Returns `[objects_walked, milliseconds]`.
+fn walk() -> (u64, f64) {
+    let started = Instant::now();
+    let (sites_now, swept_gc) = {
+        let t = sites::global().lock();
+        (t.site_count(), t.stats().swept_gc)
+    };
+    let census_now = census::global().lock().stats().requests;
+    let mut walk = Walk {
+        swept_gc,
+        in_flight: u32::try_from(census_now).unwrap_or(u32::MAX),
+        acc: vec![(0, 0); sites_now + 1],
+        objects: 0,
+        classes: Vec::new(),
+        requests: census::global().lock().request_endpoints(),
+        by_endpoint: FxHashMap::default(),
+    };
+    // SAFETY: with the GVL. GC is disabled so that no object (nor the class
+    // of a not-yet-swept garbage object) is freed before its name is read;
+    // the callback allocates nothing and holds the table lock only per page.
+    unsafe {
+        let was_disabled = rb_gc_disable() == Qtrue as VALUE;
+        rb_objspace_each_objects(walk_page, &mut walk as *mut Walk as *mut c_void);
+        let mut names = Vec::with_capacity(walk.classes.len());
+        for &(site, klass) in &walk.classes {
+            let real = rb_class_real(klass);
+            if real == 0 {
+                continue;
+            }
+            let name = rb_mod_name(real);
+            if rb_sys::RB_TYPE_P(name, rb_sys::ruby_value_type::RUBY_T_STRING) {
+                let ptr = rb_sys::RSTRING_PTR(name) as *const u8;
+                let len = rb_sys::RSTRING_LEN(name).max(0) as usize;
+                let bytes = std::slice::from_raw_parts(ptr, len);
+                names.push((site, String::from_utf8_lossy(bytes).into_owned()));
+            } else {
+                // Anonymous: remembered as unnamed, not asked again.
+                names.push((site, String::new()));
+            }
+        }
+        if !was_disabled {
+            rb_gc_enable();
+        }
+        let gc = rb_gc_count() as u64;
+        let mut c = census::global().lock();
+        c.set_walk(std::mem::take(&mut walk.by_endpoint), gc);
+        let mut t = sites::global().lock();
+        t.apply_walk(&walk.acc);
+        for (site, name) in names {
+            t.set_class(site, &name);
+        }
+    }
+    (walk.objects, started.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// `Census.take_batch(host, pid)`: `[key, gzipped_bytes, points]`, or nil when
+/// no point is waiting.
+fn take_batch(ruby: &Ruby, host: String, pid: u32) -> RbResult<Option<RArray>> {
+    let batch = nogvl(ruby, move || {
+        Census::take_batch(census::global(), sites::global(), &host, pid)
+    })?;
+    let Some(batch) = batch else { return Ok(None) };
+    let out = ruby.ary_new();
+    out.push(batch.key)?;
+    out.push(ruby.str_from_slice(&batch.gzip))?;
+    out.push(batch.points)?;
+    Ok(Some(out))
+}
+
+/// `Census.submit_batch(url, capacity, host, pid)`: take a batch and queue it
+/// on this process's census writer for `url`. `[key, points, queued]`, or nil
+/// when no point is waiting; queued is false when the writer's queue was full
+/// (the batch is dropped and counted).
+fn submit_batch(
+    ruby: &Ruby,
+    url: String,
+    capacity: usize,
+    host: String,
+    pid: u32,
+) -> RbResult<Option<RArray>> {
+    let batch = nogvl(ruby, move || {
+        Census::take_batch(census::global(), sites::global(), &host, pid)
+    })?;
+    let Some(batch) = batch else { return Ok(None) };
+    let mut guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    let fresh = !matches!(&*guard, Some((p, u, _)) if *p == std::process::id() && *u == url);
+    if fresh {
+        let store = Store::open(&url).map_err(|e| to_ruby(ruby, e))?;
+        let writer = Writer::new(store, capacity).map_err(|e| to_ruby(ruby, e))?;
+        if let Some(old) = guard.take() {
+            // Another process's writer (a fork): its tasks do not exist here.
+            std::mem::forget(old);
+        }
+        *guard = Some((std::process::id(), url, writer));
+    }
+    let Some((_, _, writer)) = guard.as_ref() else {
+        return Ok(None);
+    };
+    let key = batch.key.clone();
+    let queued = match writer.try_put(batch.key, batch.gzip) {
+        Ok(()) => true,
+        Err(CoreError::QueueFull { .. }) => false,
+        Err(e) => return Err(to_ruby(ruby, e)),
+    };
+    let out = ruby.ary_new();
+    out.push(key)?;
+    out.push(batch.points)?;
+    out.push(queued)?;
+    Ok(Some(out))
+}
+
+/// `Census.flush_writer(timeout)`: wait for the census writer (true when idle).
+fn flush_writer(ruby: &Ruby, timeout: f64) -> RbResult<bool> {
+    let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+    nogvl(ruby, move || {
+        let guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            Some((pid, _, w)) if *pid == std::process::id() => w.flush(timeout),
+            _ => true,
+        }
+    })
+}
+
+/// `Census.writer_stats`: `{stored:, failed:, dropped:, pending:}` of the
+/// census writer, or nil when this process has none.
+fn writer_stats(ruby: &Ruby) -> RbResult<Option<RHash>> {
+    let guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((pid, _, w)) = &*guard else {
+        return Ok(None);
+    };
+    if *pid != std::process::id() {
+        return Ok(None);
+    }
+    let s = w.stats();
+    let hash = ruby.hash_new();
+    for (name, value) in [
+        ("stored", s.stored),
+        ("failed", s.failed),
+        ("dropped", s.dropped),
+        ("pending", s.pending),
+    ] {
+        hash.aset(ruby.to_symbol(name), value)?;
+    }
+    Ok(Some(hash))
+}
+
+/// `Census.writer_errors`: the census writer's failure messages since the last call.
+fn writer_errors() -> Vec<String> {
+    let guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+    match &*guard {
+        Some((pid, _, w)) if *pid == std::process::id() => w.take_errors(),
+        _ => Vec::new(),
+    }
+}
+
+/// `Census.stats`: `{requests:, points:, dropped:, pending:, batches:}`.
+fn stats(ruby: &Ruby) -> RbResult<RHash> {
+    let s = census::global().lock().stats();
+    let hash = ruby.hash_new();
+    for (name, value) in [
+        ("requests", s.requests),
+        ("points", s.points),
+        ("dropped", s.dropped),
+        ("pending", s.pending),
+        ("batches", s.batches),
+    ] {
+        hash.aset(ruby.to_symbol(name), value)?;
+    }
+    Ok(hash)
+}
+
+pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
+    let m = native.define_module("Census")?;
+    m.define_module_function("enable", function!(enable, 0))?;
+    m.define_module_function("disable", function!(disable, 0))?;
+    m.define_module_function("enabled?", function!(enabled, 0))?;
+    m.define_module_function("request", function!(request, 2))?;
+    m.define_module_function("reset", function!(reset, 0))?;
+    m.define_module_function("pending", function!(pending, 0))?;
+    m.define_module_function("walk", function!(walk, 0))?;
+    m.define_module_function("take_batch", function!(take_batch, 2))?;
+    m.define_module_function("submit_batch", function!(submit_batch, 4))?;
+    m.define_module_function("flush_writer", function!(flush_writer, 1))?;
+    m.define_module_function("writer_stats", function!(writer_stats, 0))?;
+    m.define_module_function("writer_errors", function!(writer_errors, 0))?;
+    m.define_module_function("stats", function!(stats, 0))?;
+    m.const_set("MAX_PENDING_POINTS", census::MAX_PENDING_POINTS)?;
+    Ok(())
+}

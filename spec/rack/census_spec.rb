@@ -1,0 +1,194 @@
+# frozen_string_literal: true
+
+require "logger"
+require "stringio"
+require "rack/objectspace/analysis"
+
+# The census: live objects per allocation site at every request, stored in
+# batches without a dump, and `leaks` reading it.
+
+require_relative "../fixtures/census_app"
+
+RSpec.describe "Rack::Objectspace census" do
+  let(:dir) { Dir.mktmpdir("objectspace-census") }
+  let(:log) { StringIO.new }
+  let(:logger) { Logger.new(log) }
+  after do
+    FileUtils.rm_rf(dir)
+    Rack::Objectspace::Native::Tracer.stop
+  end
+
+  # Specs before this one may leave objspace's own allocation tracing on
+  # (trace: :objspace); started N times, it needs N stops.
+  before(:all) do
+    16.times { ObjectSpace.trace_object_allocations_stop }
+    ObjectSpace.trace_object_allocations_clear # its stale entries would name reused addresses
+  end
+
+  def census_lines(bytes)
+    Zlib::GzipReader.new(StringIO.new(bytes)).read.lines.map { |l| JSON.parse(l) }
+  end
+
+  def census_files(dir)
+    Dir.glob("**/census-*.ndjson.gz", base: dir).sort
+  end
+
+  # n requests, a third of them to /profile, in an order as random as users'.
+  def burst(middleware, n)
+    request = Rack::MockRequest.new(Rack::Lint.new(middleware))
+    random = Random.new(42)
+    n.times { request.get(random.rand(3).zero? ? "/profile" : "/home") }
+  end
+
+  describe "options" do
+    it "is on by default with the native tracer, and census: false turns it off" do
+      on = Rack::Objectspace.new(CensusApp, store: "file://#{dir}", logger: logger)
+      expect(on.config.census).to be(true)
+      expect(on.stats).to include(:census)
+      off = Rack::Objectspace.new(CensusApp, store: "file://#{dir}", census: false, logger: logger)
+      expect(off.config.census).to be(false)
+      expect(off.stats).not_to include(:census)
+      objspace = Rack::Objectspace.new(CensusApp, store: "file://#{dir}", trace: :objspace, logger: logger)
+      expect(objspace.config.census).to be(false)
+    ensure
+      ObjectSpace.trace_object_allocations_stop
+    end
+
+    it "rejects bad values at boot, naming the option" do
+      expect { Rack::Objectspace.new(CensusApp, store: {}, census: "maybe") }
+        .to raise_error(ArgumentError, /census: must be true or false, got "maybe"/)
+      expect { Rack::Objectspace.new(CensusApp, store: {}, census: true, trace: false) }
+        .to raise_error(ArgumentError, /census: must be false unless trace: is true or :native/)
+    end
+
+    it "lets every: nil go without a token (the census alone), but not with census: false" do
+      expect(Rack::Objectspace.new(CensusApp, store: {}, every: nil, logger: logger).config.every).to be_nil
+      expect { Rack::Objectspace.new(CensusApp, store: {}, every: nil, census: false) }
+        .to raise_error(ArgumentError, /every: must be a positive Integer when token: is not set and census: is off/)
+    end
+  end
+
+  describe "the counts" do
+    let(:native) { Rack::Objectspace::Native }
+
+    before do
+      Rack::Objectspace::Census.owner = nil # no middleware's thread takes these batches
+      ObjectSpace.trace_object_allocations_stop # objspace's own fields would win in dumps
+      native::Census.enable
+      native::Tracer.start
+      native::Census.take_batch("h", Process.pid) # whatever earlier specs left
+    end
+
+    it "are exact for the objects alive at the last GC, and memsize comes from the walk" do
+      line = __LINE__ + 1
+      kept = Array.new(300) { |i| "kept #{i}" * 4 }
+      GC.start
+      native::Census.request("GET", "/a")
+      native::Census.walk
+      native::Census.request("GET", "/b")
+      100.times { kept.pop } # (pop(100) would share, and keep, the buffer)
+      GC.start
+      native::Census.request("GET", "/c")
+      lines = census_lines(native::Census.take_batch("h", Process.pid)[1])
+      site = lines.find { |l| l["file"] == __FILE__ && l["line"] == line && l["type"] == "STRING" }
+      expect(site).not_to be_nil
+      counts = lines.select { |l| l.key?("requests") }.to_h do |point|
+        [point["endpoints"].first[1], point["counts"].find { |id, _, _| id == site["site"] }]
+      end
+      expect(counts["/a"][1]).to eq(300)
+      expect(counts["/b"][2]).to be >= 300 * 41 # the walk: at least one slot and the 40-byte string each
+      expect(counts["/c"][1]).to eq(200)
+      expect(kept.size).to eq(200)
+    end
+
+    it "gives each object the number of the request that allocated it, in dumps too" do
+      n = native::Census.request("GET", "/x")
+      line = __LINE__ + 1
+      object = +"allocated during request #{n}"
+      expect(native::Tracer.request_of(object)).to eq(n)
+      pipeline = native::Pipeline.new(true, 1, true, nil)
+      io = IO.for_fd(pipeline.write_fd, autoclose: true)
+      ObjectSpace.dump_all(output: io)
+      io.close
+      address = JSON.parse(ObjectSpace.dump(object))["address"]
+      dump = pipeline.finish("{}")
+      record = Zlib::GzipReader.new(StringIO.new(dump.take_bytes)).each_line.map { |l| JSON.parse(l) }
+                               .find { |r| r["address"] == address }
+      expect(record).to include("request" => n, "line" => line)
+    end
+  end
+
+  describe "leaks from the census" do
+    # In a fresh process, as a server would be (no state from other specs).
+    [{}, { every: nil }].each do |options|
+      it "ranks the leaking line first and leaves the bounded cache out, after a burst of 300 (#{options.inspect})" do
+        script = File.expand_path("../fixtures/census_app.rb", __dir__)
+        out = IO.popen([RbConfig.ruby, script, dir, JSON.generate(options), "300"], &:read)
+        expect($?).to be_success
+        stats = JSON.parse(out, symbolize_names: true)
+        expect(stats[:census]).to include(requests: 300, points: 300, dropped: 0, dropped_points: 0, failed: 0)
+        expect(stats[:census][:stored]).to be >= 1
+        expect(census_files(dir)).not_to be_empty
+        report = Rack::Objectspace::Analysis.leaks("file://#{dir}", top: 0)
+        locations = report["sites"].map { |s| s["location"] }
+        app = File.expand_path("../fixtures/census_app.rb", __dir__)
+        expect(locations.first).to eq("#{app}:#{CensusApp::LEAK_LINE}"),
+                                   "#{report['warnings']} #{report['sites'].first(3)}"
+        expect(locations).not_to include("#{app}:#{CensusApp::CACHE_LINE}")
+        expect(report["sites"].first["per_request"]).to be_within(0.1).of(1.0 / 3)
+        expect(report["sites"].first["endpoints"].map { |e| e["path"] }).to eq(["/profile"]), report["sites"].first.inspect
+      end
+    end
+  end
+
+  describe "storage" do
+    it "writes batches to a []= store through the dump queue, and counts drops when the queue is full" do
+      store = {}
+      middleware = Rack::Objectspace.new(CensusApp, store: store, every: nil, logger: logger)
+      burst(middleware, 20)
+      expect(middleware.flush(30)[:census]).to include(stored: 1, dropped: 0, requests: 20)
+      key = store.keys.grep(/census-/).first
+      expect(key).to match(%r{\A[^/]+/#{Process.pid}/census-000001\.ndjson\.gz\z}) # a new series per middleware
+      points = census_lines(store[key]).select { |l| l.key?("requests") }
+      expect(points.map { |p| p["requests"] }).to eq((1..20).to_a)
+
+      slow = Class.new(Hash) do
+        def []=(key, value)
+          sleep 0.3
+          super
+        end
+      end.new
+      middleware = Rack::Objectspace.new(CensusApp, store: slow, every: nil, queue_size: 1, logger: logger)
+      3.times do
+        burst(middleware, 2)
+        middleware.flush(0) # a batch now; the store is still busy with the last
+      end
+      stats = middleware.flush(30)[:census]
+      expect(stats[:dropped]).to be >= 1
+      expect(stats[:stored] + stats[:dropped]).to eq(stats[:batches])
+      expect(log.string).to include("event=census_dropped")
+    end
+
+    it "logs one line when the site table reaches its file cap (eval with unique names)" do
+      middleware = Rack::Objectspace.new(CensusApp, store: {}, every: nil, logger: logger)
+      burst(middleware, 1)
+      (Rack::Objectspace::Native::Tracer::MAX_FILES + 10).times { |i| eval("'x'", binding, "(eval #{i})", 1) } # rubocop:disable Security/Eval
+      burst(middleware, 1)
+      middleware.flush(30)
+      burst(middleware, 1)
+      middleware.flush(30)
+      stats = Rack::Objectspace::Native::Tracer.stats
+      expect(stats).to include(file_cap: true, files: Rack::Objectspace::Native::Tracer::MAX_FILES + 1)
+      expect(log.string.scan("event=site_table_capped").size).to eq(1)
+    end
+  end
+
+  describe "the slot size check" do
+    it "refuses to trace, with a message, where objects are not 40 bytes apart" do
+      expect(Rack::Objectspace::Native::Tracer.refusal).to be_nil
+      expect(Rack::Objectspace::Native::Tracer.check_slot_size(40)).to be_nil
+      expect(Rack::Objectspace::Native::Tracer.check_slot_size(48)).to match(/tracing is off: .*40 bytes apart.*48/)
+      expect(Rack::Objectspace::Native::Tracer.check_slot_size(nil)).to match(/\(none\)/)
+    end
+  end
+end
