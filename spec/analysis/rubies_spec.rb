@@ -134,7 +134,7 @@ RSpec.describe "Dumps of Ruby 3.2 to 4.0" do
           first = report["sites"].first
           expect(first).to include("location" => site.call("LEAK_STRING"), "type" => "STRING", "class" => "String",
                                    "per_request" => leak_strings.to_f)
-          expect(first["endpoints"]).to eq([{ "method" => "GET", "path" => "/items", "count" => first["count"] }])
+          expect(first["allocated_by"]).to eq([{ "method" => "GET", "path" => "/items", "count" => first["count"] }])
           match = report["sites"].find { |s| s["location"] == site.call("LEAK_MATCH") && s["type"] == "MATCH" }
           expect(match["series"]).to eq((1..5).map { |n| leak_matches * n })
           rational = report["sites"].find { |s| s["location"] == site.call("LEAK_RATIONAL") }

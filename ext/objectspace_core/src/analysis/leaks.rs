@@ -515,9 +515,35 @@ pub fn leaks(
     top: usize,
     threads: usize,
 ) -> Result<Leaks, AnalysisError> {
-    // The census, when the session has one, covers every request: it wins.
-    if let Some(found) = super::census::leaks(source, top)? {
-        return Ok(found);
+    // The census, when the session has one, covers every request: it wins,
+    // unless it saw too few GCs to rank anything and there are dumps to read
+    // (a process whose GCs run in its dump children). Dumps stay the detail
+    // view: the newest of each process gives held_by.
+    if let Some(mut found) = super::census::leaks(source, top)? {
+        let session = Session::open(source).ok();
+        let dumps = session.as_ref().is_some_and(|s| !s.entries.is_empty());
+        if !found.sites.is_empty() || !dumps {
+            if let Some(session) = session {
+                let mut newest: FxHashMap<(String, u32), (u64, Input)> = FxHashMap::default();
+                for e in session.entries {
+                    let Some(k) = e.parsed else { continue };
+                    let slot = newest
+                        .entry((k.host, k.pid))
+                        .or_insert((k.seq, e.input.clone()));
+                    if k.seq >= slot.0 {
+                        *slot = (k.seq, e.input);
+                    }
+                }
+                let dumps = newest.into_iter().map(|(p, (_, i))| (p, i)).collect();
+                super::paths::attach_to_leaks(
+                    &mut found.sites,
+                    &dumps,
+                    progress,
+                    &mut found.warnings,
+                )?;
+            }
+            return Ok(found);
+        }
     }
     let session = Session::open(source)?;
     let mut warnings = Vec::new();

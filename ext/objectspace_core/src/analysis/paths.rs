@@ -663,7 +663,9 @@ fn members_of<'a>(heap: &Heap, sites: impl Iterator<Item = &'a Site>) -> Vec<Vec
         if let Some(cands) = want.get(&(o.file, line, o.ty as u32)) {
             let class = heap.class_name(o.class);
             for &(i, c) in cands {
-                if c == class {
+                // A site without a class (a census site whose class the heap
+                // walk has not named yet) takes its objects whatever their class.
+                if c.is_none() || c == class {
                     out[i].push(v as u32);
                 }
             }

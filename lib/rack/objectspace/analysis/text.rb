@@ -167,7 +167,7 @@ module Rack
 
           out = +"\nWhat holds them (shortest paths from a GC root, in #{traced.first.first['held_by_dump']})\n"
           traced.each do |s, i|
-            out << "\n  ##{i + 1} #{s['location']} #{s['type']}: #{num(s['held_by_sampled'])} object(s) traced\n"
+            out << "\n  ##{i + 1} #{location(s)} #{s['type']}: #{num(s['held_by_sampled'])} object(s) traced\n"
             s["held_by"].each do |path|
               holder = path.find { |step| step["holds"] }
               out << "    #{num(holder ? holder['holds'] : 0)} held by #{holder_label(holder)}\n" if holder
@@ -190,7 +190,7 @@ module Rack
           else
             return "#{step['name'] || 'anonymous'} (#{step['type']})" if %w[CLASS MODULE].include?(step["type"])
 
-            where = step["file"] ? "#{step['file']}:#{step['line']}, " : ""
+            where = step["file"] ? "#{short_path(step['file'])}:#{step['line']}, " : ""
             "#{kind(step)} #{step['address']} (#{where}#{bytes(step['memsize'])})"
           end
         end
@@ -200,7 +200,7 @@ module Rack
           return step_label(step) unless step["address"]
           return step_label(step) if %w[CLASS MODULE].include?(step["type"])
 
-          "#{kind(step)} at #{step['file']}:#{step['line']}"
+          "#{kind(step)} at #{short_path(step['file'])}:#{step['line']}"
         end
 
         # An object's class name, or its type for internal objects (IMEMO, ICLASS) and unnamed classes.
