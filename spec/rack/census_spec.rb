@@ -136,7 +136,7 @@ RSpec.describe "Rack::Objectspace census" do
                                    "#{report['warnings']} #{report['sites'].first(3)}"
         expect(locations).not_to include("#{app}:#{CensusApp::CACHE_LINE}")
         expect(report["sites"].first["per_request"]).to be_within(0.1).of(1.0 / 3)
-        expect(report["sites"].first["endpoints"].map { |e| e["path"] }).to eq(["/profile"]), report["sites"].first.inspect
+        expect(report["sites"].first["allocated_by"].map { |e| e["path"] }).to eq(["/profile"]), report["sites"].first.inspect
       end
     end
   end
