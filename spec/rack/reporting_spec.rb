@@ -43,9 +43,27 @@ RSpec.describe "Rack::Objectspace reporting" do
     expect(metas.map { |m| [m["seq"], m["requests"]] }).to eq([[1, 1], [2, 4], [3, 7]])
   end
 
+  # A []= store whose writes wait until the spec opens the gate: the queue
+  # stays full however long a dump takes.
+  class GatedHashStore < Hash # rubocop:disable Lint/ConstantDefinitionInBlock
+    attr_reader :gate
+
+    def initialize
+      super
+      @gate = Queue.new
+    end
+
+    def []=(key, value)
+      @gate.pop
+      super
+    end
+  end
+
   it "logs one summary line with stored, dropped and failed counts at flush, at warn when dumps were lost" do
-    app_, middleware = linted(app, store: SlowHashStore.new, mode: :inline, queue_size: 1, trace: false)
+    store = GatedHashStore.new
+    app_, middleware = linted(app, store: store, mode: :inline, queue_size: 1, trace: false)
     expect(serve_statuses(app_, 6)).to all(eq(200))
+    12.times { store.gate << true }
     stats = middleware.flush(30)
     expect(stats[:dropped]).to be >= 1
     lines = events(logged, "dump_summary")

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use magnus::{function, method, prelude::*, RHash, RModule, RString, Ruby};
 use objectspace_core::keys::DumpKey;
@@ -12,7 +11,7 @@ use objectspace_core::writer::Writer;
 use objectspace_core::Error as CoreError;
 
 use crate::errors::{argument, to_ruby, RbResult};
-use crate::nogvl::{nogvl_interruptible, raise_pending};
+use crate::nogvl::{nogvl_interruptible, raise_pending, wait_until};
 
 /// `sites`: annotate records from `Native::Tracer`'s table; `since`: keep only
 /// objects from that GC generation on (a retained dump).
@@ -247,23 +246,8 @@ impl RbWriter {
     /// when all done. Thread#raise, Thread#kill or Ctrl-C end the wait early
     /// and raise; the writes go on.
     fn flush(ruby: &Ruby, rb_self: &Self, timeout: f64) -> RbResult<bool> {
-        let deadline = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
         let writer = &rb_self.inner;
-        let interrupted = AtomicBool::new(false);
-        let stop = &interrupted;
-        let idle = nogvl_interruptible(ruby, stop, || loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if writer.flush(left.min(Duration::from_millis(20))) {
-                return true;
-            }
-            if left.is_zero() || stop.load(std::sync::atomic::Ordering::Relaxed) {
-                return false;
-            }
-        })?;
-        if !idle && interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(raise_pending(ruby));
-        }
-        Ok(idle)
+        wait_until(ruby, timeout, |slice| writer.flush(slice))
     }
 
     /// `{submitted:, stored:, failed:, dropped:, pending:}`.

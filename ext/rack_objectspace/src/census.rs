@@ -5,7 +5,7 @@
 
 use std::ffi::{c_int, c_void};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use magnus::{function, prelude::*, RArray, RHash, RModule, RString, Ruby};
 use objectspace_core::census::{self, Census, RequestEndpoints};
@@ -17,7 +17,7 @@ use rb_sys::{rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_mod_nam
 use rustc_hash::FxHashMap;
 
 use crate::errors::{to_ruby, RbResult};
-use crate::nogvl::nogvl;
+use crate::nogvl::{nogvl, wait_until};
 use crate::tracer;
 
 extern "C" {
@@ -257,11 +257,11 @@ fn submit_batch(
 
 /// `Census.flush_writer(timeout)`: wait for the census writer (true when idle).
 fn flush_writer(ruby: &Ruby, timeout: f64) -> RbResult<bool> {
-    let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
-    nogvl(ruby, move || {
+    // The lock is taken per slice, so submit_batch is never kept waiting long.
+    wait_until(ruby, timeout, |slice| {
         let guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
         match &*guard {
-            Some((pid, _, w)) if *pid == std::process::id() => w.flush(timeout),
+            Some((pid, _, w)) if *pid == std::process::id() => w.flush(slice),
             _ => true,
         }
     })

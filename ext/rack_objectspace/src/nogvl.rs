@@ -85,6 +85,33 @@ pub fn raise_pending(ruby: &Ruby) -> magnus::Error {
     }
 }
 
+/// Wait without the GVL until `step(slice)` says done (true), for at most
+/// `timeout` seconds, in slices of 20 ms: Thread#raise, Thread#kill or
+/// Ctrl-C end the wait early and raise. False when the time ran out.
+pub fn wait_until<F>(ruby: &Ruby, timeout: f64, step: F) -> RbResult<bool>
+where
+    F: Fn(std::time::Duration) -> bool + Sync,
+{
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+    let interrupted = AtomicBool::new(false);
+    let stop = &interrupted;
+    let step = &step;
+    let done = nogvl_interruptible(ruby, stop, move || loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if step(left.min(Duration::from_millis(20))) {
+            return true;
+        }
+        if left.is_zero() || stop.load(Ordering::Relaxed) {
+            return false;
+        }
+    })?;
+    if !done && interrupted.load(Ordering::Relaxed) {
+        return Err(raise_pending(ruby));
+    }
+    Ok(done)
+}
+
 /// How often a call may find an interrupt pending that Ruby handled without
 /// raising (a thread switch) before we give up on it.
 const MAX_RETRIES: u32 = 10_000;
