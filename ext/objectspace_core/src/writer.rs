@@ -99,34 +99,11 @@ impl Writer {
         meta_key: String,
         meta: String,
     ) -> Result<()> {
-        {
-            let mut pending = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if *pending >= self.capacity {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::QueueFull {
-                    capacity: self.capacity as usize,
-                });
-            }
-            *pending += 1;
-        }
-        self.shared.submitted.fetch_add(1, Ordering::Relaxed);
-        let runtime = match runtime::handle() {
-            Ok(runtime) => runtime,
-            Err(err) => {
-                self.shared.done(Err(err));
-                return Ok(());
-            }
-        };
+        self.reserve()?;
         let store = self.store.clone();
-        let shared = self.shared.clone();
-        runtime.spawn(async move {
-            let result = store_dump(&store, &key, Bytes::from(gzip), &meta_key, meta).await;
-            shared.done(result);
-        });
+        self.spawn(
+            async move { store_dump(&store, &key, Bytes::from(gzip), &meta_key, meta).await },
+        );
         Ok(())
     }
 
@@ -134,35 +111,43 @@ impl Writer {
     /// same bound, counters and error keeping as dumps. Returns
     /// `Err(QueueFull)` (and counts a drop) instead of waiting when full.
     pub fn try_put(&self, key: String, bytes: Vec<u8>) -> Result<()> {
-        {
-            let mut pending = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if *pending >= self.capacity {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::QueueFull {
-                    capacity: self.capacity as usize,
-                });
-            }
-            *pending += 1;
+        self.reserve()?;
+        let store = self.store.clone();
+        self.spawn(async move { store.put(&key, Bytes::from(bytes)).await });
+        Ok(())
+    }
+
+    /// Count one more pending write, or a drop (`Err(QueueFull)`) when full.
+    fn reserve(&self) -> Result<()> {
+        let mut pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *pending >= self.capacity {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::QueueFull {
+                capacity: self.capacity as usize,
+            });
         }
+        *pending += 1;
+        drop(pending);
         self.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Run a reserved write on this process's runtime; its outcome is
+    /// counted when it ends (or at once, if there is no runtime).
+    fn spawn<F>(&self, write: F)
+    where
+        F: std::future::Future<Output = Result<()>> + Send + 'static,
+    {
         let runtime = match runtime::handle() {
             Ok(runtime) => runtime,
-            Err(err) => {
-                self.shared.done(Err(err));
-                return Ok(());
-            }
+            Err(err) => return self.shared.done(Err(err)),
         };
-        let store = self.store.clone();
         let shared = self.shared.clone();
-        runtime.spawn(async move {
-            let result = store.put(&key, Bytes::from(bytes)).await;
-            shared.done(result);
-        });
-        Ok(())
+        runtime.spawn(async move { shared.done(write.await) });
     }
 
     /// Wait until nothing is pending or `timeout` has passed. True when idle.
