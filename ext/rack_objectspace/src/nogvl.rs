@@ -135,12 +135,17 @@ where
     for _ in 0..MAX_RETRIES {
         // SAFETY: the trampoline only touches `call`, and the unblock function
         // only the flag; both outlive this blocking call, which never raises.
+        // RB_NOGVL_INTR_FAIL: rb_thread_call_without_gvl2's contract.
+        // RB_NOGVL_UBF_ASYNC_SAFE: our unblock function only sets an atomic,
+        // so Ruby need not start a helper thread to run it (it does so for
+        // the main thread when it is alone: a Ruby thread per attempt).
         unsafe {
-            rb_sys::rb_thread_call_without_gvl2(
+            rb_sys::rb_nogvl(
                 Some(trampoline::<F, R>),
                 &mut call as *mut Call<F, R> as *mut c_void,
                 ubf,
                 ubf_data,
+                (rb_sys::RB_NOGVL_INTR_FAIL | rb_sys::RB_NOGVL_UBF_ASYNC_SAFE) as i32,
             );
         }
         match call.result.take() {
