@@ -4,7 +4,9 @@
 //! Interrupt safety: Ruby raises `Thread#raise`, `Thread#kill` and Ctrl-C by
 //! longjmp, which must never cross Rust frames (their destructors would be
 //! skipped: a pipeline, a gzip buffer, a lock guard). So we use
-//! `rb_thread_call_without_gvl2`, which never raises: when an interrupt is
+//! `rb_nogvl(..., RB_NOGVL_INTR_FAIL | RB_NOGVL_UBF_ASYNC_SAFE)` (what
+//! `rb_thread_call_without_gvl2` does, without a helper thread for the
+//! unblock function), which never raises: when an interrupt is
 //! pending it returns without calling the function. We then let Ruby run its
 //! interrupts inside `rb_protect`, which turns a raise into a `magnus::Error`
 //! that travels up the Rust stack as a value, dropping what it passes, and is
