@@ -304,5 +304,48 @@ RSpec.describe Rack::Objectspace do
       expect(stats[:stored]).to eq(stats[:dumped])
       expect { Process.wait(-1, Process::WNOHANG) }.to raise_error(Errno::ECHILD)
     end
+
+    # One object can be bigger than the pipeline's 4 MiB buffer (a file read
+    # into a String, a huge Array). Its record streams through like the rest:
+    # the child's peak grows by a fraction of it, and it round-trips.
+    context "with a record larger than the pipeline's buffer" do
+      big_value = ("0123456789abcdef" * 4).freeze
+      [[:string, -> { (big_value * 1_000_000).force_encoding("BINARY") }],
+       [:array, -> { Array.new(2_000_000, big_value) }]].each do |kind, make|
+        [true, false].each do |redact|
+          it "streams a #{kind} record in a fork child (redact: #{redact}) and stores it whole" do
+            skip "needs /proc/self/clear_refs" unless File.exist?("/proc/self/clear_refs")
+            payload = make.call
+            app, middleware = linted(holder_app(payload), store: "file://#{dir}", mode: :fork, redact: redact,
+                                                          gc: false)
+            expect(serve_statuses(app, 1)).to eq([200])
+            expect(middleware.flush(120)).to include(stored: 1, failed: 0)
+            meta_file = files_under(dir).find { |f| f.end_with?(".meta.json") }
+            meta = JSON.parse(File.read(File.join(dir, meta_file)))
+            expect(meta["child_peak_rss_growth_kb"] * 1024).to be < 24 * 1024 * 1024, meta.inspect
+
+            marker = kind == :string ? "\"bytesize\":#{payload.bytesize}," : "\"length\":#{payload.size},"
+            record = nil
+            Zlib::GzipReader.open(File.join(dir, meta_file.sub(".meta.json", ".jsonl.gz"))) do |gz|
+              gz.each_line do |line|
+                next unless line.include?(marker)
+
+                record = JSON.parse(line)
+                break
+              end
+            end
+            expect(record).not_to be_nil, "no record with #{marker} in the dump"
+            if kind == :string
+              expect(record).to include("type" => "STRING", "bytesize" => payload.bytesize)
+              redact ? expect(record).not_to(include("value")) : expect(record["value"]).to(eq(payload))
+            else
+              expect(record).to include("type" => "ARRAY", "length" => payload.size)
+              expect(record["references"].size).to be >= 1
+            end
+            expect(record).to include("memsize")
+          end
+        end
+      end
+    end
   end
 end

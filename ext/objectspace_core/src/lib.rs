@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod redact;
 pub mod runtime;
 pub mod sites;
+pub mod spill;
 pub mod store;
 pub mod writer;
 

@@ -4,7 +4,8 @@
 //!
 //! This pipeline never holds the raw JSON whole: memory stays bounded by the
 //! gzip output (memory sink, ~14x smaller than the JSON) or by one multipart
-//! part (store sink). (Ruby may hold it: dumper.rb's buffered inline path on
+//! part (store sink), and by its 4 MiB read buffer: a record longer than that
+//! (one huge String or Array) has its big field spilled to disk ([`crate::spill`]). (Ruby may hold it: dumper.rb's buffered inline path on
 //! Ruby < 3.4 with other threads alive takes `dump_all` into a String first.)
 //!
 //! Both ends of the pipe are registered in [`crate::inherited`], so that a
@@ -32,6 +33,7 @@ use crate::inherited;
 use crate::redact::Redactor;
 use crate::runtime;
 use crate::sites::SharedSites;
+use crate::spill::{self, Field, Spool};
 use crate::store::Store;
 
 /// gzip level 1 keeps pace with dump_all; level 6 blocks Ruby (measured: 0.53 s
@@ -417,12 +419,37 @@ fn stream(
     let mut buf = vec![0u8; 4 * CHUNK];
     let mut filled = 0;
     let mut redacted = Vec::with_capacity(4 * CHUNK);
+    // The first line in `buf` had its big field spilled (kept: to be put back).
+    let mut spilled: Option<(Field, Spool)> = None;
     loop {
         if cancel.load(Ordering::Relaxed) {
-            return Err(Error::State("the dump was abandoned".into()));
+            return Err(abandoned());
         }
         if filled == buf.len() {
-            // One line longer than the buffer (a huge `references` array): grow.
+            // One line longer than the buffer: spill its big field, if it has
+            // one open (a huge String's value, a huge Array's references).
+            let open = spill::open_field(&buf[..filled]).filter(|_| spilled.is_none());
+            if let Some((start, field)) = open {
+                let drop = options.redact && field == Field::Value;
+                let mut spool = if drop { None } else { Spool::create() };
+                if drop || spool.is_some() {
+                    let closed = spill_field(
+                        reader,
+                        &mut buf,
+                        (start, filled),
+                        field,
+                        spool.as_mut(),
+                        summary,
+                        cancel,
+                    )?;
+                    // At the end of input inside the field, what came before
+                    // it is left: a record cut short, stored as such.
+                    filled = closed.unwrap_or(start);
+                    spilled = closed.and(spool).map(|s| (field, s));
+                    continue;
+                }
+            }
+            // No spool to be had, or some other huge line: grow.
             buf.resize(buf.len() * 2, 0);
         }
         let n = match reader.read(&mut buf[filled..]) {
@@ -445,10 +472,13 @@ fn stream(
             let block = &buf[..end];
             redacted.clear();
             let mut start = 0;
+            // Where the first record's output ends (0 if it was left out).
+            let mut first_out = 0;
             while start < block.len() {
                 let stop =
                     memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i + 1);
                 let line = &block[start..stop];
+                let first = start == 0;
                 start = stop;
                 let mut values = 0;
                 let mut copy = |l: &[u8], o: &mut Vec<u8>| match redactor {
@@ -464,6 +494,9 @@ fn stream(
                     }
                     None => true,
                 };
+                if first && kept {
+                    first_out = if rewrite { redacted.len() } else { stop };
+                }
                 if !kept {
                     summary.left_out += 1;
                     continue;
@@ -473,20 +506,104 @@ fn stream(
                 summary.count(&scanner, kept);
             }
             summary.truncated = block.last() != Some(&b'\n');
-            encoder.write_all(if rewrite { &redacted } else { block })?;
+            let output: &[u8] = if rewrite { &redacted } else { block };
+            // A spilled field goes back where its placeholder is, in the
+            // first record (unless it was left out).
+            let put_back = spilled.take().and_then(|(field, spool)| {
+                let at = memchr::memmem::find(&output[..first_out], field.placeholder())?;
+                Some((at, at + field.placeholder().len(), spool))
+            });
+            match put_back {
+                Some((at, after, spool)) => {
+                    emit(encoder, out, summary, &output[..at])?;
+                    let mut chunk = vec![0u8; CHUNK];
+                    spool.replay(&mut chunk, |c| emit(encoder, out, summary, c))?;
+                    emit(encoder, out, summary, &output[after..])?;
+                }
+                None => emit(encoder, out, summary, output)?,
+            }
             buf.copy_within(end..filled, 0);
             filled -= end;
-            if let Out::Store { .. } = out {
-                let before = encoder.get_ref().len() as u64;
-                out.drain(encoder, CHUNK)?;
-                if encoder.get_ref().is_empty() {
-                    summary.stored_bytes += before;
-                }
-            }
         }
         if at_eof {
             return Ok(());
         }
+    }
+}
+
+fn abandoned() -> Error {
+    Error::State("the dump was abandoned".into())
+}
+
+/// Gzip `bytes`; for a store, hand full chunks on.
+fn emit(
+    encoder: &mut GzEncoder<Vec<u8>>,
+    out: &mut Out,
+    summary: &mut Summary,
+    bytes: &[u8],
+) -> Result<()> {
+    encoder.write_all(bytes)?;
+    if let Out::Store { .. } = out {
+        let before = encoder.get_ref().len() as u64;
+        out.drain(encoder, CHUNK)?;
+        if encoder.get_ref().is_empty() {
+            summary.stored_bytes += before;
+        }
+    }
+    Ok(())
+}
+
+/// The content of `field`, open at `start` in `buf[..filled]`, goes to
+/// `spool` (or nowhere) until it closes; `buf` then holds the record's head,
+/// the field's placeholder and what followed the field, and the new fill is
+/// returned. `None` at the end of input inside the field.
+fn spill_field(
+    reader: &mut std::io::PipeReader,
+    buf: &mut Vec<u8>,
+    (start, filled): (usize, usize),
+    field: Field,
+    mut spool: Option<&mut Spool>,
+    summary: &mut Summary,
+    cancel: &AtomicBool,
+) -> Result<Option<usize>> {
+    if buf.len() - start < CHUNK {
+        buf.resize(start + CHUNK, 0);
+    }
+    let mut end = spill::End::new(field);
+    let (mut from, mut to) = (start, filled);
+    loop {
+        if let Some(i) = end.find(&buf[from..to]) {
+            let close = from + i;
+            if let Some(s) = spool.as_mut() {
+                s.write(&buf[from..close])?;
+            }
+            let placeholder = field.placeholder();
+            let fill = start + placeholder.len() + (to - close);
+            if fill > buf.len() {
+                buf.resize(fill, 0);
+            }
+            buf.copy_within(close..to, start + placeholder.len());
+            buf[start..start + placeholder.len()].copy_from_slice(placeholder);
+            return Ok(Some(fill));
+        }
+        if let Some(s) = spool.as_mut() {
+            s.write(&buf[from..to])?;
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Err(abandoned());
+        }
+        let n = loop {
+            match reader.read(&mut buf[start..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        summary.bytes += n as u64;
+        (from, to) = (start, start + n);
     }
 }
 
@@ -587,6 +704,58 @@ mod tests {
         let s = done.summary;
         assert_eq!((s.lines, s.left_out, s.redacted_values), (1, 3, 1));
         assert_eq!(s.objects(), 1);
+    }
+
+    /// Records far longer than the 4 MiB buffer, with escapes all along.
+    fn huge_records() -> String {
+        let value = r#"ab\\\"cd\\"#.repeat(1_500_000); // escaped backslashes and quotes
+        let refs = vec!["\"0x7f00deadbeef\""; 700_000].join(", ");
+        format!(
+            concat!(
+                "{{\"address\":\"0x1\", \"type\":\"STRING\", \"bytesize\":9, \"value\":\"{}\", \"memsize\":40}}\n",
+                "{{\"address\":\"0x2\", \"type\":\"ARRAY\", \"length\":700000, \"references\":[{}], \"memsize\":5600040}}\n",
+                "{{\"address\":\"0x3\", \"type\":\"STRING\", \"value\":\"hi\", \"memsize\":40}}\n",
+            ),
+            value, refs
+        )
+    }
+
+    #[test]
+    fn records_longer_than_the_buffer_round_trip() {
+        let dump = huge_records();
+        assert!(dump.len() > 4 * 4 * CHUNK);
+        let done = write_and_finish(memory_pipeline(false, 1), dump.as_bytes()).unwrap();
+        assert_eq!(gunzip(&done.gzip), dump);
+        assert_eq!(
+            (done.summary.lines, done.summary.bytes),
+            (3, dump.len() as u64)
+        );
+        assert_eq!(done.summary.objects(), 3);
+
+        let done = write_and_finish(memory_pipeline(true, 1), dump.as_bytes()).unwrap();
+        let text = gunzip(&done.gzip);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].get("value").is_none() && lines[2].get("value").is_none());
+        assert_eq!(lines[0]["memsize"], 40);
+        assert_eq!(lines[1]["references"].as_array().unwrap().len(), 700_000);
+        assert_eq!(done.summary.redacted_values, 2);
+    }
+
+    #[test]
+    fn a_dump_cut_inside_a_huge_value_keeps_nothing_of_it() {
+        let dump = huge_records();
+        let cut = &dump.as_bytes()[..10 * CHUNK];
+        let done = write_and_finish(memory_pipeline(true, 1), cut).unwrap();
+        assert_eq!(
+            gunzip(&done.gzip),
+            "{\"address\":\"0x1\", \"type\":\"STRING\", \"bytesize\":9"
+        );
+        assert!(done.summary.truncated);
+        assert_eq!(done.summary.bytes, cut.len() as u64);
     }
 
     #[test]
