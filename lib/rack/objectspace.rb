@@ -132,15 +132,20 @@ module Rack
           @log.warn("tracer_refused", reason: Native::Tracer.refusal) unless Native::Tracer.start
         when :objspace then ObjectSpace.trace_object_allocations_start
         end
-        dumper = @dumper
-        census = @census
-        timeout = @config.flush_timeout
-        at_exit { dumper.shutdown(timeout) }
-        at_exit { census.shutdown(timeout) } if census
+        self.class.send(:flush_at_exit, @dumper, @census, @config.flush_timeout)
         @served = 0 # a forked worker counts its own requests
         @serving_pid = Process.pid
       end
     end
+
+    # A block made here closes over these three only: one made in #serving
+    # would hold the middleware (the app and all it holds) and the env of the
+    # request that registered it, until exit.
+    def self.flush_at_exit(dumper, census, timeout)
+      at_exit { dumper.shutdown(timeout) }
+      at_exit { census.shutdown(timeout) } if census
+    end
+    private_class_method :flush_at_exit
 
     def with_census(stats)
       @census ? stats.merge(census: @census.stats) : stats

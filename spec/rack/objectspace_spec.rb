@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "securerandom"
+require "weakref"
 
 # Objects this app keeps forever: one Array per request, allocated on LEAK_LINE.
 KEPT_FOREVER = [] # rubocop:disable Style/MutableConstant
@@ -53,6 +54,24 @@ RSpec.describe Rack::Objectspace do
       expect(middleware.flush(10)).to include(dumped: 3, stored: 0, failed: 3)
       expect(logged.scan("event=store_failed").size).to eq(1) # once per burst, not per request
       expect(logged).to include("disk on fire")
+    end
+  end
+
+  describe "its own footprint" do
+    # The exit hooks registered on the first request hold the dumper and the
+    # census, never the middleware: not the app (nor what the app holds), not
+    # the env of the request that registered them.
+    it "lets go of the app and of the first request's env once the middleware is gone" do
+      refs = Array.new(8) do |i|
+        app = ->(_env) { [200, {}, ["ok"]] }
+        env = Rack::MockRequest.env_for("/first/#{i}")
+        described_class.new(app, store: {}, every: nil, logger: quiet_logger).call(env)
+        [WeakRef.new(app), WeakRef.new(env)]
+      end
+      3.times { GC.start(full_mark: true, immediate_sweep: true) }
+      alive = refs.sum { |pair| pair.count(&:weakref_alive?) }
+      # A conservative GC may keep one or two alive from a stale stack slot; a leak keeps all 16.
+      expect(alive).to be <= 2
     end
   end
 
