@@ -14,6 +14,7 @@
 
 use memchr::memmem::Finder;
 
+use crate::analysis::scan::{leading_u64, parse_hex, quoted_len};
 use crate::sites::SharedSites;
 
 /// What to do with one record.
@@ -71,7 +72,7 @@ impl Annotator {
                     self.suffix
                         .extend_from_slice(site.request.to_string().as_bytes());
                 }
-                read_u64(&line[at + self.generation.needle().len()..])
+                leading_u64(&line[at + self.generation.needle().len()..])
             }
             None => {
                 let sites = self.sites.lock();
@@ -142,46 +143,16 @@ impl Annotator {
             return None;
         };
         let name_at = self.name.find(line)? + self.name.needle().len();
-        let mut i = name_at;
-        while i < line.len() {
-            match line[i] {
-                b'\\' => i += 2,
-                b'"' => return Some((type_at + ty_len, name_at, i)),
-                _ => i += 1,
-            }
-        }
-        None
+        let len = quoted_len(&line[name_at..])?;
+        Some((type_at + ty_len, name_at, name_at + len))
     }
 }
 
 /// The address of a `dump_all` record, which always comes first.
 fn address_of(line: &[u8]) -> Option<u64> {
     let hex = line.strip_prefix(ADDRESS)?;
-    let mut value: u64 = 0;
-    for (n, &b) in hex.iter().enumerate() {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            b'"' if n > 0 => return Some(value),
-            _ => return None,
-        };
-        if n >= 16 {
-            return None;
-        }
-        value = (value << 4) | u64::from(digit);
-    }
-    None
-}
-
-fn read_u64(digits: &[u8]) -> Option<u64> {
-    let mut n: u64 = 0;
-    let mut any = false;
-    for &d in digits.iter().take_while(|b| b.is_ascii_digit()) {
-        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        any = true;
-    }
-    any.then_some(n)
+    let len = memchr::memchr(b'"', &hex[..hex.len().min(17)])?;
+    parse_hex(&hex[..len])
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use objectspace_core::store::Store;
 use objectspace_core::writer::Writer;
 use objectspace_core::Error as CoreError;
 
+use crate::counters;
 use crate::errors::{argument, to_ruby, RbResult};
 use crate::nogvl::{nogvl_interruptible, raise_pending, wait_until};
 
@@ -253,17 +254,16 @@ impl RbWriter {
     /// `{submitted:, stored:, failed:, dropped:, pending:}`.
     fn stats(ruby: &Ruby, rb_self: &Self) -> RbResult<RHash> {
         let s = rb_self.inner.stats();
-        let hash = ruby.hash_new();
-        for (name, value) in [
-            ("submitted", s.submitted),
-            ("stored", s.stored),
-            ("failed", s.failed),
-            ("dropped", s.dropped),
-            ("pending", s.pending),
-        ] {
-            hash.aset(ruby.to_symbol(name), value)?;
-        }
-        Ok(hash)
+        counters::hash(
+            ruby,
+            &[
+                ("submitted", s.submitted),
+                ("stored", s.stored),
+                ("failed", s.failed),
+                ("dropped", s.dropped),
+                ("pending", s.pending),
+            ],
+        )
     }
 
     /// Failure messages since the last call.

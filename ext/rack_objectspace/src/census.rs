@@ -16,6 +16,7 @@ use objectspace_core::Error as CoreError;
 use rb_sys::{rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_mod_name, Qtrue, VALUE};
 use rustc_hash::FxHashMap;
 
+use crate::counters;
 use crate::errors::{to_ruby, RbResult};
 use crate::nogvl::{nogvl, wait_until};
 use crate::tracer;
@@ -278,16 +279,13 @@ fn writer_stats(ruby: &Ruby) -> RbResult<Option<RHash>> {
         return Ok(None);
     }
     let s = w.stats();
-    let hash = ruby.hash_new();
-    for (name, value) in [
+    let counters = [
         ("stored", s.stored),
         ("failed", s.failed),
         ("dropped", s.dropped),
         ("pending", s.pending),
-    ] {
-        hash.aset(ruby.to_symbol(name), value)?;
-    }
-    Ok(Some(hash))
+    ];
+    counters::hash(ruby, &counters).map(Some)
 }
 
 /// `Census.writer_errors`: the census writer's failure messages since the last call.
@@ -302,17 +300,16 @@ fn writer_errors() -> Vec<String> {
 /// `Census.stats`: `{requests:, points:, dropped:, pending:, batches:}`.
 fn stats(ruby: &Ruby) -> RbResult<RHash> {
     let s = census::global().lock().stats();
-    let hash = ruby.hash_new();
-    for (name, value) in [
-        ("requests", s.requests),
-        ("points", s.points),
-        ("dropped", s.dropped),
-        ("pending", s.pending),
-        ("batches", s.batches),
-    ] {
-        hash.aset(ruby.to_symbol(name), value)?;
-    }
-    Ok(hash)
+    counters::hash(
+        ruby,
+        &[
+            ("requests", s.requests),
+            ("points", s.points),
+            ("dropped", s.dropped),
+            ("pending", s.pending),
+            ("batches", s.batches),
+        ],
+    )
 }
 
 pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {

@@ -6,6 +6,7 @@ mod analysis;
 mod capture;
 mod census;
 mod child;
+mod counters;
 mod errors;
 mod nogvl;
 mod tracer;

@@ -22,6 +22,7 @@ use rb_sys::{
     FIX2LONG, FIXNUM_P, RB_BUILTIN_TYPE, RB_TYPE_P, RSTRING_LEN, RSTRING_PTR, VALUE,
 };
 
+use crate::counters;
 use crate::errors::RbResult;
 
 /// The TracePoint (0 until first started); marked for GC once made.
@@ -269,19 +270,19 @@ fn request_of(object: Value) -> Option<u32> {
 /// entry arrays, `site_bytes` the site and file tables.
 fn stats(ruby: &Ruby) -> RbResult<RHash> {
     let s = sites::global().lock().stats();
-    let hash = ruby.hash_new();
+    let hash = counters::hash(
+        ruby,
+        &[
+            ("recorded", s.recorded),
+            ("freed", s.freed),
+            ("unrecorded", s.unrecorded),
+            ("files", s.files),
+            ("sites", s.sites),
+            ("bytes", s.bytes),
+            ("site_bytes", s.site_bytes),
+        ],
+    )?;
     hash.aset(ruby.to_symbol("enabled"), enabled())?;
-    for (name, value) in [
-        ("recorded", s.recorded),
-        ("freed", s.freed),
-        ("unrecorded", s.unrecorded),
-        ("files", s.files),
-        ("sites", s.sites),
-        ("bytes", s.bytes),
-        ("site_bytes", s.site_bytes),
-    ] {
-        hash.aset(ruby.to_symbol(name), value)?;
-    }
     hash.aset(ruby.to_symbol("site_cap"), s.site_cap)?;
     hash.aset(ruby.to_symbol("file_cap"), s.file_cap)?;
     hash.aset(ruby.to_symbol("byte_cap"), s.byte_cap)?;
