@@ -8,14 +8,17 @@
 #
 #   ruby bench/trace.rb            # 5 rounds of 20,000 iterations
 #   CI=1 ruby bench/trace.rb       # smoke size
+#   LIB=/other/checkout/lib ruby bench/trace.rb   # another build (before/after a change)
+#   CLOCK=cpu ruby bench/trace.rb  # the thread's CPU time, not wall time (a busy machine)
 require "json"
 require "objspace"
-$LOAD_PATH.unshift File.expand_path("../lib", __dir__)
+$LOAD_PATH.unshift ENV.fetch("LIB", File.expand_path("../lib", __dir__))
 require "rack/objectspace"
 
 ROUNDS = Integer(ENV.fetch("ROUNDS", ENV["CI"] ? 2 : 5))
 ITERATIONS = Integer(ENV.fetch("ITERATIONS", ENV["CI"] ? 2_000 : 20_000))
 Tracer = Rack::Objectspace::Native::Tracer
+CLOCK = ENV["CLOCK"] == "cpu" ? Process::CLOCK_THREAD_CPUTIME_ID : Process::CLOCK_MONOTONIC
 
 # A long-lived heap, as an app has: GC has real work and the tables real size.
 KEEP = Array.new(200_000) { |i| "cached-#{i}" }
@@ -36,9 +39,9 @@ def measure(mode)
   end
   GC.start
   allocated = GC.stat(:total_allocated_objects)
-  started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  started = Process.clock_gettime(CLOCK)
   ITERATIONS.times { work }
-  elapsed = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+  elapsed = Process.clock_gettime(CLOCK) - started
   [elapsed, GC.stat(:total_allocated_objects) - allocated]
 ensure
   ObjectSpace.trace_object_allocations_stop if mode == :objspace
@@ -60,7 +63,8 @@ ROUNDS.times do
 end
 median = ->(a) { a.sort[a.size / 2] }
 base = median.(times[:none])
-puts "#{ITERATIONS} iterations x #{ROUNDS} rounds, #{per_iteration} allocations each, #{KEEP.size} strings kept"
+puts "#{ITERATIONS} iterations x #{ROUNDS} rounds, #{per_iteration} allocations each, #{KEEP.size} strings kept" \
+     "#{ENV['CLOCK'] == 'cpu' ? ', thread CPU time' : ''}, #{$LOADED_FEATURES.grep(/rack_objectspace\.so/).first}"
 modes.each do |mode|
   m = median.(times[mode])
   puts format("%-9s %8.1f ms  %6.2f us/iteration  %5.2fx untraced  %6.0f ns/allocation added", mode, m * 1000,

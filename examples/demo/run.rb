@@ -20,14 +20,14 @@ module Demo
   end
 
   # Boot the app behind the middleware, send `requests` requests, wait for the
-  # dumps, and analyse them.
+  # dumps, and analyse them. `every: nil` takes no dump: the census alone.
   # @return [Hash] the leaks report
-  def run(dir:, requests: 45, mode: :fork, out: $stdout)
+  def run(dir:, requests: 45, mode: :fork, every: 1, out: $stdout)
     FileUtils.rm_rf(dir)
     FileUtils.mkdir_p(dir)
     # Rack::Lint on both sides, as a real server would check.
     middleware = Rack::Objectspace.new(Rack::Lint.new(Demo::App.new),
-                                       store: "file://#{dir}", dump: :retained, every: 1, mode: mode)
+                                       store: "file://#{dir}", dump: :retained, every: every, mode: mode)
     app = Rack::Lint.new(middleware)
     mock = Rack::MockRequest.new(app)
     requests.times do |i|
@@ -36,8 +36,9 @@ module Demo
 
       # One request at a time, as a quiet staging server would see them: let
       # this request's dump finish (fork mode drops dumps beyond max_children).
-      middleware.flush(30)
+      middleware.flush(30) if every
     end
+    middleware.flush(30) # the census's last batch
     stats = middleware.stats
     out&.puts "sent #{requests} requests; dumps: #{stats.inspect}"
     Rack::Objectspace::Analysis.leaks(dir, top: 10)

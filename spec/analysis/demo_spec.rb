@@ -23,3 +23,27 @@ RSpec.describe "the demo app's leak hunt" do
     end
   end
 end
+
+RSpec.describe "the demo app's leak hunt with no dump (bin/demo --no-dumps)" do
+  it "ranks the leaking line first from the census alone" do
+    Dir.mktmpdir("demo-census") do |dir|
+      # In a fresh process, as bin/demo runs it (the app's leak and cache are
+      # process-wide; the census starts with the process's first request).
+      script = <<~RUBY
+        require "json"
+        require_relative #{File.expand_path('../../examples/demo/run', __dir__).inspect}
+        report = Demo.run(dir: #{dir.inspect}, requests: 300, every: nil, out: nil)
+        puts JSON.generate(report)
+      RUBY
+      out, err, status = Open3.capture3(RbConfig.ruby, "-I", File.expand_path("../../lib", __dir__), "-e", script)
+      expect(status).to be_success, err
+      report = JSON.parse(out)
+      expect(Dir.glob("**/*.jsonl.gz", base: dir)).to be_empty # no dump at all
+      expect(Dir.glob("**/census-*.ndjson.gz", base: dir)).not_to be_empty
+      expect(report["sites"].first).to include("location" => Demo.line_of("# the leak"), "type" => "STRING")
+      expect(report["sites"].first["allocated_by"].first).to include("method" => "GET", "path" => "/leak")
+      expect(report["sites"].map { |s| s["location"] }).not_to include(Demo.line_of("# a bounded cache"))
+      expect(report["processes"].first).to include("census_requests" => 300, "dumps" => [])
+    end
+  end
+end

@@ -138,6 +138,9 @@ pub struct SiteTable {
     chunk_index: FxHashMap<u64, u32>,
     chunks: Vec<Box<[Entry]>>,
     last_chunk: Option<(u64, u32)>,
+    /// The chunk of the last free: a sweep frees a page's objects in a row,
+    /// while allocations (`last_chunk`) fill another page.
+    free_chunk: Option<(u64, u32)>,
     /// Interned paths: raw bytes (to check reuse) and JSON-escaped text.
     raw_paths: Vec<Box<[u8]>>,
     json_paths: Vec<Box<str>>,
@@ -339,10 +342,14 @@ impl SiteTable {
     #[inline]
     pub fn free(&mut self, address: u64) {
         let (chunk, slot) = Self::split(address);
-        let index = match self.last_chunk {
+        let index = match self.free_chunk {
             Some((c, i)) if c == chunk => i,
             _ => match self.chunk_index.get(&chunk) {
-                Some(&i) => i,
+                // Chunks are never dropped: the index stays right.
+                Some(&i) => {
+                    self.free_chunk = Some((chunk, i));
+                    i
+                }
                 None => return,
             },
         };

@@ -23,8 +23,7 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 
-use super::leaks::{growth_rate, Endpoint, LeakSite, Leaks, ProcessReport};
-use super::report::Site;
+use super::leaks::{rank, Endpoint, LeakSite, Leaks, ProcessReport, SiteName as Name};
 use super::{local_path, AnalysisError, Input};
 use crate::keys::parse_census_key;
 use crate::store::Store;
@@ -33,15 +32,6 @@ use crate::store::Store;
 const MAX_OBSERVATIONS: usize = 2000;
 /// Endpoints fit per site (the busiest); the rest share nothing.
 const MAX_FIT_ENDPOINTS: usize = 16;
-
-/// A site as named across batches.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Name {
-    file: String,
-    line: u32,
-    ty: String,
-    class: Option<String>,
-}
 
 /// One process's census, replayed.
 #[derive(Default)]
@@ -274,33 +264,38 @@ fn leaks_of(host: &str, pid: u32, r: &Replay) -> Vec<LeakSite> {
             *slot = value;
         }
         let series: Vec<u64> = picks.iter().map(|&i| full[i].0).collect();
-        let Some(rate) = growth_rate(&xs, &series) else {
+        let memsize_series = || picks.iter().map(|&i| full[i].1).collect();
+        let Some(mut site) = LeakSite::from_series(host, pid, name, &xs, series, memsize_series)
+        else {
             continue;
         };
-        let memsize_series: Vec<u64> = picks.iter().map(|&i| full[i].1).collect();
-        let n = series.len();
-        let start = n / 2;
-        out.push(LeakSite {
-            site: Site::new(
-                &name.file,
-                name.line,
-                &name.ty,
-                name.class.as_deref(),
-                series[n - 1],
-                memsize_series[n - 1],
-            ),
-            host: host.to_string(),
-            pid,
-            per_request: (rate * 1000.0).round() / 1000.0,
-            growth: series[n - 1] as i64 - series[start] as i64,
-            memsize_growth: memsize_series[n - 1] as i64 - memsize_series[start] as i64,
-            endpoints: match r.walked.get(name) {
-                Some(walked) => walked_endpoints(walked),
-                None => endpoints_of(r, &full),
-            },
-            series,
-            memsize_series,
-        });
+        site.endpoints = match r.walked.get(name) {
+            Some(walked) => walked_endpoints(walked),
+            None => endpoints_of(r, &full),
+        };
+        site.census_steps = Some(steps(r, track));
+        out.push(site);
+    }
+    out
+}
+
+/// A site's count at every observation, as steps `(requests, count)` where it
+/// changed: 0 before its first one.
+fn steps(r: &Replay, track: &[(u32, u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(track.len() + 1);
+    if track.first().is_none_or(|t| t.0 > 0) {
+        if let Some(&x) = r.xs.first() {
+            out.push((x, 0));
+        }
+    }
+    for &(k, count, _) in track {
+        let Some(&x) = r.xs.get(k as usize) else {
+            continue;
+        };
+        if out.last().is_some_and(|l| l.1 == count) {
+            continue;
+        }
+        out.push((x, count));
     }
     out
 }
@@ -512,20 +507,11 @@ pub fn leaks(source: &str, top: usize) -> Result<Option<Leaks>, AnalysisError> {
             // Counted over dumps; a census series has no gaps to count.
             missing_dumps: 0,
             leaking_sites: found.len(),
+            census_requests: Some(replay.requests),
         });
         sites.extend(found);
     }
-    sites.sort_by(|a, b| {
-        b.per_request
-            .partial_cmp(&a.per_request)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(b.memsize_growth.cmp(&a.memsize_growth))
-            .then_with(|| a.site.location.cmp(&b.site.location))
-            .then_with(|| a.site.ty.cmp(&b.site.ty))
-    });
-    if top > 0 {
-        sites.truncate(top);
-    }
+    rank(&mut sites, top);
     Ok(Some(Leaks {
         command: "leaks",
         source: source.to_string(),
@@ -610,6 +596,16 @@ mod tests {
             .warnings
             .iter()
             .any(|w| w.contains("census of 300 requests")));
+        // Every GC's count, as steps over the requests, up to the last.
+        let steps = top.census_steps.as_ref().unwrap();
+        assert!(steps.len() >= 40, "{steps:?}");
+        assert!(
+            steps.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
+            "{steps:?}"
+        );
+        assert_eq!(steps.last().unwrap().1, top.site.count);
+        assert!(steps.last().unwrap().0 <= 300);
+        assert_eq!(report.processes[0].census_requests, Some(300));
     }
 
     #[test]

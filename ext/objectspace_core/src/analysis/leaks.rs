@@ -334,13 +334,14 @@ pub fn ls(source: &str) -> Result<Listing, AnalysisError> {
     })
 }
 
-/// An allocation site as named across dumps (by text, not per-dump ids).
+/// An allocation site as named across dumps and census batches (by text,
+/// not per-dump or per-batch ids).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct SiteName {
-    file: String,
-    line: u32,
-    ty: String,
-    class: Option<String>,
+pub(super) struct SiteName {
+    pub(super) file: String,
+    pub(super) line: u32,
+    pub(super) ty: String,
+    pub(super) class: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -427,7 +428,53 @@ pub struct LeakSite {
     /// `generation` against the metadata's `gc_generation`.
     #[serde(rename = "allocated_by")]
     pub endpoints: Vec<Endpoint>,
+    /// From the census only: the site's live objects at every request the
+    /// census covers, as steps `[requests, count]`: the count from that
+    /// request on, until the next step (one step per GC that changed it,
+    /// none dropped, unlike `series`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub census_steps: Option<Vec<(u64, u64)>>,
     // `held_by` (what holds the objects) comes with `site`: see super::paths.
+}
+
+impl LeakSite {
+    /// The site of one process whose live counts `series` at the request
+    /// numbers `xs` grow through the later half ([`growth_rate`]), or None.
+    /// `memsize_series` (same points) is only built for a site that grows;
+    /// the endpoints are the caller's to fill in.
+    pub(super) fn from_series(
+        host: &str,
+        pid: u32,
+        name: &SiteName,
+        xs: &[f64],
+        series: Vec<u64>,
+        memsize_series: impl FnOnce() -> Vec<u64>,
+    ) -> Option<LeakSite> {
+        let rate = growth_rate(xs, &series)?;
+        let memsize_series = memsize_series();
+        let n = series.len();
+        let start = n / 2;
+        let memsize_at = |i: usize| memsize_series.get(i).copied().unwrap_or(0);
+        Some(LeakSite {
+            site: Site::new(
+                &name.file,
+                name.line,
+                &name.ty,
+                name.class.as_deref(),
+                series[n - 1],
+                memsize_at(n - 1),
+            ),
+            host: host.to_string(),
+            pid,
+            per_request: (rate * 1000.0).round() / 1000.0,
+            growth: series[n - 1] as i64 - series[start] as i64,
+            memsize_growth: memsize_at(n - 1) as i64 - memsize_at(start) as i64,
+            series,
+            memsize_series,
+            endpoints: Vec::new(),
+            census_steps: None,
+        })
+    }
 }
 
 /// One process's part of the session.
@@ -442,6 +489,10 @@ pub struct ProcessReport {
     pub leaking_sites: usize,
     /// Dumps asked for but not in the store (gaps in `seq`: dropped or failed).
     pub missing_dumps: u64,
+    /// From the census only: the requests the process served, as far as
+    /// the census covers them (where the sites' `census_steps` end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub census_requests: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -499,6 +550,22 @@ pub fn growth_rate(xs: &[f64], ys: &[u64]) -> Option<f64> {
     }
     let slope = sxy / sxx;
     (slope > 0.0).then_some(slope)
+}
+
+/// Order leaking sites fastest growing first (then by memsize growth,
+/// location and type), and keep the `top` (0: all).
+pub(super) fn rank(sites: &mut Vec<LeakSite>, top: usize) {
+    sites.sort_by(|a, b| {
+        b.per_request
+            .partial_cmp(&a.per_request)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(b.memsize_growth.cmp(&a.memsize_growth))
+            .then_with(|| a.site.location.cmp(&b.site.location))
+            .then_with(|| a.site.ty.cmp(&b.site.ty))
+    });
+    if top > 0 {
+        sites.truncate(top);
+    }
 }
 
 struct Loaded {
@@ -643,20 +710,11 @@ pub fn leaks(
             skipped,
             leaking_sites: found.len(),
             missing_dumps: missing,
+            census_requests: None,
         });
         sites.extend(found);
     }
-    sites.sort_by(|a, b| {
-        b.per_request
-            .partial_cmp(&a.per_request)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(b.memsize_growth.cmp(&a.memsize_growth))
-            .then_with(|| a.site.location.cmp(&b.site.location))
-            .then_with(|| a.site.ty.cmp(&b.site.ty))
-    });
-    if top > 0 {
-        sites.truncate(top);
-    }
+    rank(&mut sites, top);
     super::paths::attach_to_leaks(&mut sites, &path_dumps, progress, &mut warnings)?;
     Ok(Leaks {
         command: "leaks",
@@ -819,14 +877,15 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
             .iter()
             .map(|(_, _, d)| d.sites.get(name).map_or(0, |a| a.count))
             .collect();
-        let Some(rate) = growth_rate(&xs, &series) else {
+        let memsize_series = || {
+            good.iter()
+                .map(|(_, _, d)| d.sites.get(name).map_or(0, |a| a.memsize))
+                .collect()
+        };
+        let Some(mut site) = LeakSite::from_series(host, pid, name, &xs, series, memsize_series)
+        else {
             continue;
         };
-        let memsize_series: Vec<u64> = good
-            .iter()
-            .map(|(_, _, d)| d.sites.get(name).map_or(0, |a| a.memsize))
-            .collect();
-        let start = n / 2;
         let mut endpoints: BTreeMap<(String, String), u64> = BTreeMap::new();
         if let Some(agg) = last.sites.get(name) {
             for (&r, &count) in &agg.requests {
@@ -851,24 +910,8 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
             })
             .collect();
         endpoints.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-        out.push(LeakSite {
-            site: Site::new(
-                &name.file,
-                name.line,
-                &name.ty,
-                name.class.as_deref(),
-                series[n - 1],
-                memsize_series[n - 1],
-            ),
-            host: host.to_string(),
-            pid,
-            per_request: (rate * 1000.0).round() / 1000.0,
-            growth: series[n - 1] as i64 - series[start] as i64,
-            memsize_growth: memsize_series[n - 1] as i64 - memsize_series[start] as i64,
-            series,
-            memsize_series,
-            endpoints,
-        });
+        site.endpoints = endpoints;
+        out.push(site);
     }
     out
 }

@@ -11,6 +11,11 @@ module Rack
       # artifact or an email attachment.
       module Html
         COLORS = %w[#d62728 #1f77b4 #2ca02c #ff7f0e #9467bd #8c564b #e377c2 #17becf].freeze
+        # A census series of more steps than this is drawn with the min and
+        # max of each of CENSUS_BUCKETS buckets of requests, so a long
+        # session's page stays small (2 points a bucket at most).
+        CENSUS_MAX_POINTS = 3000
+        CENSUS_BUCKETS = 1000
 
         module_function
 
@@ -71,8 +76,10 @@ module Rack
         end
 
         # A line chart as inline SVG.
-        # @param series [Array<Hash>] each {name:, xs:, ys:, color:}
-        def line_chart(title, series, bytes: false, width: 540, height: 260, x_label: "request")
+        # @param series [Array<Hash>] each {name:, xs:, ys:, color:}, and
+        #   data: {name => values} written as data-* attributes of its line
+        # @param steps [Boolean] each value holds until the next x (no dots)
+        def line_chart(title, series, bytes: false, width: 540, height: 260, x_label: "request", steps: false)
           left = 70
           right = 16
           top = 28
@@ -104,8 +111,14 @@ module Rack
           svg << %(<line x1="#{left}" y1="#{top + ph}" x2="#{left + pw}" y2="#{top + ph}" stroke="#999"/>)
           svg << %(<line x1="#{left}" y1="#{top}" x2="#{left}" y2="#{top + ph}" stroke="#999"/>)
           series.each do |s|
-            pts = s[:xs].zip(s[:ys]).map { |x, y| "#{sx.call(x).round(1)},#{sy.call(y).round(1)}" }
-            svg << %(<polyline fill="none" stroke="#{s[:color]}" stroke-width="2" points="#{pts.join(' ')}"><title>#{h(s[:name])}</title></polyline>)
+            pts = s[:xs].zip(s[:ys]).each_with_index.flat_map do |(x, y), i|
+              corner = steps && i.positive? ? ["#{sx.call(x).round(1)},#{sy.call(s[:ys][i - 1]).round(1)}"] : []
+              corner + ["#{sx.call(x).round(1)},#{sy.call(y).round(1)}"]
+            end
+            data = (s[:data] || {}).map { |k, v| %( data-#{k}="#{h(Array(v).join(' '))}") }.join
+            svg << %(<polyline fill="none" stroke="#{s[:color]}" stroke-width="#{steps ? 1.5 : 2}" points="#{pts.join(' ')}"#{data}><title>#{h(s[:name])}</title></polyline>)
+            next if steps
+
             s[:xs].zip(s[:ys]).each do |x, y|
               svg << %(<circle cx="#{sx.call(x).round(1)}" cy="#{sy.call(y).round(1)}" r="2.5" fill="#{s[:color]}"><title>#{h(s[:name])} @ #{x}: #{h(bytes ? Text.bytes(y) : y)}</title></circle>)
             end
@@ -187,6 +200,10 @@ module Rack
                  %(#{processes.sum { |p| p['dumps'].size }} dump(s)</div>)
           (r["warnings"] || []).each { |w| out << %(<p class="warn">#{h(w)}</p>) }
           processes.each do |p|
+            if p["census_requests"]
+              out << "<h2>Process #{h(p['host'])}/#{h(p['pid'])}</h2>" << census_chart(r, p)
+              next
+            end
             xs = p["dumps"].each_with_index.map { |d, i| d["seq"] || i }
             out << "<h2>Process #{h(p['host'])}/#{h(p['pid'])}</h2><div class=\"charts\">"
             out << line_chart("Live objects per request", [{ name: "live objects", xs: xs, ys: p["dumps"].map { |d| d["objects"].to_i }, color: "#1f77b4" }])
@@ -214,6 +231,54 @@ module Rack
                                            ["allocated by", endpoints]])
           end
           out
+        end
+
+        # The census of one process: live objects of its top sites at every
+        # request (a count holds from one GC to the next), one line a site.
+        def census_chart(report, process)
+          last = process["census_requests"].to_i
+          sites = report["sites"].select do |s|
+            s["host"] == process["host"] && s["pid"] == process["pid"] && s["census_steps"]&.any?
+          end.first(6)
+          return %(<p>No growing site in this process's census of #{Text.num(last)} requests.</p>) if sites.empty?
+
+          thinned = false
+          series = sites.each_with_index.map do |s, i|
+            steps = s["census_steps"]
+            if steps.size > CENSUS_MAX_POINTS
+              steps = min_max_buckets(steps)
+              thinned = true
+            end
+            # The last count holds to the last request.
+            drawn = steps[-1][0] < last ? steps + [[last, steps[-1][1]]] : steps
+            { name: "#{s['location']} #{s['type']}", xs: drawn.map(&:first), ys: drawn.map(&:last),
+              color: COLORS[i % COLORS.size],
+              data: { "site" => "#{s['location']} #{s['type']}", "requests" => steps.map(&:first),
+                      "objects" => steps.map(&:last) } }
+          end
+          out = +%(<div class="charts census" data-host="#{h(process['host'])}" data-pid="#{h(process['pid'])}" ) +
+                 %(data-last-request="#{last}" data-downsampled="#{thinned}">)
+          out << line_chart("Census: live objects of the top sites over requests", series, width: 1096, height: 320,
+                                                                                          steps: true)
+          out << %(<div class="legend" style="width:100%">) +
+                 series.map { |s| %(<span><i style="background:#{s[:color]}"></i>#{h(s[:name])}</span>) }.join + "</div>"
+          note = "Every request of this process's census (#{Text.num(last)} requests): a count is exact at each GC and holds until the next."
+          if thinned
+            note += " Series of more than #{Text.num(CENSUS_MAX_POINTS)} counts are downsampled: the lowest and the highest " \
+                    "count of each of #{Text.num(CENSUS_BUCKETS)} equal spans of requests."
+          end
+          out << %(<p class="sub" style="width:100%">#{h(note)}</p></div>)
+        end
+
+        # Steps [[requests, count], ...] cut to the lowest and the highest
+        # count (in request order) of each of CENSUS_BUCKETS equal spans, and
+        # the last count (it holds to the end).
+        def min_max_buckets(steps)
+          first = steps[0][0]
+          span = [(steps[-1][0] - first + 1).fdiv(CENSUS_BUCKETS), 1].max
+          kept = steps.chunk_while { |a, b| ((a[0] - first) / span).floor == ((b[0] - first) / span).floor }
+                      .flat_map { |bucket| [bucket.min_by(&:last), bucket.max_by(&:last)].uniq.sort_by(&:first) }
+          kept[-1] == steps[-1] ? kept : kept << steps[-1]
         end
 
         def summary(r)

@@ -151,6 +151,10 @@ module Rack
                    "< #{NOISE_OBJECTS} live objects) not shown; --all shows them.\n"
           end
           processes.each do |p|
+            if p["census_requests"]
+              out << "\nprocess #{p['host']}/#{p['pid']}: census of #{p['census_requests']} requests"
+              next
+            end
             series = p["dumps"].map { |d| d["objects"] }
             out << "\nprocess #{p['host']}/#{p['pid']}: #{p['dumps'].size} dumps, live objects #{series.first || 0} -> #{series.last || 0}"
             out << ", #{p['skipped'].size} skipped" unless p["skipped"].empty?
