@@ -42,23 +42,49 @@ fn meta(seq: u64, kind: &str, gc_generation: u32) -> String {
 /// boot-time sites and some untraced objects.
 fn session(dir: &Path, retained: u64) {
     let mut leaked = Vec::new();
-    let stem = |seq: u64| format!("web-1/7/{seq:06}-{}-GET-leak-0000abcd", 1_700_000_000_000u64 + seq);
+    let stem = |seq: u64| {
+        format!(
+            "web-1/7/{seq:06}-{}-GET-leak-0000abcd",
+            1_700_000_000_000u64 + seq
+        )
+    };
     for seq in 1..=retained {
         let generation = BASELINE + seq as u32;
-        leaked.push(string_at(0x10_000 + seq * 0x80, "/app/leaky.rb", 5, Some(generation)));
-        leaked.push(string_at(0x10_040 + seq * 0x80, "/app/leaky.rb", 5, Some(generation)));
+        leaked.push(string_at(
+            0x10_000 + seq * 0x80,
+            "/app/leaky.rb",
+            5,
+            Some(generation),
+        ));
+        leaked.push(string_at(
+            0x10_040 + seq * 0x80,
+            "/app/leaky.rb",
+            5,
+            Some(generation),
+        ));
         write_gz(&dir.join(format!("{}.jsonl.gz", stem(seq))), &leaked);
-        std::fs::write(dir.join(format!("{}.meta.json", stem(seq))), meta(seq, "retained", generation)).unwrap();
+        std::fs::write(
+            dir.join(format!("{}.meta.json", stem(seq))),
+            meta(seq, "retained", generation),
+        )
+        .unwrap();
     }
     let seq = retained + 1;
     let mut full = vec![
-        format!(r#"{{"address":"{STRING_CLASS}", "type":"CLASS", "name":"String", "references":[], "memsize":544}}"#),
+        format!(
+            r#"{{"address":"{STRING_CLASS}", "type":"CLASS", "name":"String", "references":[], "memsize":544}}"#
+        ),
         r#"{"type":"ROOT", "root":"vm", "references":["0x7f0000000010"]}"#.to_string(),
     ];
     for site in 0..30u64 {
         for i in 0..50u64 {
             let generation = Some(1 + (i % (BASELINE as u64 - 1)) as u32); // 1..=9
-            full.push(string_at(0x100_000 + site * 0x1000 + i * 0x40, "/app/boot.rb", site as u32 + 1, generation));
+            full.push(string_at(
+                0x100_000 + site * 0x1000 + i * 0x40,
+                "/app/boot.rb",
+                site as u32 + 1,
+                generation,
+            ));
         }
     }
     for i in 0..40u64 {
@@ -66,7 +92,11 @@ fn session(dir: &Path, retained: u64) {
     }
     full.extend(leaked);
     write_gz(&dir.join(format!("{}.jsonl.gz", stem(seq))), &full);
-    std::fs::write(dir.join(format!("{}.meta.json", stem(seq))), meta(seq, "full", BASELINE + seq as u32)).unwrap();
+    std::fs::write(
+        dir.join(format!("{}.meta.json", stem(seq))),
+        meta(seq, "full", BASELINE + seq as u32),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -79,7 +109,10 @@ fn a_full_dump_among_retained_ones_counts_only_objects_since_the_baseline() {
     let top = &r.sites[0];
     assert_eq!(top.series.len(), 21);
     assert_eq!(top.series[19], 40);
-    assert_eq!(top.series[20], 40, "the full dump counts the leak as a retained dump would");
+    assert_eq!(
+        top.series[20], 40,
+        "the full dump counts the leak as a retained dump would"
+    );
     assert!((top.per_request - 2.0).abs() < 0.2, "{}", top.per_request);
     // The full dump is still the one paths come from.
     assert!(
@@ -90,7 +123,9 @@ fn a_full_dump_among_retained_ones_counts_only_objects_since_the_baseline() {
     let last = r.processes[0].dumps.last().unwrap();
     assert_eq!(last.objects, Some(40));
     assert!(
-        r.warnings.iter().any(|w| w.contains("since the baseline generation 10")),
+        r.warnings
+            .iter()
+            .any(|w| w.contains("since the baseline generation 10")),
         "{:?}",
         r.warnings
     );
@@ -103,7 +138,9 @@ fn a_session_of_full_dumps_only_is_counted_whole() {
     // Rewrite every metadata record as a full dump: nothing to filter by.
     for e in walkdir(dir.path()) {
         if e.ends_with(".meta.json") {
-            let text = std::fs::read_to_string(&e).unwrap().replace("\"retained\"", "\"full\"");
+            let text = std::fs::read_to_string(&e)
+                .unwrap()
+                .replace("\"retained\"", "\"full\"");
             std::fs::write(&e, text).unwrap();
         }
     }

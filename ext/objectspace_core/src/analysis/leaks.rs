@@ -776,7 +776,9 @@ fn unify_classes(good: &mut [(Entry, Option<Meta>, Digest)]) {
             .cloned()
             .collect();
         for name in renamed {
-            let Some(agg) = d.sites.remove(&name) else { continue };
+            let Some(agg) = d.sites.remove(&name) else {
+                continue;
+            };
             let class = known
                 .get(&(name.file.clone(), name.line, name.ty.clone()))
                 .cloned();
