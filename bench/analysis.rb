@@ -14,6 +14,8 @@
 # and memory per object. The diff includes retention paths (held_by) for its top
 # 10 sites. CPU time (user + sys) is printed beside wall time, as other work on
 # the machine skews wall times. Nothing here asserts a time: the numbers are printed.
+# Then `leaks` over sessions of 50/100/200 retained dumps plus one full dump
+# (bench/generate_session.rb; SESSION_COUNTS=..., CI: 5/10/20), with paths.
 require "json"
 require "open3"
 require "fileutils"
@@ -59,6 +61,16 @@ end
 gz = File.join(DIR, "before.json.gz")
 unless File.exist?(gz)
   Zlib::GzipWriter.open(gz, Zlib::BEST_SPEED) { |w| File.open(DUMPS[0]) { |f| IO.copy_stream(f, w) } }
+end
+
+# 3. leaks over sessions of N retained dumps + 1 full dump (paths from the full
+#    one), written by bench/generate_session.rb: peak RSS should not grow with N.
+SESSION_COUNTS = ENV.fetch("SESSION_COUNTS", ENV["CI"] ? "5,10,20" : "50,100,200").split(",").map { |c| Integer(c) }
+SESSION_DIR = File.join(ROOT, "bench", "data", "session-#{OBJECTS}")
+unless SESSION_COUNTS.all? { |n| Dir.exist?(File.join(SESSION_DIR, n.to_s)) }
+  puts "generating sessions of #{SESSION_COUNTS.join('/')} retained dumps + 1 full (~#{OBJECTS} objects) in #{SESSION_DIR} ..."
+  system(RUBY, File.join(__dir__, "generate_session.rb"), SESSION_DIR, OBJECTS.to_s, ENV.fetch("LEAK_PER", "100"),
+         SESSION_COUNTS.join(","), exception: true)
 end
 
 sizes = DUMPS.map { |f| File.size(f) }
@@ -127,6 +139,19 @@ puts format("| summary of one gzipped dump, whole process | %.2f s | | |", gz_t)
 if gz_rss && base_rss
   puts format("| memory per object (gzip summary RSS - Ruby baseline) | %.0f bytes/object (%d objects) | | |",
               (gz_rss - base_rss) * 1024.0 / objects, objects)
+end
+puts
+puts "| leaks over a session, paths from its full dump, whole process (best of 2) | wall | CPU | peak RSS | stored | top site |"
+puts "|---|---|---|---|---|---|"
+SESSION_COUNTS.each do |n|
+  dir = File.join(SESSION_DIR, n.to_s)
+  t, out, rss, cpu = best_of(2, RUBY, EXE, "leaks", dir, "--format", "json", "--top", "10")
+  report = JSON.parse(out)
+  top = report["sites"].first
+  stored = Dir.glob(File.join(dir, "**", "*.jsonl.gz")).sum { |f| File.size(f) }
+  held = top && (top["held_by"] || []).first&.find { |step| step["holds"] }
+  site = top ? "#{top['location']} (#{top['count']}#{held ? ", held by #{held['name'] || held['class']}" : ''})" : "none"
+  puts format("| %d retained + 1 full | %.2f s | %.2f s | %d MB | %.0f MB | %s |", n, t, cpu || 0, (rss || 0) / 1024, stored / 1e6, site)
 end
 puts
 puts "machine: #{`nproc`.strip} cores, load #{File.read('/proc/loadavg').split.first(3).join(' ')} (other work skews wall times)" if File.exist?("/proc/loadavg")

@@ -5,7 +5,9 @@ use rustc_hash::FxHashMap;
 
 use super::paths::RawRefs;
 use super::scan::{unescape_lossy, Record};
-use super::source::{read_records, Input, Progress, ReadStats};
+use super::source::{
+    line_starts, read_range, read_records, splittable, Input, Progress, ReadStats,
+};
 use super::AnalysisError;
 
 /// "No generation recorded" (the object was allocated before tracing began).
@@ -98,6 +100,29 @@ impl Interner {
     pub fn get(&self, id: u32) -> &str {
         &self.text[id as usize]
     }
+
+    /// Take in another interner's strings; returns the new id of each of its
+    /// ids. A string both read lossily counts once, as if read by one.
+    fn absorb(&mut self, other: Interner) -> Vec<u32> {
+        let mut map = vec![0u32; other.text.len()];
+        let mut text: Vec<Option<String>> = other.text.into_iter().map(Some).collect();
+        self.lossy += other.lossy;
+        for (raw, id) in other.ids {
+            let slot = id as usize;
+            if let Some(&mine) = self.ids.get(&raw) {
+                map[slot] = mine;
+                if unescape_lossy(&raw, raw.contains(&b'\\')).1 {
+                    self.lossy = self.lossy.saturating_sub(1);
+                }
+                continue;
+            }
+            let new = self.text.len() as u32;
+            self.text.push(text[slot].take().unwrap_or_default());
+            self.ids.insert(raw, new);
+            map[slot] = new;
+        }
+        map
+    }
 }
 
 /// A dump read into memory.
@@ -133,9 +158,9 @@ impl Heap {
         Heap::read_inner(input, progress, true)
     }
 
-    fn read_inner(input: &Input, progress: Progress, refs: bool) -> Result<Heap, AnalysisError> {
+    fn empty(name: String, refs: bool) -> Heap {
         let mut heap = Heap {
-            name: input.name(),
+            name,
             files: Interner::new(),
             types: Interner::new(),
             refs: refs.then(Box::default),
@@ -145,6 +170,153 @@ impl Heap {
         for t in KNOWN_TYPES {
             heap.types.intern(t.as_bytes(), false);
         }
+        heap
+    }
+
+    /// Read a whole dump on up to `threads` threads: a plain local file is
+    /// cut at line starts into one byte range per thread, each read with
+    /// `pread` and scanned on its own thread, and the parts are joined in file
+    /// order (the same objects, ids and errors as [`Heap::read`]). Gzip
+    /// cannot be cut (inflating must start at the stream's start): gzipped
+    /// and stored dumps are read as [`Heap::read`] does, inflating on one
+    /// thread while parsing on another.
+    pub fn read_parallel(
+        input: &Input,
+        progress: Progress,
+        threads: usize,
+    ) -> Result<Heap, AnalysisError> {
+        // Below this, a thread costs more than it saves.
+        const MIN_PART: u64 = 8 << 20;
+        let threads = threads.clamp(1, 16) as u64;
+        match splittable(input) {
+            Some((_, size)) if threads > 1 && size >= 2 * MIN_PART => {
+                let parts = threads.min(size / MIN_PART);
+                let cuts: Vec<u64> = (1..parts).map(|i| size / parts * i).collect();
+                Heap::read_split_at(input, progress, &cuts)
+            }
+            _ => Heap::read(input, progress),
+        }
+    }
+
+    /// [`Heap::read_parallel`] with the cuts given (byte offsets, ascending;
+    /// each moves on to the next line start): one thread per part. A gzipped
+    /// or stored input is read whole, as by [`Heap::read`].
+    pub fn read_split_at(
+        input: &Input,
+        progress: Progress,
+        cuts: &[u64],
+    ) -> Result<Heap, AnalysisError> {
+        let Some((path, size)) = splittable(input) else {
+            return Heap::read(input, progress);
+        };
+        let name = input.name();
+        let io_error = |e: std::io::Error| AnalysisError::Read {
+            source_name: name.clone(),
+            message: e.to_string(),
+        };
+        let file = std::fs::File::open(&path).map_err(io_error)?;
+        let bounds = line_starts(&file, size, cuts).map_err(io_error)?;
+        // The first part (in file order) that failed: the parts after it stop,
+        // the ones before it run on, as their lines number its error.
+        let failed = std::sync::atomic::AtomicUsize::new(usize::MAX);
+        let results: Vec<Result<Heap, AnalysisError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .enumerate()
+                .map(|(i, w)| {
+                    let (file, name, failed) = (&file, &name, &failed);
+                    let (start, end) = (w[0], w[1]);
+                    s.spawn(move || {
+                        let mut part = Heap::empty(name.clone(), false);
+                        part.objects.reserve(((end - start) / 280) as usize);
+                        let mut last_ty: (Vec<u8>, u32) = (Vec::new(), 0);
+                        let stopped = || failed.load(std::sync::atomic::Ordering::Relaxed) < i;
+                        let read = read_range(
+                            file,
+                            name,
+                            (start, end),
+                            end == size,
+                            progress,
+                            &stopped,
+                            |rec: &Record, _line| part.add(rec, &mut last_ty),
+                        );
+                        match read {
+                            Ok(stats) => {
+                                part.stats = stats;
+                                Ok(part)
+                            }
+                            Err(e) => {
+                                failed.fetch_min(i, std::sync::atomic::Ordering::Relaxed);
+                                Err(e)
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(AnalysisError::Read {
+                            source_name: name.clone(),
+                            message: "internal error while reading this dump (please report it)"
+                                .into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        // The first part in file order that failed names the error, its line
+        // counted over the parts before it (which all ran to their end, as the
+        // ones after it may have been stopped).
+        let mut lines_before = 0u64;
+        let mut heap: Option<Heap> = None;
+        for result in results {
+            let part = match result {
+                Ok(part) => part,
+                Err(AnalysisError::Parse {
+                    source_name,
+                    line,
+                    message,
+                }) => {
+                    return Err(AnalysisError::Parse {
+                        source_name,
+                        line: line + lines_before,
+                        message,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            lines_before += part.stats.lines;
+            match heap.as_mut() {
+                None => heap = Some(part),
+                Some(h) => h.absorb(part),
+            }
+        }
+        Ok(heap.unwrap_or_else(|| Heap::empty(name.clone(), false)))
+    }
+
+    /// Append the part of the dump read after this one.
+    fn absorb(&mut self, part: Heap) {
+        let files = self.files.absorb(part.files);
+        let types = self.types.absorb(part.types);
+        self.objects.reserve(part.objects.len());
+        self.objects.extend(part.objects.into_iter().map(|mut o| {
+            o.file = files.get(o.file as usize).copied().unwrap_or(0);
+            o.ty = types
+                .get(o.ty as usize)
+                .map_or(o.ty, |&t| u16::try_from(t).unwrap_or(u16::MAX));
+            o
+        }));
+        self.class_names.extend(part.class_names);
+        self.stats.lines += part.stats.lines;
+        self.stats.bytes += part.stats.bytes;
+        self.roots += part.roots;
+        self.skipped += part.skipped;
+    }
+
+    fn read_inner(input: &Input, progress: Progress, refs: bool) -> Result<Heap, AnalysisError> {
+        let mut heap = Heap::empty(input.name(), refs);
         // Dumps run ~300 bytes a record, and gzip shrinks them ~14x. Capacity
         // that is never touched costs no memory, so err on the high side.
         let stored = input.stored_size();

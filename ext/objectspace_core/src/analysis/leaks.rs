@@ -361,10 +361,15 @@ struct Digest {
     sites: FxHashMap<SiteName, SiteAgg>,
 }
 
-fn digest(heap: &Heap, with_generations: bool) -> Digest {
+/// `since`: count only objects allocated at or after that GC generation (a
+/// full dump among retained ones, counted as a retained dump would be).
+fn digest(heap: &Heap, with_generations: bool, since: Option<u32>) -> Digest {
     let mut by_id: FxHashMap<(u32, u32, u32, u64), SiteAgg> = FxHashMap::default();
     let mut d = Digest::default();
     for o in &heap.objects {
+        if since.is_some_and(|s| o.generation == NO_GENERATION || o.generation < s) {
+            continue;
+        }
         d.objects += 1;
         d.memsize += o.memsize as u64;
         let agg = by_id
@@ -568,6 +573,35 @@ pub(super) fn rank(sites: &mut Vec<LeakSite>, top: usize) {
     }
 }
 
+/// One dump to read: its process (group), whether to keep generations, its
+/// metadata (read first), and the generation to count from (`digest`).
+struct Job {
+    group: usize,
+    entry: Entry,
+    generations: bool,
+    meta: Option<Meta>,
+    since: Option<u32>,
+}
+
+/// The metadata of every job, read on `threads` threads (store round trips).
+fn read_metas(jobs: &[Job], threads: usize) -> Vec<Option<Meta>> {
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<Meta>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let threads = threads.clamp(1, 8).min(jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                let meta = read_meta(&job.entry);
+                let mut guard = out.lock().unwrap_or_else(|p| p.into_inner());
+                guard[i] = meta;
+            });
+        }
+    });
+    out.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Loaded {
     entry: Entry,
     meta: Option<Meta>,
@@ -629,7 +663,7 @@ pub fn leaks(
         };
         groups.entry(key).or_default().push(e);
     }
-    let mut jobs: Vec<(usize, Entry, bool)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for (gi, entries) in groups.values_mut().enumerate() {
         entries.sort_by(|a, b| {
             let ka = a.parsed.as_ref().map(|k| (k.seq, k.unix_ms));
@@ -639,7 +673,42 @@ pub fn leaks(
         let n = entries.len();
         for (i, e) in entries.iter().enumerate() {
             // Generations are kept for the last dumps only (endpoint attribution).
-            jobs.push((gi, e.clone(), i + 2 >= n));
+            jobs.push(Job {
+                group: gi,
+                entry: e.clone(),
+                generations: i + 2 >= n,
+                meta: None,
+                since: None,
+            });
+        }
+    }
+    let metas = read_metas(&jobs, threads);
+    for (job, meta) in jobs.iter_mut().zip(metas) {
+        job.meta = meta;
+    }
+    // A process whose dumps are retained ones, plus full dumps (taken for
+    // retention paths): the full dumps count only the objects allocated since
+    // the baseline generation, as a retained dump would, else every older
+    // object would look like a jump in the last point of its site's series.
+    for gi in 0..groups.len() {
+        let kind = |j: &Job, k: &str| j.meta.as_ref().and_then(|m| m.dump.as_deref()) == Some(k);
+        let baseline = jobs
+            .iter()
+            .filter(|j| j.group == gi && kind(j, "retained"))
+            .filter_map(|j| j.meta.as_ref()?.baseline_generation)
+            .min()
+            .and_then(|b| u32::try_from(b).ok());
+        let Some(baseline) = baseline else { continue };
+        let mut full = 0;
+        for j in jobs.iter_mut().filter(|j| j.group == gi && kind(j, "full")) {
+            j.since = Some(baseline);
+            full += 1;
+        }
+        if full > 0 {
+            let (host, pid) = groups.keys().nth(gi).cloned().unwrap_or_default();
+            warnings.push(format!(
+                "process {host}/{pid}: {full} full dump(s) among retained ones: counted from the objects allocated since the baseline generation {baseline}, as a retained dump would be (the last full dump gives the retention paths)"
+            ));
         }
     }
     let loaded = load_all(jobs, progress, threads)?;
@@ -685,6 +754,7 @@ pub fn leaks(
         if let Some(dump) = path_dump(&good) {
             path_dumps.insert((host.clone(), *pid), dump);
         }
+        unify_classes(&mut good);
         let found = process_leaks(host, *pid, &good);
         let seqs = good
             .iter()
@@ -725,6 +795,64 @@ pub fn leaks(
     })
 }
 
+/// Name a site's class the same in every dump of a process. A retained dump
+/// written by `dump_all(since:)` has no CLASS records (older than its
+/// baseline), so its sites have no class name, while a full dump of the same
+/// process names it: a site without a class takes the one class name the
+/// other dumps give that (file, line, type), when there is exactly one.
+fn unify_classes(good: &mut [(Entry, Option<Meta>, Digest)]) {
+    let mut known: FxHashMap<(&str, u32, &str), Option<&str>> = FxHashMap::default();
+    let mut unnamed = false;
+    for (_, _, d) in good.iter() {
+        for name in d.sites.keys() {
+            let Some(class) = name.class.as_deref() else {
+                unnamed = true;
+                continue;
+            };
+            let slot = known
+                .entry((name.file.as_str(), name.line, name.ty.as_str()))
+                .or_insert(Some(class));
+            if *slot != Some(class) {
+                *slot = None; // several classes: leave the unnamed ones alone
+            }
+        }
+    }
+    if !unnamed || known.is_empty() {
+        return;
+    }
+    let known: FxHashMap<(String, u32, String), String> = known
+        .into_iter()
+        .filter_map(|((f, l, t), c)| Some(((f.to_string(), l, t.to_string()), c?.to_string())))
+        .collect();
+    for (_, _, d) in good.iter_mut() {
+        let renamed: Vec<SiteName> = d
+            .sites
+            .keys()
+            .filter(|n| {
+                n.class.is_none() && known.contains_key(&(n.file.clone(), n.line, n.ty.clone()))
+            })
+            .cloned()
+            .collect();
+        for name in renamed {
+            let Some(agg) = d.sites.remove(&name) else {
+                continue;
+            };
+            let class = known
+                .get(&(name.file.clone(), name.line, name.ty.clone()))
+                .cloned();
+            let e = d.sites.entry(SiteName { class, ..name }).or_default();
+            e.count += agg.count;
+            e.memsize += agg.memsize;
+            for (g, n) in agg.generations {
+                *e.generations.entry(g).or_insert(0) += n;
+            }
+            for (r, n) in agg.requests {
+                *e.requests.entry(r).or_insert(0) += n;
+            }
+        }
+    }
+}
+
 /// The dump retention paths come from: the last full one (by its metadata),
 /// else the last one.
 fn path_dump(good: &[(Entry, Option<Meta>, Digest)]) -> Option<Input> {
@@ -739,7 +867,7 @@ fn path_dump(good: &[(Entry, Option<Meta>, Digest)]) -> Option<Input> {
 /// read is kept with its error (reported as skipped); an interruption stops
 /// them all.
 fn load_all(
-    jobs: Vec<(usize, Entry, bool)>,
+    jobs: Vec<Job>,
     progress: Progress,
     threads: usize,
 ) -> Result<Vec<(usize, Loaded)>, AnalysisError> {
@@ -755,13 +883,14 @@ fn load_all(
                     break;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((gi, entry, gens)) = jobs.get(i) else {
+                let Some(job) = jobs.get(i) else {
                     break;
                 };
-                let meta = read_meta(entry);
+                let entry = &job.entry;
                 // A bug on one dump must not take the session down with it.
                 let digest = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    Heap::read(&entry.input, progress).map(|h| digest(&h, *gens))
+                    Heap::read(&entry.input, progress)
+                        .map(|h| digest(&h, job.generations, job.since))
                 }))
                 .unwrap_or_else(|_| {
                     Err(AnalysisError::Read {
@@ -775,11 +904,11 @@ fn load_all(
                 }
                 let loaded = Loaded {
                     entry: entry.clone(),
-                    meta,
+                    meta: job.meta.clone(),
                     digest,
                 };
                 let mut guard = out.lock().unwrap_or_else(|p| p.into_inner());
-                guard[i] = Some((*gi, loaded));
+                guard[i] = Some((job.group, loaded));
             });
         }
     });

@@ -454,3 +454,111 @@ impl Lines {
         })
     }
 }
+
+/// A plain (not gzipped) regular local file and its size: one that can be
+/// read in byte ranges by several threads. `None` for gzip (a deflate stream
+/// can only be inflated from its start), store objects, FIFOs and folders.
+pub fn splittable(input: &Input) -> Option<(PathBuf, u64)> {
+    let Input::Local(path) = input else {
+        return None;
+    };
+    let file = File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut magic = [0u8; 2];
+    let got = std::os::unix::fs::FileExt::read_at(&file, &mut magic, 0).ok()?;
+    if is_gzip(&magic[..got]) {
+        return None;
+    }
+    Some((path.clone(), meta.len()))
+}
+
+/// Where to cut a file of `size` bytes so that every part starts at a line:
+/// for each of `cuts` (byte offsets, ascending), the first line start at or
+/// after it. Returns the part boundaries `[0, c1, ..., size]`, without empty parts.
+pub fn line_starts(file: &File, size: u64, cuts: &[u64]) -> io::Result<Vec<u64>> {
+    use std::os::unix::fs::FileExt;
+    let mut out = vec![0u64];
+    let mut buf = vec![0u8; 64 << 10];
+    for &cut in cuts {
+        let floor = *out.last().unwrap_or(&0);
+        if cut <= floor || cut >= size {
+            continue;
+        }
+        // The line start at or after `cut`: just past the first '\n' at or after cut - 1.
+        let mut at = cut - 1;
+        let start = loop {
+            if at >= size {
+                break size;
+            }
+            let n = file.read_at(&mut buf, at)?;
+            if n == 0 {
+                break size;
+            }
+            if let Some(k) = memchr(b'\n', &buf[..n]) {
+                break at + k as u64 + 1;
+            }
+            at += n as u64;
+        };
+        if start > floor && start < size {
+            out.push(start);
+        }
+    }
+    out.push(size);
+    Ok(out)
+}
+
+/// Read the lines of `file` in `[start, end)` (`start` at a line start, `end`
+/// at a line start or the end of the file) with `pread`, calling `f` with each
+/// record and its line number counted from the start of the range. `at_eof`:
+/// the range ends the file (a last line without '\n' is read, and cut short
+/// if it is an incomplete record). Errors give lines counted from `start`:
+/// the caller adds the lines of the parts before. Stops early, with
+/// `Interrupted`, when `stopped()` says so (a part before this one failed).
+pub fn read_range<F>(
+    file: &File,
+    name: &str,
+    (start, end): (u64, u64),
+    at_eof: bool,
+    progress: Progress,
+    stopped: &(dyn Fn() -> bool + Sync),
+    mut f: F,
+) -> Result<ReadStats, AnalysisError>
+where
+    F: FnMut(&Record, u64),
+{
+    use std::os::unix::fs::FileExt;
+    let mut lines = Lines::new(name);
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = start;
+    while at < end {
+        if stopped() {
+            return Err(AnalysisError::Interrupted);
+        }
+        let want = ((end - at) as usize).min(CHUNK);
+        let n = match file.read_at(&mut buf[..want], at) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(AnalysisError::Read {
+                    source_name: name.to_string(),
+                    message: format!("read failed after line {}: {e}", lines.line),
+                })
+            }
+        };
+        lines.feed(&buf[..n], &mut f)?;
+        report(progress, n as u64)?;
+        at += n as u64;
+    }
+    if !at_eof && !lines.carry.is_empty() {
+        // Only the last part may end mid-line; the cuts are at line starts.
+        return Err(AnalysisError::Read {
+            source_name: name.to_string(),
+            message: "the file changed while it was read".into(),
+        });
+    }
+    lines.finish(&mut f)
+}

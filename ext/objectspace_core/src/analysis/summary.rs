@@ -62,6 +62,8 @@ pub fn summarize(heap: &Heap, top: usize) -> Summary {
 
 /// Read and summarise one dump.
 pub fn summary(input: &Input, progress: Progress, top: usize) -> Result<Summary, AnalysisError> {
-    let heap = Heap::read(input, progress)?;
+    // A plain file is cut at line starts and read on every core (gzip cannot be).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let heap = Heap::read_parallel(input, progress, threads)?;
     Ok(summarize(&heap, top))
 }
