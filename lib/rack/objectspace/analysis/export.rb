@@ -11,15 +11,15 @@ module Rack
       # (and bin/setup) builds it into lib/rack/objectspace/.
       module Export
         NAME = "rack-objectspace-export"
-        INSTALLED = File.expand_path("../#{NAME}", __dir__)
-        ROOT = File.expand_path("../../../..", __dir__)
+        INSTALLED = ::File.expand_path("../#{NAME}", __dir__)
+        ROOT = ::File.expand_path("../../../..", __dir__)
 
         module_function
 
         # The binary to run: RACK_OBJECTSPACE_EXPORT, else the installed one; nil if neither.
         def binary
           path = ENV.fetch("RACK_OBJECTSPACE_EXPORT", INSTALLED)
-          File.file?(path) && File.executable?(path) ? path : nil
+          ::File.file?(path) && ::File.executable?(path) ? path : nil
         end
 
         # @return [Integer] the exit status (the binary's: 0, 1 unreadable input, 2 usage)
