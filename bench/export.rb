@@ -75,9 +75,21 @@ Dir.mktmpdir("export-bench") do |dir|
     [n, stats, wall, parquet]
   end
 
-  # Baseline in the same run: leaks (the census reader) over the largest store.
+  # Baseline in the same run: leaks (the census reader) over the largest store,
+  # its peak RSS polled from /proc (VmHWM) while it runs.
   t = now
-  run!(RbConfig.ruby, File.join(ROOT, "exe", "rack-objectspace"), "leaks", full, "--format", "json")
+  leaks_rss = 0
+  Open3.popen3(RbConfig.ruby, File.join(ROOT, "exe", "rack-objectspace"), "leaks", full, "--format", "json") do |i, o, e, w|
+    i.close
+    reader = Thread.new { [o.read, e.read] }
+    while w.alive?
+      hwm = File.read("/proc/#{w.pid}/status")[/VmHWM:\s+(\d+)/, 1].to_i rescue 0 # rubocop:disable Style/RescueModifier
+      leaks_rss = [leaks_rss, hwm].max
+      sleep 0.1
+    end
+    reader.join
+    abort "bench/export.rb: leaks failed" unless w.value.success?
+  end
   leaks_wall = now - t
 
   puts
@@ -90,6 +102,8 @@ Dir.mktmpdir("export-bench") do |dir|
   end
   _n, _stats, wall, = results.last
   puts
-  puts format("leaks over the %d-process store (same run): %.2f s; export takes %.2fx of it", PROCESSES,
-              leaks_wall, wall / leaks_wall)
+  last_rss = results.last[1]["peak_rss_kb"]
+  puts format("leaks over the %d-process store (same run): %.2f s, peak RSS %.1f MB; export takes %.2fx its time, " \
+              "%.2fx its memory", PROCESSES, leaks_wall, leaks_rss / 1024.0, wall / leaks_wall,
+              last_rss / [leaks_rss, 1].max.to_f)
 end

@@ -275,8 +275,8 @@ impl Process {
                     listed[i as usize] = true;
                     self.set(i, (count, memsize), head, out)?;
                 }
-                for i in 0..listed.len() {
-                    if !listed[i] && self.state[i].0 > 0 {
+                for (i, listed) in listed.into_iter().enumerate() {
+                    if !listed && self.state[i].0 > 0 {
                         self.set(i as u32, (0, 0), head, out)?;
                     }
                 }

@@ -307,7 +307,7 @@ mod tests {
         let at = schema.column(2);
         assert_eq!(at.name(), "at");
         assert_eq!(
-            format!("{:?}", at.logical_type()),
+            format!("{:?}", at.logical_type_ref()),
             "Some(Timestamp { is_adjusted_to_u_t_c: true, unit: MILLIS })"
         );
         // An export into the same OUTDIR again is refused.
