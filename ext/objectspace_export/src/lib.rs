@@ -115,7 +115,7 @@ pub fn export(source: &str, out: &Path, limits: Limits) -> Result<Report, Error>
             let mut process = census::Process::new(&host, pid);
             let mut emit = |row: census::CensusRow| parts.push(row);
             let mut last_seq = 0;
-            for (seq, key, input) in &batches {
+            for (seq, _key, input) in &batches {
                 if *seq != last_seq + 1 {
                     report.warnings.push(format!(
                         "process {host}/{pid}: census batches {}..{} missing (dropped or not stored yet)",
@@ -126,7 +126,6 @@ pub fn export(source: &str, out: &Path, limits: Limits) -> Result<Report, Error>
                 last_seq = *seq;
                 let raw = input.read_all()?;
                 process.batch(&input.name(), &raw, &mut emit)?;
-                let _ = key;
                 report.batches += 1;
             }
             process.finish(&mut emit)?;
