@@ -36,3 +36,17 @@ task :compile do
   FileUtils.cp(RackObjectspaceBuild.built_library, "#{installed}.tmp-#{Process.pid}")
   File.rename("#{installed}.tmp-#{Process.pid}", installed)
 end
+
+namespace :compile do
+  desc "Build rack-objectspace-export (the Parquet export; a crate of its own, not part of the extension)"
+  task :export do
+    Dir.chdir(RackObjectspaceBuild::ROOT) do
+      sh "cargo", "build", "--release", "-p", "objectspace_export"
+    end
+    dir = ENV.fetch("CARGO_TARGET_DIR", File.join(RackObjectspaceBuild::ROOT, "target"))
+    built = File.join(dir, "release", "rack-objectspace-export")
+    installed = File.join(RackObjectspaceBuild::ROOT, "lib", "rack", "objectspace", "rack-objectspace-export")
+    FileUtils.cp(built, "#{installed}.tmp-#{Process.pid}")
+    File.rename("#{installed}.tmp-#{Process.pid}", installed)
+  end
+end

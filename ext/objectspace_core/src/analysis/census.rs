@@ -370,7 +370,8 @@ fn endpoints_of(r: &Replay, full: &[(u64, u64)]) -> Vec<Endpoint> {
     out
 }
 
-fn list(source: &str) -> Result<Vec<(String, Input)>, AnalysisError> {
+/// Every census batch under `source` (a folder or store URL): key and input.
+pub fn list(source: &str) -> Result<Vec<(String, Input)>, AnalysisError> {
     fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result<()> {
         for ent in std::fs::read_dir(dir)? {
             let ent = ent?;

@@ -4,6 +4,7 @@ require "optparse"
 require "rack/objectspace/analysis"
 require_relative "text"
 require_relative "html"
+require_relative "export"
 
 module Rack
   class Objectspace
@@ -23,6 +24,8 @@ module Rack
             summary FILE        objects and memsize of one dump by site, type, class, gem, file
             summary SOURCE KEY  the same, for a key of SOURCE
             ls SOURCE           the dumps of a session with their requests and keys
+            export SOURCE OUTDIR  the census of every process and a summary of every dump
+                                as Parquet, for DuckDB, Spark or Athena (`export --help`)
 
           Dumps are ObjectSpace.dump_all JSON lines, plain or gzipped; FILE and SOURCE
           may be paths or store URLs (file://DIR, s3://BUCKET/PREFIX, gs://, az://,
@@ -50,6 +53,8 @@ module Rack
 
         # @return [Integer] the exit status
         def run(argv)
+          return Export.run(argv.drop(1), out: @out, err: @err) if argv.first == "export"
+
           options = { format: "text", top: DEFAULT_TOP, output: nil, all: false }
           parser = option_parser(options)
           args = parser.parse(argv)
@@ -57,7 +62,7 @@ module Rack
 
           command = args.shift
           raise UsageError, "no command given" if command.nil?
-          raise UsageError, "unknown command #{command.inspect}; expected one of #{ARITY.keys.join(', ')}" unless ARITY.key?(command)
+          raise UsageError, "unknown command #{command.inspect}; expected one of #{[*ARITY.keys, 'export'].join(', ')}" unless ARITY.key?(command)
           unless ARITY[command].include?(args.size)
             raise UsageError, "#{command} takes #{ARITY[command].join(' or ')} argument(s), got #{args.size}"
           end

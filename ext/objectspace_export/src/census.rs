@@ -1,0 +1,344 @@
+//! The census of every process as Parquet rows, one per (point, site).
+//!
+//! A batch (`<host>/<pid>/census-<seq>.ndjson.gz`) names its sites, gives the
+//! complete state before its first point (`base`), then one line per request
+//! listing only the sites that changed. The rows are the same changes:
+//!
+//! - a row for a site at each point where its count or memsize changed
+//!   (at the `base` of a batch too, when a missing batch left the state
+//!   different, including a drop to 0);
+//! - a row for every site still alive at the process's last point (the
+//!   anchor), so that `requests = max(requests)` of a process is its final
+//!   state and a site that stopped changing long ago still has a row there.
+//!
+//! A site's count at any point is the value of its latest row at or before
+//! it. Counts change only when a GC ends (see the README), so this holds a
+//! few rows per GC per changed site, not one per request per live site.
+//!
+//! One batch is decoded at a time, line by line; a process's state is one
+//! entry per site it ever named. Rows go to [`Parts`], which holds one row
+//! group.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::rc::Rc;
+
+use objectspace_core::analysis::heap::gem_of;
+use objectspace_core::analysis::Input;
+use parquet::data_type::ByteArray;
+use rustc_hash::FxHashMap;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use crate::parts::{bytes, put_i32, put_i64, put_opt_str, put_str, RowGroup, Rows};
+
+/// A site as the rows name it.
+pub struct SiteInfo {
+    file: ByteArray,
+    line: i32,
+    ty: ByteArray,
+    class: Option<ByteArray>,
+    gem: ByteArray,
+}
+
+/// One row of `census/`.
+pub struct CensusRow {
+    host: ByteArray,
+    pid: i64,
+    at: i64,
+    requests: i64,
+    gc_count: i64,
+    site: Rc<SiteInfo>,
+    count: i64,
+    memsize: i64,
+}
+
+impl Rows for CensusRow {
+    const SCHEMA: &'static str = "
+        message census {
+            required binary host (STRING);
+            required int64 pid;
+            required int64 at (TIMESTAMP(MILLIS,true));
+            required int64 requests;
+            required int64 gc_count;
+            required binary file (STRING);
+            required int32 line;
+            required binary type (STRING);
+            optional binary class (STRING);
+            required binary gem (STRING);
+            required int64 count;
+            required int64 memsize;
+        }";
+    const VERSION: &'static str = "census/1";
+
+    fn write(rows: &[Self], g: &mut RowGroup<'_>) -> parquet::errors::Result<()> {
+        put_str(g, rows.iter().map(|r| &r.host))?;
+        put_i64(g, rows.iter().map(|r| r.pid))?;
+        put_i64(g, rows.iter().map(|r| r.at))?;
+        put_i64(g, rows.iter().map(|r| r.requests))?;
+        put_i64(g, rows.iter().map(|r| r.gc_count))?;
+        put_str(g, rows.iter().map(|r| &r.site.file))?;
+        put_i32(g, rows.iter().map(|r| r.site.line))?;
+        put_str(g, rows.iter().map(|r| &r.site.ty))?;
+        put_opt_str(g, rows.iter().map(|r| r.site.class.as_ref()))?;
+        put_str(g, rows.iter().map(|r| &r.site.gem))?;
+        put_i64(g, rows.iter().map(|r| r.count))?;
+        put_i64(g, rows.iter().map(|r| r.memsize))
+    }
+}
+
+/// One line of a batch; every field optional, unknown fields skipped.
+#[derive(Deserialize)]
+struct Line<'a> {
+    census: Option<IgnoredAny>,
+    site: Option<u64>,
+    #[serde(borrow, default)]
+    file: Option<Cow<'a, str>>,
+    line: Option<u64>,
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    class: Option<Cow<'a, str>>,
+    base: Option<Head>,
+    walk: Option<IgnoredAny>,
+    requests: Option<u64>,
+    gc_count: Option<u64>,
+    at: Option<u64>,
+    #[serde(default)]
+    counts: Vec<(u64, u64, u64)>,
+}
+
+#[derive(Deserialize, Clone, Copy, Default)]
+struct Head {
+    requests: u64,
+    #[serde(default)]
+    gc_count: u64,
+    #[serde(default)]
+    at: u64,
+}
+
+type Name = (String, u32, String, Option<String>);
+
+/// One process's census, replayed into rows.
+pub struct Process {
+    host: ByteArray,
+    pid: i64,
+    names: FxHashMap<Name, u32>,
+    sites: Vec<Rc<SiteInfo>>,
+    /// Per site: (count, memsize) now, and the point of its latest row.
+    state: Vec<(u64, u64, u64)>,
+    points: u64,
+    last: Option<Head>,
+    pub requests: u64,
+}
+
+const NEVER: u64 = u64::MAX;
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Process {
+    pub fn new(host: &str, pid: u32) -> Process {
+        Process {
+            host: bytes(host),
+            pid: i64::from(pid),
+            names: FxHashMap::default(),
+            sites: Vec::new(),
+            state: Vec::new(),
+            points: 0,
+            last: None,
+            requests: 0,
+        }
+    }
+
+    fn site(&mut self, file: &str, line: u64, ty: &str, class: Option<&str>) -> u32 {
+        let line = u32::try_from(line).unwrap_or(u32::MAX);
+        let name = (
+            file.to_string(),
+            line,
+            ty.to_string(),
+            class.map(str::to_string),
+        );
+        if let Some(&i) = self.names.get(&name) {
+            return i;
+        }
+        let i = self.sites.len() as u32;
+        self.sites.push(Rc::new(SiteInfo {
+            file: bytes(file),
+            line: i32::try_from(line).unwrap_or(i32::MAX),
+            ty: bytes(ty),
+            class: class.map(bytes),
+            gem: bytes(&gem_of(file)),
+        }));
+        self.state.push((0, 0, NEVER));
+        self.names.insert(name, i);
+        i
+    }
+
+    fn row(
+        &mut self,
+        i: u32,
+        head: Head,
+        out: &mut dyn FnMut(CensusRow) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let s = &mut self.state[i as usize];
+        s.2 = self.points;
+        out(CensusRow {
+            host: self.host.clone(),
+            pid: self.pid,
+            at: clamp(head.at),
+            requests: clamp(head.requests),
+            gc_count: clamp(head.gc_count),
+            site: self.sites[i as usize].clone(),
+            count: clamp(s.0),
+            memsize: clamp(s.1),
+        })
+    }
+
+    fn set(
+        &mut self,
+        i: u32,
+        value: (u64, u64),
+        head: Head,
+        out: &mut dyn FnMut(CensusRow) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let s = &mut self.state[i as usize];
+        if (s.0, s.1) == value {
+            return Ok(());
+        }
+        s.0 = value.0;
+        s.1 = value.1;
+        self.row(i, head, out)
+    }
+
+    /// Replay one batch (`bytes` as stored: gzipped or plain), emitting rows.
+    pub fn batch(
+        &mut self,
+        name: &str,
+        raw: &[u8],
+        out: &mut dyn FnMut(CensusRow) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let reader: Box<dyn Read + '_> = if raw.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::read::MultiGzDecoder::new(raw))
+        } else {
+            Box::new(raw)
+        };
+        let mut reader = BufReader::with_capacity(256 * 1024, reader);
+        let mut ids: FxHashMap<u64, u32> = FxHashMap::default();
+        let mut buf = Vec::new();
+        let mut n = 0u64;
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(format!(
+                        "{name}: gzip stream truncated after line {n}; the batch was cut short"
+                    ))
+                }
+                Err(e) => return Err(format!("{name}: line {}: {e}", n + 1)),
+            }
+            n += 1;
+            let complete = buf.ends_with(b"\n");
+            let text = buf.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            let line: Line = serde_json::from_slice(text).map_err(|e| {
+                if e.is_eof() || !complete && e.is_syntax() {
+                    format!("{name}: line {n}: record cut short at byte {} of the line; the batch was cut short", text.len())
+                } else {
+                    format!("{name}: line {n}: not a census record: {e}")
+                }
+            })?;
+            if let Some(id) = line.site {
+                let i = self.site(
+                    line.file.as_deref().unwrap_or(""),
+                    line.line.unwrap_or(0),
+                    line.ty.as_deref().unwrap_or("UNKNOWN"),
+                    line.class.as_deref(),
+                );
+                ids.insert(id, i);
+            } else if line.census.is_some() || line.walk.is_some() {
+                // The header, and the walk's endpoints: nothing to count.
+            } else if let Some(head) = line.base {
+                // The complete state before the batch's first point.
+                self.points += 1;
+                let mut listed = vec![false; self.sites.len()];
+                for &(id, count, memsize) in &line.counts {
+                    let i = *ids.get(&id).ok_or_else(|| {
+                        format!("{name}: line {n}: site {id} is not named in this batch")
+                    })?;
+                    listed[i as usize] = true;
+                    self.set(i, (count, memsize), head, out)?;
+                }
+                for (i, listed) in listed.into_iter().enumerate() {
+                    if !listed && self.state[i].0 > 0 {
+                        self.set(i as u32, (0, 0), head, out)?;
+                    }
+                }
+                self.last = Some(head);
+                self.requests = head.requests;
+            } else if let Some(requests) = line.requests {
+                self.points += 1;
+                let head = Head {
+                    requests,
+                    gc_count: line.gc_count.unwrap_or(0),
+                    at: line.at.unwrap_or(0),
+                };
+                for &(id, count, memsize) in &line.counts {
+                    let i = *ids.get(&id).ok_or_else(|| {
+                        format!("{name}: line {n}: site {id} is not named in this batch")
+                    })?;
+                    self.set(i, (count, memsize), head, out)?;
+                }
+                self.last = Some(head);
+                self.requests = requests;
+            }
+        }
+        Ok(())
+    }
+
+    /// The anchor: a row at the last point for every live site without one there.
+    pub fn finish(
+        &mut self,
+        out: &mut dyn FnMut(CensusRow) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let Some(head) = self.last else {
+            return Ok(());
+        };
+        for i in 0..self.state.len() {
+            let (count, _, at) = self.state[i];
+            if count > 0 && at != self.points {
+                self.row(i as u32, head, out)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One stored batch: sequence number, key, where to read it.
+pub type Batch = (u64, String, Input);
+
+/// The batches of `found`, by host then process, in sequence order.
+pub fn by_process(found: Vec<(String, Input)>) -> BTreeMap<String, BTreeMap<u32, Vec<Batch>>> {
+    let mut out: BTreeMap<String, BTreeMap<u32, Vec<Batch>>> = BTreeMap::new();
+    for (key, input) in found {
+        if let Some((host, pid, seq)) = objectspace_core::keys::parse_census_key(&key) {
+            out.entry(host)
+                .or_default()
+                .entry(pid)
+                .or_default()
+                .push((seq, key, input));
+        }
+    }
+    for procs in out.values_mut() {
+        for batches in procs.values_mut() {
+            batches.sort_by_key(|b| b.0);
+        }
+    }
+    out
+}
