@@ -319,6 +319,19 @@ impl Census {
             if c.pending.is_empty() {
                 return None;
             }
+            // What changed since the last point (the memsize a heap walk just
+            // found, at flush and exit) ends the batch, on its last point:
+            // otherwise it would wait for a request that may never come.
+            if c.pending
+                .last()
+                .is_some_and(|p| p.changes.end == c.changes.len())
+            {
+                let c = &mut *c;
+                table.lock().take_changes(&mut c.changes);
+                if let Some(last) = c.pending.last_mut() {
+                    last.changes.end = c.changes.len();
+                }
+            }
             let walk = c.walk.take();
             let endpoint_names = if walk.is_some() {
                 c.endpoint_names.clone()
