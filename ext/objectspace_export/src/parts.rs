@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parquet::basic::{Compression, GzipLevel};
-use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::data_type::{ByteArray, ByteArrayType, DataType, Int32Type, Int64Type};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
@@ -173,80 +173,68 @@ fn next<'a, 'b>(
     })
 }
 
+/// The next column: `values`, none of them null.
+fn put<T: DataType>(group: &mut RowGroup<'_>, values: &[T::T]) -> parquet::errors::Result<()> {
+    let mut col = next(group)?;
+    col.typed::<T>().write_batch(values, None, None)?;
+    col.close()
+}
+
+/// The next column, nullable: `None` is a null.
+fn put_opt<T: DataType>(
+    group: &mut RowGroup<'_>,
+    values: impl Iterator<Item = Option<T::T>>,
+) -> parquet::errors::Result<()> {
+    let (mut vals, mut defs) = (Vec::new(), Vec::new());
+    for v in values {
+        defs.push(i16::from(v.is_some()));
+        vals.extend(v);
+    }
+    let mut col = next(group)?;
+    col.typed::<T>().write_batch(&vals, Some(&defs), None)?;
+    col.close()
+}
+
 pub fn put_i64(
     group: &mut RowGroup<'_>,
     values: impl Iterator<Item = i64>,
 ) -> parquet::errors::Result<()> {
-    let values: Vec<i64> = values.collect();
-    let mut col = next(group)?;
-    col.typed::<Int64Type>().write_batch(&values, None, None)?;
-    col.close()
+    put::<Int64Type>(group, &values.collect::<Vec<_>>())
 }
 
 pub fn put_opt_i64(
     group: &mut RowGroup<'_>,
     values: impl Iterator<Item = Option<i64>>,
 ) -> parquet::errors::Result<()> {
-    let (mut vals, mut defs) = (Vec::new(), Vec::new());
-    for v in values {
-        defs.push(i16::from(v.is_some()));
-        vals.extend(v);
-    }
-    let mut col = next(group)?;
-    col.typed::<Int64Type>()
-        .write_batch(&vals, Some(&defs), None)?;
-    col.close()
+    put_opt::<Int64Type>(group, values)
 }
 
 pub fn put_i32(
     group: &mut RowGroup<'_>,
     values: impl Iterator<Item = i32>,
 ) -> parquet::errors::Result<()> {
-    let values: Vec<i32> = values.collect();
-    let mut col = next(group)?;
-    col.typed::<Int32Type>().write_batch(&values, None, None)?;
-    col.close()
+    put::<Int32Type>(group, &values.collect::<Vec<_>>())
 }
 
 pub fn put_opt_i32(
     group: &mut RowGroup<'_>,
     values: impl Iterator<Item = Option<i32>>,
 ) -> parquet::errors::Result<()> {
-    let (mut vals, mut defs) = (Vec::new(), Vec::new());
-    for v in values {
-        defs.push(i16::from(v.is_some()));
-        vals.extend(v);
-    }
-    let mut col = next(group)?;
-    col.typed::<Int32Type>()
-        .write_batch(&vals, Some(&defs), None)?;
-    col.close()
+    put_opt::<Int32Type>(group, values)
 }
 
 pub fn put_str<'r>(
     group: &mut RowGroup<'_>,
     values: impl Iterator<Item = &'r ByteArray>,
 ) -> parquet::errors::Result<()> {
-    let values: Vec<ByteArray> = values.cloned().collect();
-    let mut col = next(group)?;
-    col.typed::<ByteArrayType>()
-        .write_batch(&values, None, None)?;
-    col.close()
+    put::<ByteArrayType>(group, &values.cloned().collect::<Vec<_>>())
 }
 
 pub fn put_opt_str<'r>(
     group: &mut RowGroup<'_>,
     values: impl Iterator<Item = Option<&'r ByteArray>>,
 ) -> parquet::errors::Result<()> {
-    let (mut vals, mut defs) = (Vec::new(), Vec::new());
-    for v in values {
-        defs.push(i16::from(v.is_some()));
-        vals.extend(v.cloned());
-    }
-    let mut col = next(group)?;
-    col.typed::<ByteArrayType>()
-        .write_batch(&vals, Some(&defs), None)?;
-    col.close()
+    put_opt::<ByteArrayType>(group, values.map(|v| v.cloned()))
 }
 
 /// A string for a column (cheap to clone: shared bytes).
