@@ -154,11 +154,23 @@ fn diff(
     serde_json::to_string(&report).map_err(|e| encode_error(ruby, e))
 }
 
-/// `Native::Analysis.leaks(source, top, progress)` -> JSON String
-fn leaks(ruby: &Ruby, source: String, top: usize, progress: bool) -> RbResult<String> {
+/// `Native::Analysis.leaks(source, top, progress, floor)` -> JSON String;
+/// `floor`: `[objects per request, live objects]` under which growing sites
+/// are only counted (`hidden_sites`), or nil for all.
+fn leaks(
+    ruby: &Ruby,
+    source: String,
+    top: usize,
+    progress: bool,
+    floor: Option<(f64, u64)>,
+) -> RbResult<String> {
     let bar = Bar::new(progress, 0, "reading dumps");
+    let floor = floor.map(|(per_request, objects)| analysis::Floor {
+        per_request,
+        objects,
+    });
     let report = run(ruby, bar, |tick| {
-        analysis::leaks(&source, tick, top, threads())
+        analysis::leaks_above(&source, tick, top, threads(), floor)
     })?;
     serde_json::to_string(&report).map_err(|e| encode_error(ruby, e))
 }
@@ -173,7 +185,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
     let m = native.define_module("Analysis")?;
     m.define_singleton_method("summary", function!(summary, 3))?;
     m.define_singleton_method("diff", function!(diff, 5))?;
-    m.define_singleton_method("leaks", function!(leaks, 3))?;
+    m.define_singleton_method("leaks", function!(leaks, 4))?;
     m.define_singleton_method("ls", function!(ls, 1))?;
     let _ = ruby;
     Ok(())

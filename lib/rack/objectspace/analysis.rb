@@ -72,19 +72,19 @@ module Rack
       #   redis:// URL (read through Moneta), or a Ruby store (`[]` and `each_key`/`keys`)
       # @param all [Boolean] keep sites below the noise floor (under
       #   NOISE_PER_REQUEST objects per request or NOISE_OBJECTS live objects in all)
-      # @return [Hash] with "sites" (fastest growing first), "processes" (each
-      #   with its "dumps" series and "missing_dumps") and "warnings" (skipped dumps)
+      # @return [Hash] with "sites" (fastest growing first), "hidden_sites" (how
+      #   many growing sites the noise floor left out), "processes" (each with its
+      #   "dumps" series and "missing_dumps") and "warnings" (skipped dumps)
       def leaks(source, top: DEFAULT_TOP, progress: false, all: false)
-        report = with_session(source) do |dir|
-          # Every site: the noise floor applies before the top N are kept.
-          parse(Native::Analysis.leaks(dir, 0, progress ? true : false))
-        end
-        sites = report["sites"]
-        kept = all ? sites : sites.reject { |s| noise?(s) }
-        report["hidden_sites"] = sites.size - kept.size
         top = Integer(top)
-        report["sites"] = top.positive? ? kept.first(top) : kept
-        report
+        raise ArgumentError, "top: must be 0 or more, got #{top}" if top.negative?
+
+        floor = all ? nil : [NOISE_PER_REQUEST.to_f, NOISE_OBJECTS]
+        # The noise floor applies natively, before the top N are kept: only
+        # those cross into Ruby, whatever the number of processes.
+        with_session(source) do |dir|
+          parse(Native::Analysis.leaks(dir, top, progress ? true : false, floor))
+        end
       end
 
       # The dumps of a session, with their metadata, and how many each process is missing.
@@ -92,11 +92,6 @@ module Rack
       # @return [Hash] with "dumps" and "processes"
       def ls(source)
         with_session(source) { |dir| parse(Native::Analysis.ls(dir)) }
-      end
-
-      # True for a site under the noise floor.
-      def noise?(site)
-        site["per_request"].to_f < NOISE_PER_REQUEST || site["count"].to_i < NOISE_OBJECTS
       end
 
       # A Ruby store the analyses can read: `[]` and `each_key` or `keys`.

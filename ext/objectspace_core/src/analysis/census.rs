@@ -23,7 +23,7 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 
-use super::leaks::{rank, Endpoint, LeakSite, Leaks, ProcessReport, SiteName as Name};
+use super::leaks::{Endpoint, Floor, Kept, LeakSite, Leaks, ProcessReport, SiteName as Name};
 use super::{local_path, AnalysisError, Input};
 use crate::keys::parse_census_key;
 use crate::store::Store;
@@ -461,7 +461,11 @@ type Batch = (u64, String, Input);
 
 /// Leaks from the census under `source`, or None when it holds no census.
 /// `top` = 0 keeps every leaking site.
-pub fn leaks(source: &str, top: usize) -> Result<Option<Leaks>, AnalysisError> {
+pub fn leaks(
+    source: &str,
+    top: usize,
+    floor: Option<Floor>,
+) -> Result<Option<Leaks>, AnalysisError> {
     let found = list(source)?;
     if found.is_empty() {
         return Ok(None);
@@ -476,7 +480,7 @@ pub fn leaks(source: &str, top: usize) -> Result<Option<Leaks>, AnalysisError> {
         }
     }
     let mut warnings = Vec::new();
-    let mut sites = Vec::new();
+    let mut kept = Kept::new(floor, top);
     let mut processes = Vec::new();
     for ((host, pid), mut batches) in by_process {
         batches.sort_by_key(|b| b.0);
@@ -528,13 +532,14 @@ pub fn leaks(source: &str, top: usize) -> Result<Option<Leaks>, AnalysisError> {
             leaking_sites: found.len(),
             census_requests: Some(replay.requests),
         });
-        sites.extend(found);
+        kept.add(found);
     }
-    rank(&mut sites, top);
+    let (sites, hidden_sites) = kept.ranked();
     Ok(Some(Leaks {
         command: "leaks",
         source: source.to_string(),
         sites,
+        hidden_sites,
         processes,
         warnings,
     }))
@@ -600,7 +605,9 @@ mod tests {
     fn the_leak_ranks_first_and_the_bounded_cache_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         session(dir.path(), 300);
-        let report = leaks(dir.path().to_str().unwrap(), 0).unwrap().unwrap();
+        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+            .unwrap()
+            .unwrap();
         assert_eq!(report.sites.len(), 1, "{:?}", report.sites);
         let top = &report.sites[0];
         assert_eq!(top.site.location, "/app/leak.rb:1");
@@ -632,7 +639,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         session(dir.path(), 300);
         std::fs::remove_file(dir.path().join("h/9/census-000003.ndjson.gz")).unwrap();
-        let report = leaks(dir.path().to_str().unwrap(), 0).unwrap().unwrap();
+        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+            .unwrap()
+            .unwrap();
         assert_eq!(report.sites[0].site.location, "/app/leak.rb:1");
         assert!(report
             .warnings
@@ -643,7 +652,9 @@ mod tests {
     #[test]
     fn no_census_means_none() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(leaks(dir.path().to_str().unwrap(), 0).unwrap().is_none());
+        assert!(leaks(dir.path().to_str().unwrap(), 0, None)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

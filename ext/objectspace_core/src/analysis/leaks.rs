@@ -512,9 +512,65 @@ pub struct Leaks {
     pub source: String,
     /// Leaking sites over every process, fastest growing first.
     pub sites: Vec<LeakSite>,
+    /// Growing sites left out under the noise floor (see [`Floor`]).
+    pub hidden_sites: usize,
     pub processes: Vec<ProcessReport>,
     /// Human-readable warnings (skipped dumps, too few dumps).
     pub warnings: Vec<String>,
+}
+
+/// The noise floor: growing sites below it are counted, not reported.
+#[derive(Debug, Clone, Copy)]
+pub struct Floor {
+    /// Fewer objects per request than this...
+    pub per_request: f64,
+    /// ...or fewer live objects than this.
+    pub objects: u64,
+}
+
+/// The sites kept while processes are read: only those above the floor,
+/// and (with a `top`) only the best few as it goes, so that a store of
+/// many processes never holds every growing site of every one.
+pub(super) struct Kept {
+    floor: Option<Floor>,
+    top: usize,
+    pub sites: Vec<LeakSite>,
+    pub hidden: usize,
+}
+
+impl Kept {
+    pub fn new(floor: Option<Floor>, top: usize) -> Self {
+        Kept {
+            floor,
+            top,
+            sites: Vec::new(),
+            hidden: 0,
+        }
+    }
+
+    pub fn add(&mut self, found: Vec<LeakSite>) {
+        for site in found {
+            let below = self
+                .floor
+                .is_some_and(|f| site.per_request < f.per_request || site.site.count < f.objects);
+            if below {
+                self.hidden += 1;
+            } else {
+                self.sites.push(site);
+            }
+        }
+        // Ranking is a total order, so the best `top` of the best `top`s so
+        // far and the rest are the best `top` of all.
+        if self.top > 0 && self.sites.len() > 4 * self.top {
+            rank(&mut self.sites, self.top);
+        }
+    }
+
+    /// Every site kept, ranked, the best `top` (0: all).
+    pub fn ranked(mut self) -> (Vec<LeakSite>, usize) {
+        rank(&mut self.sites, self.top);
+        (self.sites, self.hidden)
+    }
 }
 
 /// The growth verdict for one site's series of live counts.
@@ -567,6 +623,8 @@ pub(super) fn rank(sites: &mut Vec<LeakSite>, top: usize) {
             .then(b.memsize_growth.cmp(&a.memsize_growth))
             .then_with(|| a.site.location.cmp(&b.site.location))
             .then_with(|| a.site.ty.cmp(&b.site.ty))
+            .then_with(|| a.site.class.cmp(&b.site.class))
+            .then_with(|| (&a.host, a.pid).cmp(&(&b.host, b.pid)))
     });
     if top > 0 {
         sites.truncate(top);
@@ -616,11 +674,23 @@ pub fn leaks(
     top: usize,
     threads: usize,
 ) -> Result<Leaks, AnalysisError> {
+    leaks_above(source, progress, top, threads, None)
+}
+
+/// [`leaks`], with the growing sites under `floor` counted in
+/// `hidden_sites` instead of reported (and never given retention paths).
+pub fn leaks_above(
+    source: &str,
+    progress: Progress,
+    top: usize,
+    threads: usize,
+    floor: Option<Floor>,
+) -> Result<Leaks, AnalysisError> {
     // The census, when the session has one, covers every request: it wins,
     // unless it saw too few GCs to rank anything and there are dumps to read
     // (a process whose GCs run in its dump children). Dumps stay the detail
     // view: the newest of each process gives held_by.
-    if let Some(mut found) = super::census::leaks(source, top)? {
+    if let Some(mut found) = super::census::leaks(source, top, floor)? {
         let session = Session::open(source).ok();
         let dumps = session.as_ref().is_some_and(|s| !s.entries.is_empty());
         if !found.sites.is_empty() || !dumps {
@@ -664,6 +734,7 @@ pub fn leaks(
         groups.entry(key).or_default().push(e);
     }
     let mut jobs: Vec<Job> = Vec::new();
+    let mut kept = Kept::new(floor, top);
     for (gi, entries) in groups.values_mut().enumerate() {
         entries.sort_by(|a, b| {
             let ka = a.parsed.as_ref().map(|k| (k.seq, k.unix_ms));
@@ -717,7 +788,6 @@ pub fn leaks(
         per_group[gi].push(l);
     }
 
-    let mut sites = Vec::new();
     let mut processes = Vec::new();
     // Per process, the dump its retention paths come from (held_by).
     let mut path_dumps: FxHashMap<(String, u32), Input> = FxHashMap::default();
@@ -782,14 +852,15 @@ pub fn leaks(
             missing_dumps: missing,
             census_requests: None,
         });
-        sites.extend(found);
+        kept.add(found);
     }
-    rank(&mut sites, top);
+    let (mut sites, hidden_sites) = kept.ranked();
     super::paths::attach_to_leaks(&mut sites, &path_dumps, progress, &mut warnings)?;
     Ok(Leaks {
         command: "leaks",
         source: session.name,
         sites,
+        hidden_sites,
         processes,
         warnings,
     })
@@ -1083,5 +1154,72 @@ mod tests {
     fn noise_and_short_series_are_not_leaks() {
         assert_eq!(growth_rate(&xs(2), &[1, 5]), None);
         assert_eq!(growth_rate(&xs(8), &[5, 7, 5, 8, 5, 7, 4, 6]), None);
+    }
+}
+
+#[cfg(test)]
+mod kept_tests {
+    use super::{rank, Floor, Kept, LeakSite, SiteName};
+
+    /// A growing site: `step` objects a request from `base`, over 10 requests.
+    fn site(pid: u32, line: u32, base: u64, step: u64) -> LeakSite {
+        let name = SiteName {
+            file: "app.rb".into(),
+            line,
+            ty: "STRING".into(),
+            class: None,
+        };
+        let xs: Vec<f64> = (1..=10).map(f64::from).collect();
+        let series: Vec<u64> = (0..10).map(|i| base + step * i).collect();
+        LeakSite::from_series("h", pid, &name, &xs, series, Vec::new).unwrap()
+    }
+
+    #[test]
+    fn the_floor_hides_and_the_best_are_kept_as_they_come() {
+        let floor = Floor {
+            per_request: 0.5,
+            objects: 3,
+        };
+        // Per process: fast and slow growers, and two under the floor.
+        let process = |pid: u32| {
+            let mut found: Vec<LeakSite> = (1..=20)
+                .map(|line| site(pid, line, 10, u64::from(line % 7) + 1))
+                .collect();
+            found.push(site(pid, 100, 10, 1).with_rate(0.1)); // slow
+            found.push(site(pid, 101, 10, 1).with_count(2)); // few
+            found
+        };
+        let mut all: Vec<LeakSite> = Vec::new();
+        let mut kept = Kept::new(Some(floor), 3);
+        for pid in 1..=30 {
+            let found = process(pid);
+            all.extend(
+                found
+                    .iter()
+                    .filter(|s| s.per_request >= 0.5 && s.site.count >= 3)
+                    .cloned(),
+            );
+            kept.add(found);
+            assert!(kept.sites.len() <= 4 * 3, "{}", kept.sites.len());
+        }
+        let (sites, hidden) = kept.ranked();
+        assert_eq!(hidden, 60);
+        rank(&mut all, 3);
+        let key = |s: &LeakSite| (s.pid, s.site.location.clone());
+        assert_eq!(
+            sites.iter().map(key).collect::<Vec<_>>(),
+            all.iter().map(key).collect::<Vec<_>>()
+        );
+    }
+
+    impl LeakSite {
+        fn with_rate(mut self, rate: f64) -> Self {
+            self.per_request = rate;
+            self
+        }
+        fn with_count(mut self, count: u64) -> Self {
+            self.site.count = count;
+            self
+        }
     }
 }

@@ -21,7 +21,7 @@ pub mod source;
 pub mod summary;
 
 pub use diff::diff;
-pub use leaks::{leaks, ls};
+pub use leaks::{leaks, leaks_above, ls, Floor};
 pub use report::{Group, Site};
 pub use source::{Input, Progress};
 pub use summary::summary;

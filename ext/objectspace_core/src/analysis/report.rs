@@ -204,7 +204,9 @@ fn sorted(m: FxHashMap<String, (u64, u64)>) -> Vec<Group> {
     v
 }
 
-/// Sort sites by memsize (then count), most first, ties broken by location.
+/// Sort sites by memsize (then count), most first, ties broken by location,
+/// type and class: one order whatever order the sites were found in (a
+/// summary split across threads finds them in another).
 pub fn sort_by_memsize(sites: &mut [Site]) {
     sites.sort_by(|a, b| {
         b.memsize
@@ -212,6 +214,7 @@ pub fn sort_by_memsize(sites: &mut [Site]) {
             .then(b.count.cmp(&a.count))
             .then_with(|| a.location.cmp(&b.location))
             .then_with(|| a.ty.cmp(&b.ty))
+            .then_with(|| a.class.cmp(&b.class))
     });
 }
 
@@ -227,4 +230,5 @@ pub fn by_count(a: &Site, b: &Site) -> std::cmp::Ordering {
         .then(b.memsize.cmp(&a.memsize))
         .then_with(|| a.location.cmp(&b.location))
         .then_with(|| a.ty.cmp(&b.ty))
+        .then_with(|| a.class.cmp(&b.class))
 }
