@@ -18,7 +18,6 @@
 //! comes with growth gets no share.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use rustc_hash::FxHashMap;
 use serde_json::Value;
@@ -389,37 +388,20 @@ fn endpoints_of(r: &Replay, full: &[(u64, u64)]) -> Vec<Endpoint> {
 
 /// Every census batch under `source` (a folder or store URL): key and input.
 pub fn list(source: &str) -> Result<Vec<(String, Input)>, AnalysisError> {
-    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result<()> {
-        for ent in std::fs::read_dir(dir)? {
-            let ent = ent?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let key = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let ft = ent.file_type()?;
-            if ft.is_dir() {
-                walk(&ent.path(), &key, out)?;
-            } else if ft.is_file() && parse_census_key(&key).is_some() {
-                out.push(key);
-            }
-        }
-        Ok(())
-    }
     match local_path(source) {
         Some(dir) => {
             if !dir.is_dir() {
                 return Ok(Vec::new());
             }
             let mut keys = Vec::new();
-            walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
+            super::leaks::walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
                 source_name: source.to_string(),
                 message: e.to_string(),
             })?;
             Ok(keys
                 .into_iter()
-                .map(|k| {
+                .filter(|(k, _)| parse_census_key(k).is_some())
+                .map(|(k, _)| {
                     let input = Input::Local(dir.join(&k));
                     (k, input)
                 })
@@ -550,6 +532,7 @@ mod tests {
     use super::*;
     use crate::census::Census;
     use crate::sites::SiteTable;
+    use std::path::Path;
 
     /// A process serving /leak (one object kept per request at leak.rb:1),
     /// /cache (a cache of 20 at cache.rb:2) and /other, with a GC every 7

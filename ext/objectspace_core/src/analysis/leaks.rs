@@ -126,7 +126,8 @@ fn dump_stem(key: &str) -> Option<&str> {
     DUMP_SUFFIXES.iter().find_map(|s| key.strip_suffix(s))
 }
 
-fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
+/// Every file under `dir`, as (key relative to `dir`, size).
+pub(super) fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
     for ent in std::fs::read_dir(dir)? {
         let ent = ent?;
         let name = ent.file_name().to_string_lossy().into_owned();

@@ -89,19 +89,10 @@ impl SiteTable {
     /// Sites as report rows, with names resolved from `heap`; this gem's own
     /// files are left out (they stay in the groupings, as gem `rack-objectspace`).
     pub fn rows(&self, heap: &Heap) -> Vec<Site> {
-        self.sites
-            .iter()
-            .filter(|(&(file, ..), _)| !is_own_file(heap.files.get(file)))
-            .map(|(&(file, line, ty, class), &(count, memsize))| {
-                Site::new(
-                    heap.files.get(file),
-                    line,
-                    heap.types.get(ty),
-                    heap.class_name(class),
-                    count,
-                    memsize,
-                )
-            })
+        self.rows_with_keys(heap)
+            .into_iter()
+            .filter(|&((file, ..), _)| !is_own_file(heap.files.get(file)))
+            .map(|(_, site)| site)
             .collect()
     }
 
