@@ -17,6 +17,7 @@
 #   ruby bench/census.rb [load|request|table]...   # all three by default
 #   CI=1 ruby bench/census.rb                      # smoke sizes
 #   ROUNDS=3 DURATION=20 CONNECTIONS=8 THREADS=4 ruby bench/census.rb load
+require "etc"
 require "json"
 require "tmpdir"
 require "net/http"
@@ -28,6 +29,12 @@ SECTIONS = ARGV.empty? ? %w[request table load] : ARGV
 CI = !ENV["CI"].nil?
 
 def percentile(sorted, q) = sorted[[(sorted.size * q).ceil - 1, 0].max]
+
+# CPU time (user + system) a process has used, in microseconds.
+def cpu_us(pid)
+  fields = File.read("/proc/#{pid}/stat").split(") ").last.split
+  (Integer(fields[11]) + Integer(fields[12])) * 1_000_000.0 / Etc.sysconf(Etc::SC_CLK_TCK)
+end
 
 def request_bench
   native = Rack::Objectspace::Native
@@ -58,10 +65,14 @@ def request_bench
     native::Census.take_batch("bench", Process.pid) if (n % 2000).zero?
   end
   gcs = GC.count - gcs
+  stats = native::Tracer.stats
   sorted = times.sort
   puts format("request thread per request (Census#request), %d live sites, %d requests, %d GCs: " \
-              "p50 %.1f us, p99 %.1f us, max %.1f us", native::Tracer.stats[:sites], requests, gcs,
+              "p50 %.1f us, p99 %.1f us, max %.1f us", stats[:sites], requests, gcs,
               percentile(sorted, 0.5), percentile(sorted, 0.99), sorted.last)
+  puts format("reconciliations after GCs (on the thread that ran the GC, as a postponed job): %d, %d full, " \
+              "%.2f ms each on average, %d heap slots read", stats[:reconciles], stats[:full_reconciles],
+              stats[:reconcile_ms] / [stats[:reconciles], 1].max, stats[:slots_read])
 ensure
   native::Tracer.stop
 end
@@ -99,7 +110,7 @@ def load_bench
   common = { "RACK_OBJECTSPACE_STORE" => "file://#{store}", "RACK_OBJECTSPACE_EVERY" => "never",
              "APP_HEAP_OBJECTS" => heap.to_s }
   configs = {
-    "none" => { "OBJECTSPACE_OFF" => "1" },
+    "none" => { "OBJECTSPACE_OFF" => "1", "APP_HEAP_OBJECTS" => heap.to_s },
     "tracing" => common.merge("RACK_OBJECTSPACE_CENSUS" => "false", "RACK_OBJECTSPACE_TOKEN" => SecureRandom.hex(16)),
     "census" => common.merge("RACK_OBJECTSPACE_CENSUS" => "true")
   }
@@ -109,12 +120,15 @@ def load_bench
       puma = TestServers.puma(threads: threads, env: env, name: "census-bench-#{label}")
       begin
         system("wrk", "-t1", "-c2", "-d1s", "http://127.0.0.1:#{puma.port}/warmup", out: File::NULL)
+        pid = JSON.parse(Net::HTTP.get(URI("http://127.0.0.1:#{puma.port}/__stats")))["pid"]
+        cpu_before = cpu_us(pid)
         out = IO.popen(["wrk", "-t2", "-c#{connections}", "-d#{duration}s", "--latency", "-s", lua,
                         "http://127.0.0.1:#{puma.port}/page"], &:read)
+        cpu = (cpu_us(pid) - cpu_before) / Integer(out[/(\d+) requests in/, 1]).nonzero?.to_f
         stats = JSON.parse(Net::HTTP.get(URI("http://127.0.0.1:#{puma.port}/__flush")))
         lua_out = out[/^LUA .*$/].to_s.scan(/(\w+)=(\d+)/).to_h { |k, v| [k, Integer(v)] }
         results[label] << { rps: out[%r{Requests/sec:\s+([\d.]+)}, 1].to_f, p99: lua_out["p99_us"].to_f / 1000,
-                            p50: lua_out["p50_us"].to_f / 1000, census: stats["census"] }
+                            p50: lua_out["p50_us"].to_f / 1000, cpu: cpu, census: stats["census"] }
       ensure
         puma&.stop
       end
@@ -127,14 +141,19 @@ def load_bench
   results.each do |label, rs|
     census = rs.last[:census]
     extra = census ? " census: #{census.slice('requests', 'points', 'stored', 'dropped', 'dropped_points')}" : ""
-    puts format("%-8s req/s %8.0f  p50 %6.2f ms  p99 %6.2f ms (medians of rounds)%s", label,
-                median.(rs.map { |r| r[:rps] }), median.(rs.map { |r| r[:p50] }), median.(rs.map { |r| r[:p99] }), extra)
+    puts format("%-8s req/s %8.0f  p50 %6.2f ms  p99 %6.2f ms  puma CPU %5.1f us/request (medians of rounds)%s",
+                label, median.(rs.map { |r| r[:rps] }), median.(rs.map { |r| r[:p50] }), median.(rs.map { |r| r[:p99] }),
+                median.(rs.map { |r| r[:cpu] }), extra)
   end
   rps = ->(l) { median.(results[l].map { |r| r[:rps] }) }
   p99 = ->(l) { median.(results[l].map { |r| r[:p99] }) }
+  cpu = ->(l) { median.(results[l].map { |r| r[:cpu] }) }
   puts format("census throughput: %.2fx tracing alone (target >= 0.95), %.2fx no middleware (target >= 0.85); " \
               "census p99: %.2fx tracing alone (target <= 1.1)", rps.("census") / rps.("tracing"),
               rps.("census") / rps.("none"), p99.("census") / p99.("tracing"))
+  puts format("puma CPU per request (steadier than req/s on a shared machine): tracing +%.1f us (%.2fx none), " \
+              "census +%.1f us over tracing (%.2fx none)", cpu.("tracing") - cpu.("none"), cpu.("none") / cpu.("tracing"),
+              cpu.("census") - cpu.("tracing"), cpu.("none") / cpu.("census"))
 end
 
 SECTIONS.each do |section|

@@ -3,8 +3,9 @@
 # Allocation tracing cost: the same request-like work (build 20 rows, JSON them,
 # a few strings and arrays) run with no tracing, with
 # ObjectSpace.trace_object_allocations (what dump_all(since:) needs), with
-# our Native::Tracer, and with the tracer plus the census's FREEOBJ/GC hooks
-# (census). Rounds alternate, in one process; medians are reported.
+# our Native::Tracer, and with the tracer plus the census (its GC hooks and the
+# reconciliation after each GC). Rounds alternate, in one process; medians are
+# reported.
 #
 #   ruby bench/trace.rb            # 5 rounds of 20,000 iterations
 #   CI=1 ruby bench/trace.rb       # smoke size

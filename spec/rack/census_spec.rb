@@ -101,6 +101,52 @@ RSpec.describe "Rack::Objectspace census" do
       expect(kept.size).to eq(200)
     end
 
+    # Strings allocated at one line, in a fresh Array that shares no buffer.
+    ALLOC_LINE = __LINE__ + 1
+    def allocate_strings(n, tag) = Array.new(n) { |i| "#{tag}:#{i}" }
+
+    def heap_count(native)
+      ObjectSpace.each_object(String).count do |s|
+        file, line, = native::Tracer.site(s)
+        file == __FILE__ && line == ALLOC_LINE
+      end
+    end
+
+    it "stay equal to the heap's own count through minor and major GCs (reconciled after each GC, no FREEOBJ hook)" do
+      site_count = {}
+      probes = []
+      probe = lambda do |label|
+        probes << [label, heap_count(native)]
+        native::Census.request("GET", "/#{label}")
+      end
+      native::Census.request("GET", "/alloc")
+      old = allocate_strings(400, "old")
+      native::Census.request("GET", "/age")
+      4.times { GC.start(full_mark: false) } # old from now on
+      probe.("aged")
+      young = allocate_strings(300, "young")
+      old = Array.new(200) { |i| old[i] } # 200 old garbage: a minor GC keeps them
+      young = Array.new(150) { |i| young[i] } # 150 young garbage: a minor GC frees them
+      native::Census.request("GET", "/minor")
+      GC.start(full_mark: false)
+      probe.("after_minor")
+      native::Census.request("GET", "/major")
+      GC.start
+      probe.("after_major")
+      native::Census.request("GET", "/end")
+      lines = census_lines(native::Census.take_batch("h", Process.pid)[1])
+      site = lines.find { |l| l["file"] == __FILE__ && l["line"] == ALLOC_LINE && l["type"] == "STRING" }
+      lines.select { |l| l.key?("requests") }.each do |point|
+        change = point["counts"].find { |id, _, _| id == site["site"] }
+        site_count[:now] = change[1] if change
+        site_count[point["endpoints"].first[1]] = site_count[:now]
+      end
+      census = probes.to_h { |label, _| [label, site_count["/#{label}"]] }
+      expect(census).to eq(probes.to_h)
+      expect(probes.map(&:last)).to eq([400, 200 + 150 + 200, 200 + 150])
+      expect([old.size, young.size]).to eq([200, 150])
+    end
+
     it "gives each object the number of the request that allocated it, in dumps too" do
       n = native::Census.request("GET", "/x")
       line = __LINE__ + 1

@@ -83,7 +83,8 @@ pub struct Census {
     shadow: Vec<(u64, u64)>,
     shadow_at: (u64, u64, u64, u64),
     endpoint_names: Vec<(String, String)>,
-    endpoint_ids: FxHashMap<(String, String), u32>,
+    /// Endpoint ids by method, then path.
+    endpoint_ids: FxHashMap<String, FxHashMap<String, u32>>,
     /// Endpoint id of each recent request: request `first_request + i`.
     by_request: VecDeque<u32>,
     first_request: u64,
@@ -216,7 +217,7 @@ impl Census {
         self.pending.push(Point {
             requests: n,
             gc_count,
-            swept_gc: table.stats().swept_gc,
+            swept_gc: table.swept_gc(),
             at_ms,
             endpoints,
             changes: start..self.changes.len(),
@@ -226,21 +227,27 @@ impl Census {
     }
 
     fn endpoint_id(&mut self, method: &str, path: &str) -> u32 {
-        let key = (method.to_string(), path.to_string());
-        if let Some(&id) = self.endpoint_ids.get(&key) {
+        // Looked up by &str: no allocation per request once an endpoint is known.
+        if let Some(&id) = self
+            .endpoint_ids
+            .get(method)
+            .and_then(|paths| paths.get(path))
+        {
             return id;
         }
-        let key = if self.endpoint_names.len() + 1 >= MAX_ENDPOINT_NAMES {
-            ("*".to_string(), "(other)".to_string())
+        let (method, path) = if self.endpoint_names.len() + 1 >= MAX_ENDPOINT_NAMES {
+            ("*", "(other)")
         } else {
-            key
+            (method, path)
         };
-        if let Some(&id) = self.endpoint_ids.get(&key) {
+        let paths = self.endpoint_ids.entry(method.to_string()).or_default();
+        if let Some(&id) = paths.get(path) {
             return id;
         }
         let id = self.endpoint_names.len() as u32;
-        self.endpoint_names.push(key.clone());
-        self.endpoint_ids.insert(key, id);
+        self.endpoint_names
+            .push((method.to_string(), path.to_string()));
+        paths.insert(path.to_string(), id);
         id
     }
 

@@ -14,17 +14,26 @@
 //!   bytes so that a reused address cannot rename a file.
 //!
 //! The census: [`SiteTable::record_object`] (NEWOBJ) counts an object in at
-//! its site, [`SiteTable::free`] (FREEOBJ) counts it out, and
-//! [`SiteTable::end_sweep`] (GC_END_SWEEP) sets every site's `at_gc` count to
+//! its site; after each GC, [`SiteTable::reconcile`] counts out the recorded
+//! objects that GC freed, reading the heap's slots (there is no FREEOBJ hook:
+//! Ruby's dispatch of one event per freed object cost more than the rest of
+//! the census); [`SiteTable::free`] counts out one object (tests, generators),
+//! and [`SiteTable::end_sweep`] sets every site's `at_gc` count to
 //! its live count less the objects allocated since that GC began
 //! ([`SiteTable::gc_start`], GC_START) and less the live objects of the
 //! request in flight, and marks the sites whose count changed. So `at_gc` is
 //! exact for the last finished GC: the objects that were alive when it began
 //! and that it did not free, but for those of the request then being served
 //! (with concurrent requests, only the latest begun is left out). (A minor GC frees only
-//! young objects: old garbage stays counted until a major GC.) Without the FREEOBJ hook (census off) a freed
-//! slot keeps its stale entry until it is reused; stale entries are never read
-//! by the dump pipeline, which only asks about live objects.
+//! young objects: old garbage stays counted until a major GC.) A slot freed
+//! and reused before the reconciliation is counted out by the NEWOBJ of its
+//! new object. With the census off a freed slot keeps its stale entry until it
+//! is reused; stale entries are never read by the dump pipeline, which only
+//! asks about live objects.
+//!
+//! A reconciliation after a minor GC reads only the chunks that hold objects
+//! not yet seen old (`RB_OBJ_PROMOTED`): a minor GC frees no old object, so a
+//! chunk of old objects cannot change. After a major GC it reads them all.
 //!
 //! Bounds: at most [`MAX_SITES`] sites and [`MAX_FILES`] file names (eval with
 //! a unique file name per call cannot grow the table without limit: past the
@@ -129,6 +138,38 @@ pub struct SiteName {
     pub class: Option<String>,
 }
 
+/// What a reconciliation finds in a heap slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Free, or an object being finalized (`T_NONE`, `T_ZOMBIE`, `T_MOVED`).
+    Free,
+    /// A live object a minor GC may still free (not old).
+    Young,
+    /// A live old object: only a major GC can free it.
+    Old,
+}
+
+/// A heap page as `rb_objspace_each_objects` gives it: slots at `start`,
+/// `start + stride`, ... below `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub start: u64,
+    pub end: u64,
+    pub stride: u64,
+}
+
+/// Count a recorded object out of its site (freed, or its slot reused).
+#[inline]
+fn count_out(sites: &mut [SiteInfo], entry: Entry) {
+    let s = &mut sites[(entry.site - 1) as usize];
+    s.live = s.live.saturating_sub(1);
+    if entry.request == s.req_a {
+        s.cnt_a = s.cnt_a.saturating_sub(1);
+    } else if entry.request == s.req_b {
+        s.cnt_b = s.cnt_b.saturating_sub(1);
+    }
+}
+
 /// One site's census values as of the last sweep: (site id, live, memsize).
 pub type Change = (u32, u64, u64);
 
@@ -137,6 +178,11 @@ pub type Change = (u32, u64, u64);
 pub struct SiteTable {
     chunk_index: FxHashMap<u64, u32>,
     chunks: Vec<Box<[Entry]>>,
+    /// By chunk: its key (address >> CHUNK_BITS).
+    chunk_keys: Vec<u64>,
+    /// By chunk: entries recorded since the last reconciliation, plus those
+    /// it found alive and not yet old (0: a minor GC cannot have freed any).
+    chunk_young: Vec<u32>,
     last_chunk: Option<(u64, u32)>,
     /// The chunk of the last free: a sweep frees a page's objects in a row,
     /// while allocations (`last_chunk`) fill another page.
@@ -146,6 +192,8 @@ pub struct SiteTable {
     json_paths: Vec<Box<str>>,
     by_bytes: HashMap<Box<[u8]>, u32>,
     by_key: FxHashMap<usize, u32>,
+    /// The last path looked up: (key, id), checked against the bytes like `by_key`.
+    last_path: Option<(usize, u32)>,
     sites: Vec<SiteInfo>,
     by_site: FxHashMap<u64, u32>,
     last_site: Option<(u64, u32)>,
@@ -163,6 +211,9 @@ pub struct SiteTable {
     unrecorded: u64,
     sweeps: u64,
     swept_gc: u64,
+    reconciles: u64,
+    /// Heap slots read by reconciliations.
+    slots_read: u64,
     overflow_path: u32,
     site_cap: bool,
     file_cap: bool,
@@ -176,7 +227,7 @@ pub struct SiteTable {
 pub struct SiteStats {
     /// Allocations recorded since the table was made or cleared.
     pub recorded: u64,
-    /// Frees counted (census on).
+    /// Recorded objects counted out as freed (census on).
     pub freed: u64,
     /// Allocations not recorded because the table was at [`MAX_TABLE_BYTES`].
     pub unrecorded: u64,
@@ -191,6 +242,9 @@ pub struct SiteStats {
     /// Sweeps seen (census on), and the GC count of the last.
     pub sweeps: u64,
     pub swept_gc: u64,
+    /// Reconciliations after a GC, and the heap slots they read.
+    pub reconciles: u64,
+    pub slots_read: u64,
     /// Which caps were reached.
     pub site_cap: bool,
     pub file_cap: bool,
@@ -292,6 +346,8 @@ impl SiteTable {
                         let i = self.chunks.len() as u32;
                         self.chunks
                             .push(vec![Entry::default(); PER_CHUNK].into_boxed_slice());
+                        self.chunk_young.push(0);
+                        self.chunk_keys.push(chunk);
                         self.chunk_index.insert(chunk, i);
                         i
                     }
@@ -308,16 +364,18 @@ impl SiteTable {
         let site = self.site_id(path, line, ty);
         let request = self.request;
         let entry = &mut self.chunks[index as usize][slot];
-        let old = entry.site;
+        let old = *entry;
         *entry = Entry {
             site,
             generation: generation as u32,
             request,
         };
-        if old != 0 {
-            // A slot reused without a FREEOBJ seen (census off, or started late).
-            let s = &mut self.sites[(old - 1) as usize];
-            s.live = s.live.saturating_sub(1);
+        let young = &mut self.chunk_young[index as usize];
+        *young = young.saturating_add(1);
+        if old.site != 0 {
+            // A slot freed and reused before a reconciliation saw it free.
+            count_out(&mut self.sites, old);
+            self.freed += 1;
         }
         let s = &mut self.sites[(site - 1) as usize];
         s.live += 1;
@@ -338,7 +396,8 @@ impl SiteTable {
         self.recorded += 1;
     }
 
-    /// Count out a freed object (the FREEOBJ hook). Never allocates.
+    /// Count out one freed object (tests and session generators: the running
+    /// census finds frees with [`Self::reconcile`]). Never allocates.
     #[inline]
     pub fn free(&mut self, address: u64) {
         let (chunk, slot) = Self::split(address);
@@ -355,16 +414,119 @@ impl SiteTable {
         };
         let entry = &mut self.chunks[index as usize][slot];
         if entry.site != 0 {
-            let s = &mut self.sites[(entry.site - 1) as usize];
-            s.live = s.live.saturating_sub(1);
-            if entry.request == s.req_a {
-                s.cnt_a = s.cnt_a.saturating_sub(1);
-            } else if entry.request == s.req_b {
-                s.cnt_b = s.cnt_b.saturating_sub(1);
-            }
+            count_out(&mut self.sites, *entry);
             *entry = Entry::default();
             self.freed += 1;
         }
+    }
+
+    /// After a GC: count out every recorded object it freed. `pages` are the
+    /// heap's pages as a walk found them after the GC (any order); `slot(a)`
+    /// reads the heap slot at `a`, and is only called for a slot start inside
+    /// one of them. Entries outside every page (a page freed whole, or a
+    /// slot boundary that moved when its page was reused for another slot
+    /// size) are counted out unread. `full` after a major GC; else only the
+    /// chunks that may hold young objects are read. Never allocates beyond
+    /// its scratch space; returns the objects counted out.
+    pub fn reconcile(
+        &mut self,
+        pages: &mut [Page],
+        full: bool,
+        mut slot: impl FnMut(u64) -> Slot,
+    ) -> u64 {
+        pages.sort_unstable_by_key(|p| p.start);
+        let mut seen = vec![false; self.chunks.len()];
+        let mut visited = [0u64; PER_CHUNK.div_ceil(64)];
+        // The chunk being read: (index, young entries found).
+        let mut current: Option<(u32, u32)> = None;
+        let mut skip: Option<u64> = None;
+        let mut freed = 0u64;
+        let mut read = 0u64;
+        for page in pages.iter() {
+            let stride = page.stride.max(SLOT);
+            let mut v = page.start;
+            while v < page.end {
+                let (key, i) = Self::split(v);
+                if skip == Some(key) {
+                    // On to this page's first slot in the next chunk.
+                    let next = (key + 1) << CHUNK_BITS;
+                    v += (next - v).div_ceil(stride) * stride;
+                    continue;
+                }
+                let index = match current {
+                    Some((c, _)) if self.chunk_keys[c as usize] == key => c,
+                    _ => {
+                        if let Some((c, young)) = current.take() {
+                            freed += self.finish_chunk(c, young, &visited);
+                        }
+                        match self.chunk_index.get(&key) {
+                            Some(&c) if full || self.chunk_young[c as usize] > 0 => {
+                                seen[c as usize] = true;
+                                visited.fill(0);
+                                current = Some((c, 0));
+                                skip = None;
+                                c
+                            }
+                            found => {
+                                // Nothing recorded here, or only old objects
+                                // (a minor GC frees none).
+                                if let Some(&c) = found {
+                                    seen[c as usize] = true;
+                                }
+                                skip = Some(key);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                visited[i / 64] |= 1 << (i % 64);
+                let entry = self.chunks[index as usize][i];
+                if entry.site != 0 {
+                    read += 1;
+                    match slot(v) {
+                        Slot::Free => {
+                            count_out(&mut self.sites, entry);
+                            self.chunks[index as usize][i] = Entry::default();
+                            freed += 1;
+                        }
+                        Slot::Young => {
+                            if let Some((_, young)) = current.as_mut() {
+                                *young += 1;
+                            }
+                        }
+                        Slot::Old => {}
+                    }
+                }
+                v += stride;
+            }
+        }
+        if let Some((c, young)) = current {
+            freed += self.finish_chunk(c, young, &visited);
+        }
+        // Chunks no page covers any more: every object there is gone.
+        for (c, seen) in seen.iter().enumerate() {
+            if !seen && (full || self.chunk_young[c] > 0) {
+                freed += self.finish_chunk(c as u32, 0, &[0; PER_CHUNK.div_ceil(64)]);
+            }
+        }
+        self.freed += freed;
+        self.slots_read += read;
+        self.reconciles += 1;
+        freed
+    }
+
+    /// Count out the entries of chunk `c` no page slot visited; it keeps `young`.
+    fn finish_chunk(&mut self, c: u32, young: u32, visited: &[u64]) -> u64 {
+        let mut freed = 0;
+        for (i, entry) in self.chunks[c as usize].iter_mut().enumerate() {
+            if entry.site != 0 && visited[i / 64] & (1 << (i % 64)) == 0 {
+                count_out(&mut self.sites, *entry);
+                *entry = Entry::default();
+                freed += 1;
+            }
+        }
+        self.chunk_young[c as usize] = young;
+        freed
     }
 
     /// A GC begins (GC_START): objects allocated from now until its sweep
@@ -562,6 +724,11 @@ impl SiteTable {
         *self = SiteTable::default();
     }
 
+    /// The GC count of the last sweep reconciled (cheap, unlike `stats`).
+    pub fn swept_gc(&self) -> u64 {
+        self.swept_gc
+    }
+
     pub fn stats(&self) -> SiteStats {
         let paths: usize = self.raw_paths.iter().map(|p| 2 * p.len() + 64).sum();
         SiteStats {
@@ -577,6 +744,8 @@ impl SiteTable {
                 + paths) as u64,
             sweeps: self.sweeps,
             swept_gc: self.swept_gc,
+            reconciles: self.reconciles,
+            slots_read: self.slots_read,
             site_cap: self.site_cap,
             file_cap: self.file_cap,
             byte_cap: self.byte_cap,
@@ -631,8 +800,15 @@ impl SiteTable {
 
     #[inline]
     fn path_id(&mut self, key: usize, bytes: &[u8]) -> u32 {
+        // Consecutive allocations mostly come from one file.
+        if let Some((k, id)) = self.last_path {
+            if k == key && *self.raw_paths[(id - 2) as usize] == *bytes {
+                return id;
+            }
+        }
         if let Some(&id) = self.by_key.get(&key) {
             if *self.raw_paths[(id - 2) as usize] == *bytes {
+                self.last_path = Some((key, id));
                 return id;
             }
         }
@@ -649,6 +825,7 @@ impl SiteTable {
             self.by_key.clear();
         }
         self.by_key.insert(key, id);
+        self.last_path = Some((key, id));
         id
     }
 
@@ -778,8 +955,127 @@ mod tests {
         assert_eq!(changes, vec![(1, 5, 200), (2, 2, 80)]);
         assert_eq!(t.site_name(1).unwrap().ty, "STRING");
         assert_eq!(t.site_name(2).unwrap().file_json.as_deref(), Some("a.rb"));
-        assert_eq!(t.stats().freed, 4);
+        assert_eq!(t.stats().freed, 4 + 1, "four frees and a reused slot");
         assert_eq!(t.stats().sweeps, 1 + 1);
+    }
+
+    /// A heap of one 64 KiB page per chunk: `pages(&[0x1, 0x2])` gives pages
+    /// at 0x1_0000 and 0x2_0000 with 40-byte slots.
+    fn pages(keys: &[u64]) -> Vec<Page> {
+        keys.iter()
+            .rev() // any order
+            .map(|&k| Page {
+                start: (k << CHUNK_BITS).next_multiple_of(SLOT),
+                end: (k + 1) << CHUNK_BITS,
+                stride: SLOT,
+            })
+            .collect()
+    }
+
+    fn live(t: &mut SiteTable, gc: u64) -> Vec<Change> {
+        t.end_sweep(gc);
+        let mut changes = Vec::new();
+        t.take_changes(&mut changes);
+        changes.sort();
+        changes
+    }
+
+    #[test]
+    fn a_reconciliation_counts_out_what_the_gc_freed() {
+        let mut t = SiteTable::default();
+        let base = 0x1_0000u64.next_multiple_of(SLOT);
+        for i in 0..10 {
+            t.record_object(base + i * SLOT, None, 0, 5, 1);
+        }
+        // Slots 0..4 freed; one reused before the reconciliation (its NEWOBJ
+        // counted the old object out).
+        t.record_object(base + 9 * SLOT, None, 0, 7, 1);
+        let freed = t.reconcile(&mut pages(&[1]), false, |a| {
+            if a < base + 4 * SLOT {
+                Slot::Free
+            } else {
+                Slot::Young
+            }
+        });
+        assert_eq!(freed, 4);
+        assert_eq!(live(&mut t, 1), vec![(1, 5, 200), (2, 1, 40)]);
+        assert_eq!(t.lookup(base), None);
+        assert_eq!(t.stats().freed, 5);
+        assert_eq!(t.stats().slots_read, 10);
+    }
+
+    #[test]
+    fn a_minor_reconciliation_reads_only_chunks_with_young_objects() {
+        let mut t = SiteTable::default();
+        let (a, b) = (
+            0x1_0000u64.next_multiple_of(SLOT),
+            0x2_0000u64.next_multiple_of(SLOT),
+        );
+        t.record_object(a, None, 0, 5, 1);
+        t.record_object(b, None, 0, 5, 1);
+        // Both alive; the one at `a` is old from now on.
+        t.reconcile(&mut pages(&[1, 2]), false, |x| {
+            if x == a {
+                Slot::Old
+            } else {
+                Slot::Young
+            }
+        });
+        assert_eq!(live(&mut t, 1), vec![(1, 2, 80)]);
+        // A minor GC frees no old object: chunk 1 is not read, chunk 2 is.
+        let mut read = Vec::new();
+        t.reconcile(&mut pages(&[1, 2]), false, |x| {
+            read.push(x);
+            Slot::Free
+        });
+        assert_eq!(read, vec![b]);
+        assert_eq!(live(&mut t, 2), vec![(1, 1, 40)]);
+        // A major GC reads everything.
+        t.reconcile(&mut pages(&[1, 2]), true, |_| Slot::Free);
+        assert_eq!(live(&mut t, 3), vec![(1, 0, 0)]);
+        // A new object makes its chunk young again.
+        t.record_object(a, None, 0, 5, 4);
+        t.reconcile(&mut pages(&[1, 2]), false, |_| Slot::Free);
+        assert_eq!(t.stats().freed, 3);
+    }
+
+    #[test]
+    fn objects_on_a_page_no_longer_in_the_heap_are_counted_out_unread() {
+        let mut t = SiteTable::default();
+        let (a, b) = (
+            0x1_0000u64.next_multiple_of(SLOT),
+            0x2_0000u64.next_multiple_of(SLOT),
+        );
+        t.record_object(a, None, 0, 5, 1);
+        t.record_object(b, None, 0, 5, 1);
+        t.record_object(b + SLOT, None, 0, 5, 1);
+        // Page 2 was freed whole: its slots must not be read.
+        let freed = t.reconcile(&mut pages(&[1]), false, |x| {
+            assert!(x < 0x2_0000, "read a freed page at {x:#x}");
+            Slot::Young
+        });
+        assert_eq!(freed, 2);
+        assert_eq!(live(&mut t, 1), vec![(1, 1, 40)]);
+    }
+
+    #[test]
+    fn a_page_reused_for_another_slot_size_counts_out_entries_between_slots() {
+        let mut t = SiteTable::default();
+        let start = 0x1_0000u64.next_multiple_of(SLOT);
+        t.record_object(start, None, 0, 5, 1);
+        t.record_object(start + SLOT, None, 0, 5, 1);
+        // The page now has 80-byte slots: start + 40 is no slot's start.
+        let mut heap = vec![Page {
+            start,
+            end: 0x2_0000,
+            stride: 2 * SLOT,
+        }];
+        let freed = t.reconcile(&mut heap, true, |x| {
+            assert_eq!((x - start) % (2 * SLOT), 0);
+            Slot::Young
+        });
+        assert_eq!(freed, 1);
+        assert_eq!(live(&mut t, 1), vec![(1, 1, 40)]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::tracer;
 
 extern "C" {
     // Exported by libruby, not declared in its public headers.
-    fn rb_objspace_each_objects(
+    pub(crate) fn rb_objspace_each_objects(
         callback: unsafe extern "C" fn(*mut c_void, *mut c_void, usize, *mut c_void) -> c_int,
         data: *mut c_void,
     );
@@ -39,12 +39,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `Census.enable`: count frees and sweeps whenever the tracer runs.
-fn enable() {
-    tracer::enable_census();
+/// `Census.enable`: reconcile the counts after every GC whenever the tracer runs.
+fn enable(ruby: &Ruby) {
+    tracer::enable_census(ruby);
 }
 
-/// `Census.disable`: stop counting frees (the site table's counts go stale).
+/// `Census.disable`: stop reconciling after GCs (the site table's counts go stale).
 fn disable() {
     tracer::disable_census();
 }
@@ -53,17 +53,16 @@ fn enabled() -> bool {
     tracer::census_enabled()
 }
 
-/// Text of a Ruby String, lossily, at most `max` bytes.
-fn text(s: RString, max: usize) -> String {
-    // SAFETY: the bytes are copied before any other Ruby call.
-    let bytes = unsafe { s.as_slice() };
-    String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned()
-}
-
 /// `Census.request(method, path)`: a request begins. Returns its number.
 fn request(method: RString, path: RString) -> u64 {
-    let method = text(method, 16);
-    let path = text(path, 2048);
+    // The GC's reconciliation, if its postponed job could not be queued.
+    tracer::reconcile();
+    // SAFETY: the strings are only read, and no Ruby code runs (nothing can
+    // change or free them) until begin_request returns.
+    let (method, path) = unsafe { (method.as_slice(), path.as_slice()) };
+    // Borrowed when valid UTF-8 (at most 16 and 2048 bytes), else repaired.
+    let method = String::from_utf8_lossy(&method[..method.len().min(16)]);
+    let path = String::from_utf8_lossy(&path[..path.len().min(2048)]);
     // SAFETY: reads a counter; called with the GVL.
     let gc = unsafe { rb_gc_count() } as u64;
     let at = now_ms();
@@ -147,10 +146,11 @@ unsafe extern "C" fn walk_page(
 /// name, and the census the endpoints whose requests allocated each site's
 /// live objects. Returns `[objects_walked, milliseconds]`.
 fn walk() -> (u64, f64) {
+    tracer::reconcile();
     let started = Instant::now();
     let (sites_now, swept_gc) = {
         let t = sites::global().lock();
-        (t.site_count(), t.stats().swept_gc)
+        (t.site_count(), t.swept_gc())
     };
     let census_now = census::global().lock().stats().requests;
     let mut walk = Walk {
@@ -203,6 +203,7 @@ fn walk() -> (u64, f64) {
 /// `Census.take_batch(host, pid)`: `[key, gzipped_bytes, points]`, or nil when
 /// no point is waiting.
 fn take_batch(ruby: &Ruby, host: String, pid: u32) -> RbResult<Option<RArray>> {
+    tracer::reconcile();
     let batch = nogvl(ruby, move || {
         Census::take_batch(census::global(), sites::global(), &host, pid)
     })?;
@@ -225,6 +226,7 @@ fn submit_batch(
     host: String,
     pid: u32,
 ) -> RbResult<Option<RArray>> {
+    tracer::reconcile();
     let batch = nogvl(ruby, move || {
         Census::take_batch(census::global(), sites::global(), &host, pid)
     })?;

@@ -5,40 +5,59 @@
 //! Pipelines read the table to annotate `dump_all` records and to keep only
 //! objects allocated since a generation (`dump: :retained`).
 //!
-//! With the census on (`Native::Census.enable`), a second internal hook counts
-//! freed objects out (FREEOBJ), notes when a GC begins (GC_START) and closes
-//! the census's books at the end of each sweep (GC_END_SWEEP). Both run inside the GC: no allocation, no Ruby.
+//! With the census on (`Native::Census.enable`), a second internal hook notes
+//! when a GC begins (GC_START) and, at the end of its sweep (GC_END_SWEEP),
+//! asks for a postponed job: right after the GC, with the GVL, the job lists
+//! the heap's pages (`rb_objspace_each_objects`) and reconciles the table with
+//! them, counting out the recorded objects the GC freed, then closes the
+//! census's books for that GC. Hooks run inside the GC: no allocation, no
+//! Ruby. There is no FREEOBJ hook: Ruby dispatching one event per freed
+//! object cost more than the whole census does now (bench/census.rb).
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, prelude::*, RHash, RModule, Ruby, Value};
 use objectspace_core::{census, sites};
 use rb_sys::{
-    rb_gc_count, rb_gc_register_mark_object, rb_tracearg_event_flag, rb_tracearg_from_tracepoint,
-    rb_tracearg_lineno, rb_tracearg_object, rb_tracearg_path, rb_tracepoint_disable,
-    rb_tracepoint_enable, rb_tracepoint_enabled_p, rb_tracepoint_new, ruby_value_type, Qnil, Qtrue,
-    FIX2LONG, FIXNUM_P, RB_BUILTIN_TYPE, RB_TYPE_P, RSTRING_LEN, RSTRING_PTR, VALUE,
+    rb_add_event_hook2, rb_event_hook_flag_t, rb_gc_count, rb_gc_register_mark_object, rb_gc_stat,
+    rb_postponed_job_register_one, rb_remove_event_hook, rb_trace_arg_t, rb_tracearg_event_flag,
+    rb_tracearg_from_tracepoint, rb_tracearg_lineno, rb_tracearg_object, rb_tracearg_path,
+    rb_tracepoint_disable, rb_tracepoint_enable, rb_tracepoint_enabled_p, rb_tracepoint_new,
+    ruby_value_type, Qnil, Qtrue, FIX2LONG, FIXNUM_P, RB_BUILTIN_TYPE, RB_TYPE_P, RSTRING_LEN,
+    RSTRING_PTR, VALUE,
 };
 
 use crate::counters;
 use crate::errors::RbResult;
 
-/// The TracePoint (0 until first started); marked for GC once made.
-static TRACEPOINT: AtomicUsize = AtomicUsize::new(0);
-/// The census's FREEOBJ + GC_END_SWEEP TracePoint (0 until first needed).
-static FREE_TRACEPOINT: AtomicUsize = AtomicUsize::new(0);
-/// Whether the census is on: the free hook runs whenever the tracer does.
+/// Whether the NEWOBJ hook is installed.
+static NEWOBJ_HOOK: AtomicBool = AtomicBool::new(false);
+/// The census's GC_START + GC_END_SWEEP TracePoint (0 until first needed).
+static GC_TRACEPOINT: AtomicUsize = AtomicUsize::new(0);
+/// Whether the census is on: the GC hook runs whenever the tracer does.
 static CENSUS: AtomicBool = AtomicBool::new(false);
+/// A sweep ended and its reconciliation has not run yet.
+static RECONCILE: AtomicBool = AtomicBool::new(false);
+/// The Symbol `:major_gc_count` when this Ruby's `GC.stat` has it (0: it has
+/// not, and every reconciliation reads the whole table).
+static MAJOR_KEY: AtomicUsize = AtomicUsize::new(0);
+/// `GC.stat(:major_gc_count)` at the last reconciliation.
+static MAJORS: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Time spent reconciling, in nanoseconds, and how many were full.
+static RECONCILE_NS: AtomicU64 = AtomicU64::new(0);
+static FULL_RECONCILES: AtomicU64 = AtomicU64::new(0);
 
 /// Called by Ruby for every new object while enabled. Internal-event hooks may
 /// not allocate, raise or call Ruby: this reads the frame and the table only.
-extern "C" fn on_newobj(tpval: VALUE, _data: *mut c_void) {
-    // SAFETY: called by the VM with a live TracePoint for a NEWOBJ event; the
+/// A raw event hook (`rb_add_event_hook2`, RAW_ARG) rather than a TracePoint:
+/// Ruby hands the trace argument over directly, with no TracePoint object to
+/// check and look up on every allocation.
+unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
+    // SAFETY: called by the VM for a NEWOBJ event with its trace argument; the
     // path string is owned by the running iseq and outlives this call.
     unsafe {
-        let arg = rb_tracearg_from_tracepoint(tpval);
         let object = rb_tracearg_object(arg);
         let path = rb_tracearg_path(arg);
         let line = rb_tracearg_lineno(arg);
@@ -63,24 +82,90 @@ extern "C" fn on_newobj(tpval: VALUE, _data: *mut c_void) {
     }
 }
 
-/// The census's hook: FREEOBJ counts an object out of its site; GC_END_SWEEP
-/// closes the books of that GC. Same rules as `on_newobj`.
-extern "C" fn on_free_or_sweep(tpval: VALUE, _data: *mut c_void) {
-    // SAFETY: called by the VM with a live TracePoint for one of its events;
-    // the object of a FREEOBJ event is only used as a number.
+/// The census's hook: GC_START notes that a GC begins; GC_END_SWEEP asks for
+/// the reconciliation (once until it runs). Same rules as `on_newobj`:
+/// `rb_postponed_job_register_one` is made for such places.
+extern "C" fn on_gc(tpval: VALUE, _data: *mut c_void) {
+    // SAFETY: called by the VM with a live TracePoint for one of its events.
     unsafe {
         let arg = rb_tracearg_from_tracepoint(tpval);
         let event = rb_tracearg_event_flag(arg);
-        if event & rb_sys::RUBY_INTERNAL_EVENT_FREEOBJ != 0 {
-            let object = rb_tracearg_object(arg);
-            sites::global().lock().free(object as u64);
-        } else if event & rb_sys::RUBY_INTERNAL_EVENT_GC_START != 0 {
+        if event & rb_sys::RUBY_INTERNAL_EVENT_GC_START != 0 {
             sites::global().lock().gc_start();
-        } else {
-            let gc = rb_gc_count() as u64;
-            sites::global().lock().end_sweep(gc);
+        } else if !RECONCILE.swap(true, Ordering::AcqRel) {
+            // A full queue leaves RECONCILE set: the next census point runs it.
+            rb_postponed_job_register_one(0, Some(reconcile_job), std::ptr::null_mut());
         }
     }
+}
+
+unsafe extern "C" fn reconcile_job(_data: *mut c_void) {
+    reconcile();
+}
+
+/// Collects the heap's pages for `reconcile` (allocates no Ruby object).
+unsafe extern "C" fn collect_page(
+    start: *mut c_void,
+    end: *mut c_void,
+    stride: usize,
+    data: *mut c_void,
+) -> std::ffi::c_int {
+    // SAFETY: `data` is the Vec passed by `reconcile`.
+    let pages = unsafe { &mut *(data as *mut Vec<sites::Page>) };
+    pages.push(sites::Page {
+        start: start as u64,
+        end: end as u64,
+        stride: stride as u64,
+    });
+    0
+}
+
+/// What the heap slot at `address` holds. Only called for a slot start inside
+/// a page the walk just listed, with the GVL and no GC running.
+fn read_slot(address: u64) -> sites::Slot {
+    // SAFETY: see above; every slot begins with its flags word.
+    let flags: u64 = unsafe { *(address as *const VALUE) };
+    let promoted = rb_sys::ruby_fl_type::RUBY_FL_PROMOTED as u64;
+    match flags & 0x1f {
+        // T_NONE (free), T_ZOMBIE (being finalized), T_MOVED.
+        0x00 | 0x1d | 0x1e => sites::Slot::Free,
+        _ if flags & promoted == promoted => sites::Slot::Old,
+        _ => sites::Slot::Young,
+    }
+}
+
+/// Reconcile the site table with the heap after a GC, if one ended since the
+/// last time: count out the recorded objects it freed, then set every site's
+/// count for that GC (`SiteTable::end_sweep`). Runs as a postponed job right
+/// after the GC, and from the census's calls in case the job could not be
+/// queued. With the GVL.
+pub fn reconcile() {
+    if !RECONCILE.swap(false, Ordering::AcqRel) || !CENSUS.load(Ordering::Acquire) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let mut pages: Vec<sites::Page> = Vec::with_capacity(1024);
+    // SAFETY: with the GVL, outside GC (a postponed job or a Ruby method); the
+    // callback allocates no Ruby object.
+    let (gc, full) = unsafe {
+        crate::census::rb_objspace_each_objects(collect_page, &mut pages as *mut _ as *mut c_void);
+        let key = MAJOR_KEY.load(Ordering::Acquire);
+        let majors = if key == 0 {
+            u64::MAX
+        } else {
+            rb_gc_stat(key as VALUE) as u64
+        };
+        // A minor GC frees no old object: unless a major GC ran (or this Ruby
+        // cannot say), only chunks holding young objects are read.
+        let full = key == 0 || MAJORS.swap(majors, Ordering::AcqRel) != majors;
+        (rb_gc_count() as u64, full)
+    };
+    let mut table = sites::global().lock();
+    table.reconcile(&mut pages, full, read_slot);
+    table.end_sweep(gc);
+    drop(table);
+    FULL_RECONCILES.fetch_add(u64::from(full), Ordering::Relaxed);
+    RECONCILE_NS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
 fn make_tracepoint(
@@ -102,17 +187,47 @@ fn make_tracepoint(
     }
 }
 
-fn tracepoint() -> VALUE {
-    make_tracepoint(&TRACEPOINT, rb_sys::RUBY_INTERNAL_EVENT_NEWOBJ, on_newobj)
+/// Install the NEWOBJ hook unless it is (with the GVL).
+fn add_newobj_hook() {
+    if NEWOBJ_HOOK.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: with the GVL. Ruby calls a RAW_ARG hook as (data, trace_arg),
+    // the signature of `on_newobj`; the declared type is the other hook kind.
+    unsafe {
+        let hook = std::mem::transmute::<
+            unsafe extern "C" fn(VALUE, *mut rb_trace_arg_t),
+            unsafe extern "C" fn(rb_sys::rb_event_flag_t, VALUE, VALUE, rb_sys::ID, VALUE),
+        >(on_newobj);
+        rb_add_event_hook2(
+            Some(hook),
+            rb_sys::RUBY_INTERNAL_EVENT_NEWOBJ,
+            Qnil as VALUE,
+            rb_event_hook_flag_t::RUBY_EVENT_HOOK_FLAG_RAW_ARG,
+        );
+    }
 }
 
-fn free_tracepoint() -> VALUE {
+/// Remove the NEWOBJ hook if installed (with the GVL).
+fn remove_newobj_hook() {
+    if !NEWOBJ_HOOK.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: with the GVL; the same function pointer as added.
+    unsafe {
+        let hook = std::mem::transmute::<
+            unsafe extern "C" fn(VALUE, *mut rb_trace_arg_t),
+            unsafe extern "C" fn(rb_sys::rb_event_flag_t, VALUE, VALUE, rb_sys::ID, VALUE),
+        >(on_newobj);
+        rb_remove_event_hook(Some(hook));
+    }
+}
+
+fn gc_tracepoint() -> VALUE {
     make_tracepoint(
-        &FREE_TRACEPOINT,
-        rb_sys::RUBY_INTERNAL_EVENT_FREEOBJ
-            | rb_sys::RUBY_INTERNAL_EVENT_GC_START
-            | rb_sys::RUBY_INTERNAL_EVENT_GC_END_SWEEP,
-        on_free_or_sweep,
+        &GC_TRACEPOINT,
+        rb_sys::RUBY_INTERNAL_EVENT_GC_START | rb_sys::RUBY_INTERNAL_EVENT_GC_END_SWEEP,
+        on_gc,
     )
 }
 
@@ -166,24 +281,34 @@ fn start(ruby: &Ruby) -> bool {
         return false;
     }
     if CENSUS.load(Ordering::Acquire) {
-        enable(free_tracepoint());
+        enable(gc_tracepoint());
     }
-    enable(tracepoint());
+    add_newobj_hook();
     true
 }
 
-/// Turn the census's free hook on (and keep it on whenever the tracer runs).
-pub fn enable_census() {
+/// Turn the census's GC hook on (and keep it on whenever the tracer runs).
+pub fn enable_census(ruby: &Ruby) {
+    if MAJOR_KEY.load(Ordering::Acquire) == 0 {
+        // Static Symbol: never collected. Some GCs (MMTk) have no such key.
+        let key = ruby.to_symbol("major_gc_count");
+        let has: bool = ruby
+            .eval::<RHash>("GC.stat")
+            .is_ok_and(|stats| stats.get(key).is_some());
+        if has {
+            MAJOR_KEY.store(key.as_raw() as usize, Ordering::Release);
+        }
+    }
     CENSUS.store(true, Ordering::Release);
     if enabled() {
-        enable(free_tracepoint());
+        enable(gc_tracepoint());
     }
 }
 
-/// Turn the census's free hook off (bench/trace.rb compares with and without).
+/// Turn the census's GC hook off (bench/trace.rb compares with and without).
 pub fn disable_census() {
     CENSUS.store(false, Ordering::Release);
-    let tp = FREE_TRACEPOINT.load(Ordering::Acquire);
+    let tp = GC_TRACEPOINT.load(Ordering::Acquire);
     if tp != 0 {
         // SAFETY: a live TracePoint, with the GVL.
         unsafe {
@@ -197,26 +322,23 @@ pub fn census_enabled() -> bool {
     CENSUS.load(Ordering::Acquire)
 }
 
-/// `Tracer.stop`: stop recording and forget what was recorded. The table has
-/// no free hook, so it is only right while recording: a slot freed and reused
-/// while stopped would keep the site of the object that was there before.
+/// `Tracer.stop`: stop recording and forget what was recorded. The table is
+/// only right while recording: a slot freed and reused while stopped would
+/// keep the site of the object that was there before.
 fn stop() {
-    for slot in [&TRACEPOINT, &FREE_TRACEPOINT] {
-        let tp = slot.load(Ordering::Acquire);
-        if tp != 0 {
-            // SAFETY: a live TracePoint, with the GVL.
-            unsafe {
-                rb_tracepoint_disable(tp as VALUE);
-            }
+    remove_newobj_hook();
+    let tp = GC_TRACEPOINT.load(Ordering::Acquire);
+    if tp != 0 {
+        // SAFETY: a live TracePoint, with the GVL.
+        unsafe {
+            rb_tracepoint_disable(tp as VALUE);
         }
     }
     clear();
 }
 
 pub fn enabled() -> bool {
-    let tp = TRACEPOINT.load(Ordering::Acquire);
-    // SAFETY: a live TracePoint, with the GVL.
-    tp != 0 && unsafe { rb_tracepoint_enabled_p(tp as VALUE) == Qtrue as VALUE }
+    NEWOBJ_HOOK.load(Ordering::Acquire)
 }
 
 /// `Tracer.clear`: forget every recorded site.
@@ -266,8 +388,10 @@ fn request_of(object: Value) -> Option<u32> {
 }
 
 /// `Tracer.stats`: `{enabled:, recorded:, freed:, unrecorded:, files:, sites:,
-/// bytes:, site_bytes:, site_cap:, file_cap:, byte_cap:}`; `bytes` is the
-/// entry arrays, `site_bytes` the site and file tables.
+/// bytes:, site_bytes:, reconciles:, full_reconciles:, slots_read:,
+/// reconcile_ms:, site_cap:, file_cap:, byte_cap:}`; `bytes` is the entry
+/// arrays, `site_bytes` the site and file tables; the census's
+/// reconciliations after GCs, the heap slots they read and their time.
 fn stats(ruby: &Ruby) -> RbResult<RHash> {
     let s = sites::global().lock().stats();
     let hash = counters::hash(
@@ -280,7 +404,14 @@ fn stats(ruby: &Ruby) -> RbResult<RHash> {
             ("sites", s.sites),
             ("bytes", s.bytes),
             ("site_bytes", s.site_bytes),
+            ("reconciles", s.reconciles),
+            ("full_reconciles", FULL_RECONCILES.load(Ordering::Relaxed)),
+            ("slots_read", s.slots_read),
         ],
+    )?;
+    hash.aset(
+        ruby.to_symbol("reconcile_ms"),
+        RECONCILE_NS.load(Ordering::Relaxed) as f64 / 1e6,
     )?;
     hash.aset(ruby.to_symbol("enabled"), enabled())?;
     hash.aset(ruby.to_symbol("site_cap"), s.site_cap)?;
