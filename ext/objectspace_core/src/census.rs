@@ -30,6 +30,7 @@
 //! the previous point (a site not listed keeps its value).
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::LazyLock;
 
@@ -388,16 +389,18 @@ impl Census {
         };
         let mut text =
             String::with_capacity(64 * (names.len() + points.len()) + 24 * changes.len());
-        text.push_str(&format!(
-            "{{\"census\":1,\"host\":{},\"pid\":{pid},\"seq\":{seq},\"points\":{},\"sites\":{}}}\n",
+        let _ =
+            writeln!(text,
+            "{{\"census\":1,\"host\":{},\"pid\":{pid},\"seq\":{seq},\"points\":{},\"sites\":{}}}",
             json(host),
             points.len(),
             names.len()
-        ));
+        );
         for (id, name) in &names {
             let Some(n) = name else { continue };
-            text.push_str(&format!(
-                "{{\"site\":{id},\"file\":{},\"line\":{},\"type\":\"{}\",\"class\":{}}}\n",
+            let _ = writeln!(
+                text,
+                "{{\"site\":{id},\"file\":{},\"line\":{},\"type\":\"{}\",\"class\":{}}}",
                 n.file_json
                     .as_deref()
                     .map_or("null".to_string(), |f| format!("\"{f}\"")),
@@ -407,12 +410,13 @@ impl Census {
                     .as_deref()
                     .filter(|c| !c.is_empty())
                     .map_or("null".to_string(), json),
-            ));
+            );
         }
-        text.push_str(&format!(
+        let _ =
+            write!(text,
             "{{\"base\":{{\"requests\":{},\"gc_count\":{},\"swept_gc\":{},\"at\":{}}},\"counts\":[",
             base_at.0, base_at.1, base_at.2, base_at.3
-        ));
+        );
         let mut first = true;
         for (i, &(count, memsize)) in base.iter().enumerate() {
             if count > 0 {
@@ -420,15 +424,16 @@ impl Census {
                     text.push(',');
                 }
                 first = false;
-                text.push_str(&format!("[{},{count},{memsize}]", i + 1));
+                let _ = write!(text, "[{},{count},{memsize}]", i + 1);
             }
         }
         text.push_str("]}\n");
         if let Some(w) = &walk {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "{{\"walk\":{{\"requests\":{},\"gc_count\":{}}},\"endpoints\":[",
                 w.requests, w.gc_count
-            ));
+            );
             for (i, &(site, e, n)) in w.counts.iter().enumerate() {
                 let Some((method, path)) = endpoint_names.get(e as usize) else {
                     continue;
@@ -436,27 +441,28 @@ impl Census {
                 if i > 0 {
                     text.push(',');
                 }
-                text.push_str(&format!("[{site},{},{},{n}]", json(method), json(path)));
+                let _ = write!(text, "[{site},{},{},{n}]", json(method), json(path));
             }
             text.push_str("]}\n");
         }
         for p in &points {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "{{\"requests\":{},\"gc_count\":{},\"swept_gc\":{},\"at\":{},\"endpoints\":[",
                 p.requests, p.gc_count, p.swept_gc, p.at_ms
-            ));
+            );
             for (i, (method, path, n)) in p.endpoints.iter().enumerate() {
                 if i > 0 {
                     text.push(',');
                 }
-                text.push_str(&format!("[{},{},{n}]", json(method), json(path)));
+                let _ = write!(text, "[{},{},{n}]", json(method), json(path));
             }
             text.push_str("],\"counts\":[");
             for (i, (site, count, memsize)) in changes[p.changes.clone()].iter().enumerate() {
                 if i > 0 {
                     text.push(',');
                 }
-                text.push_str(&format!("[{site},{count},{memsize}]"));
+                let _ = write!(text, "[{site},{count},{memsize}]");
             }
             text.push_str("]}\n");
         }

@@ -518,11 +518,21 @@ impl SiteTable {
     /// Count out the entries of chunk `c` no page slot visited; it keeps `young`.
     fn finish_chunk(&mut self, c: u32, young: u32, visited: &[u64]) -> u64 {
         let mut freed = 0;
-        for (i, entry) in self.chunks[c as usize].iter_mut().enumerate() {
-            if entry.site != 0 && visited[i / 64] & (1 << (i % 64)) == 0 {
-                count_out(&mut self.sites, *entry);
-                *entry = Entry::default();
-                freed += 1;
+        let entries = &mut self.chunks[c as usize];
+        // A page covers its chunk but for the header: look only at the
+        // entries of words with a slot not visited.
+        for (w, &bits) in visited.iter().enumerate() {
+            if bits == u64::MAX {
+                continue;
+            }
+            let end = ((w + 1) * 64).min(entries.len());
+            for i in w * 64..end {
+                let entry = &mut entries[i];
+                if entry.site != 0 && bits & (1 << (i % 64)) == 0 {
+                    count_out(&mut self.sites, *entry);
+                    *entry = Entry::default();
+                    freed += 1;
+                }
             }
         }
         self.chunk_young[c as usize] = young;

@@ -3,11 +3,13 @@
 //! (`take_batch` for `[]=` stores, `submit_batch` through a native writer for
 //! URL stores). The logic lives in `objectspace_core::census` and `::sites`.
 
+use std::borrow::Cow;
 use std::ffi::{c_int, c_void};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use magnus::{function, prelude::*, RArray, RHash, RModule, RString, Ruby};
+use magnus::rb_sys::AsRawValue;
+use magnus::{function, prelude::*, RArray, RHash, RModule, RString, Ruby, Value};
 use objectspace_core::census::{self, Census, RequestEndpoints};
 use objectspace_core::sites;
 use objectspace_core::store::Store;
@@ -53,13 +55,47 @@ fn enabled() -> bool {
     tracer::census_enabled()
 }
 
-/// `Census.request(method, path)`: a request begins. Returns its number.
-fn request(method: RString, path: RString) -> u64 {
+/// The bytes of `v` if it is a String (anything else reads as empty).
+///
+/// # Safety
+/// The slice borrows the string's buffer: use it before any Ruby code runs.
+unsafe fn bytes_of<'a>(v: Value) -> &'a [u8] {
+    match RString::from_value(v) {
+        // SAFETY: see above; the buffer is the String's, not this handle's.
+        Some(s) => unsafe {
+            let ptr = rb_sys::RSTRING_PTR(s.as_raw()) as *const u8;
+            let len = rb_sys::RSTRING_LEN(s.as_raw()).max(0) as usize;
+            std::slice::from_raw_parts(ptr, len)
+        },
+        None => &[],
+    }
+}
+
+/// `Census.request(method, *path_parts)`: a request begins; its path is the
+/// parts joined (the middleware passes SCRIPT_NAME and PATH_INFO, so no
+/// Ruby String is made per request). Returns its number.
+fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
+    let Some((&method, parts)) = args.split_first() else {
+        return Err(magnus::Error::new(
+            ruby.exception_arg_error(),
+            "Census.request(method, *path_parts)",
+        ));
+    };
     // The GC's reconciliation, if its postponed job could not be queued.
     tracer::reconcile();
     // SAFETY: the strings are only read, and no Ruby code runs (nothing can
     // change or free them) until begin_request returns.
-    let (method, path) = unsafe { (method.as_slice(), path.as_slice()) };
+    let method = unsafe { bytes_of(method) };
+    let path: Cow<[u8]> = match parts {
+        [] => Cow::Borrowed(&[]),
+        [one] => Cow::Borrowed(unsafe { bytes_of(*one) }),
+        many => Cow::Owned(
+            many.iter()
+                .flat_map(|&p| unsafe { bytes_of(p) })
+                .copied()
+                .collect(),
+        ),
+    };
     // Borrowed when valid UTF-8 (at most 16 and 2048 bytes), else repaired.
     let method = String::from_utf8_lossy(&method[..method.len().min(16)]);
     let path = String::from_utf8_lossy(&path[..path.len().min(2048)]);
@@ -68,7 +104,7 @@ fn request(method: RString, path: RString) -> u64 {
     let at = now_ms();
     let mut c = census::global().lock();
     let mut t = sites::global().lock();
-    c.begin_request(&mut t, &method, &path, gc, at)
+    Ok(c.begin_request(&mut t, &method, &path, gc, at))
 }
 
 /// `Census.reset`: start over in a new process (the count of requests at 0).
@@ -319,7 +355,7 @@ pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
     m.define_module_function("enable", function!(enable, 0))?;
     m.define_module_function("disable", function!(disable, 0))?;
     m.define_module_function("enabled?", function!(enabled, 0))?;
-    m.define_module_function("request", function!(request, 2))?;
+    m.define_module_function("request", function!(request, -1))?;
     m.define_module_function("reset", function!(reset, 0))?;
     m.define_module_function("pending", function!(pending, 0))?;
     m.define_module_function("walk", function!(walk, 0))?;
