@@ -1,0 +1,61 @@
+# frozen_string_literal: true
+
+# What tracing and the census cost per allocation, in instructions executed
+# (valgrind's callgrind): unlike time, a busy shared machine does not blur it.
+# bench/trace.rb's request-like work runs ITERATIONS times on a 200k-string heap
+# with no tracing, the native tracer, and the tracer plus the census; each mode
+# is run again with 0 iterations, and the difference is divided by the
+# allocations made.
+#
+#   ruby bench/trace_instructions.rb                      # 20,000 iterations (~4 min)
+#   ITERATIONS=5000 ruby bench/trace_instructions.rb
+#   CI=1 ruby bench/trace_instructions.rb                 # smoke size (200 iterations)
+#   LIB=/other/checkout/lib ruby bench/trace_instructions.rb   # another build
+require "open3"
+
+if ARGV.first == "--child"
+  _, mode, iterations = ARGV
+  require "json"
+  $LOAD_PATH.unshift ENV.fetch("LIB", File.expand_path("../lib", __dir__))
+  require "rack/objectspace"
+  keep = Array.new(200_000) { |i| "cached-#{i}" }
+  work = lambda do
+    rows = Array.new(20) { |i| { id: i, name: "row #{i}", path: "/page" } }
+    headers = { "content-type" => "application/json", "x-pid" => Process.pid.to_s }
+    [200, headers, [JSON.generate(rows)]]
+  end
+  native = Rack::Objectspace::Native
+  native::Census.enable if mode == "census"
+  native::Tracer.start unless mode == "none"
+  GC.start
+  allocated = GC.stat(:total_allocated_objects)
+  gcs = GC.count
+  Integer(iterations).times { work.call }
+  warn "ALLOCATED #{GC.stat(:total_allocated_objects) - allocated} GCS #{GC.count - gcs} KEPT #{keep.size}"
+  exit
+end
+
+abort "bench/trace_instructions.rb: valgrind is not installed (apt-get install valgrind)" \
+  unless system("valgrind --version", out: File::NULL, err: File::NULL)
+
+ITERATIONS = Integer(ENV.fetch("ITERATIONS", ENV["CI"] ? 200 : 20_000))
+
+# [instructions, allocations, GCs] of one run.
+def run(mode, iterations)
+  _, err, status = Open3.capture3("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                                  RbConfig.ruby, __FILE__, "--child", mode, iterations.to_s)
+  abort "bench/trace_instructions.rb: #{mode} failed:\n#{err}" unless status.success?
+  [Integer(err[/Collected : (\d+)/, 1]), Integer(err[/ALLOCATED (\d+)/, 1]), Integer(err[/GCS (\d+)/, 1])]
+end
+
+marginal = %w[none native census].to_h do |mode|
+  boot, = run(mode, 0)
+  total, allocations, gcs = run(mode, ITERATIONS)
+  [mode, [total - boot, allocations, gcs]]
+end
+allocations = marginal["none"][1]
+puts "#{ITERATIONS} iterations of bench/trace.rb's work, #{allocations} allocations, " \
+     "GCs: #{marginal.map { |m, (_, _, g)| "#{m} #{g}" }.join(', ')} (#{ENV.fetch('LIB', 'this checkout')})"
+per = ->(mode) { marginal[mode][0].fdiv(allocations) }
+puts format("instructions per allocation: untraced %.0f; native tracer +%.0f over untraced; " \
+            "census +%.0f over the tracer", per.("none"), per.("native") - per.("none"), per.("census") - per.("native"))
