@@ -124,7 +124,7 @@ def load_bench
         cpu_before = cpu_us(pid)
         out = IO.popen(["wrk", "-t2", "-c#{connections}", "-d#{duration}s", "--latency", "-s", lua,
                         "http://127.0.0.1:#{puma.port}/page"], &:read)
-        cpu = (cpu_us(pid) - cpu_before) / Integer(out[/(\d+) requests in/, 1]).nonzero?.to_f
+        cpu = (cpu_us(pid) - cpu_before).fdiv(Integer(out[/(\d+) requests in/, 1]))
         stats = JSON.parse(Net::HTTP.get(URI("http://127.0.0.1:#{puma.port}/__flush")))
         lua_out = out[/^LUA .*$/].to_s.scan(/(\w+)=(\d+)/).to_h { |k, v| [k, Integer(v)] }
         results[label] << { rps: out[%r{Requests/sec:\s+([\d.]+)}, 1].to_f, p99: lua_out["p99_us"].to_f / 1000,

@@ -21,14 +21,8 @@ ITERATIONS = Integer(ENV.fetch("ITERATIONS", ENV["CI"] ? 2_000 : 20_000))
 Tracer = Rack::Objectspace::Native::Tracer
 CLOCK = ENV["CLOCK"] == "cpu" ? Process::CLOCK_THREAD_CPUTIME_ID : Process::CLOCK_MONOTONIC
 
-# A long-lived heap, as an app has: GC has real work and the tables real size.
-KEEP = Array.new(200_000) { |i| "cached-#{i}" }
-
-def work
-  rows = Array.new(20) { |i| { id: i, name: "row #{i}", path: "/page" } }
-  headers = { "content-type" => "application/json", "x-pid" => Process.pid.to_s }
-  [200, headers, [JSON.generate(rows)]]
-end
+require_relative "request_work"
+KEEP = keep_heap
 
 def measure(mode)
   case mode

@@ -15,22 +15,17 @@ require "open3"
 
 if ARGV.first == "--child"
   _, mode, iterations = ARGV
-  require "json"
   $LOAD_PATH.unshift ENV.fetch("LIB", File.expand_path("../lib", __dir__))
   require "rack/objectspace"
-  keep = Array.new(200_000) { |i| "cached-#{i}" }
-  work = lambda do
-    rows = Array.new(20) { |i| { id: i, name: "row #{i}", path: "/page" } }
-    headers = { "content-type" => "application/json", "x-pid" => Process.pid.to_s }
-    [200, headers, [JSON.generate(rows)]]
-  end
+  require_relative "request_work"
+  keep = keep_heap
   native = Rack::Objectspace::Native
   native::Census.enable if mode == "census"
   native::Tracer.start unless mode == "none"
   GC.start
   allocated = GC.stat(:total_allocated_objects)
   gcs = GC.count
-  Integer(iterations).times { work.call }
+  Integer(iterations).times { work }
   warn "ALLOCATED #{GC.stat(:total_allocated_objects) - allocated} GCS #{GC.count - gcs} KEPT #{keep.size}"
   exit
 end

@@ -170,6 +170,16 @@ fn count_out(sites: &mut [SiteInfo], entry: Entry) {
     }
 }
 
+/// Forget a recorded object: count it out of its site and empty its entry.
+#[inline]
+fn take_out(sites: &mut [SiteInfo], entry: &mut Entry) {
+    count_out(sites, *entry);
+    *entry = Entry::default();
+}
+
+/// Words of a reconciliation's bitset of the slots visited in one chunk.
+const VISIT_WORDS: usize = PER_CHUNK.div_ceil(64);
+
 /// One site's census values as of the last sweep: (site id, live, memsize).
 pub type Change = (u32, u64, u64);
 
@@ -414,8 +424,7 @@ impl SiteTable {
         };
         let entry = &mut self.chunks[index as usize][slot];
         if entry.site != 0 {
-            count_out(&mut self.sites, *entry);
-            *entry = Entry::default();
+            take_out(&mut self.sites, entry);
             self.freed += 1;
         }
     }
@@ -436,7 +445,7 @@ impl SiteTable {
     ) -> u64 {
         pages.sort_unstable_by_key(|p| p.start);
         let mut seen = vec![false; self.chunks.len()];
-        let mut visited = [0u64; PER_CHUNK.div_ceil(64)];
+        let mut visited = [0u64; VISIT_WORDS];
         // The chunk being read: (index, young entries found).
         let mut current: Option<(u32, u32)> = None;
         let mut skip: Option<u64> = None;
@@ -485,8 +494,7 @@ impl SiteTable {
                     read += 1;
                     match slot(v) {
                         Slot::Free => {
-                            count_out(&mut self.sites, entry);
-                            self.chunks[index as usize][i] = Entry::default();
+                            take_out(&mut self.sites, &mut self.chunks[index as usize][i]);
                             freed += 1;
                         }
                         Slot::Young => {
@@ -506,7 +514,7 @@ impl SiteTable {
         // Chunks no page covers any more: every object there is gone.
         for (c, seen) in seen.iter().enumerate() {
             if !seen && (full || self.chunk_young[c] > 0) {
-                freed += self.finish_chunk(c as u32, 0, &[0; PER_CHUNK.div_ceil(64)]);
+                freed += self.finish_chunk(c as u32, 0, &[0; VISIT_WORDS]);
             }
         }
         self.freed += freed;
@@ -529,8 +537,7 @@ impl SiteTable {
             for i in w * 64..end {
                 let entry = &mut entries[i];
                 if entry.site != 0 && bits & (1 << (i % 64)) == 0 {
-                    count_out(&mut self.sites, *entry);
-                    *entry = Entry::default();
+                    take_out(&mut self.sites, entry);
                     freed += 1;
                 }
             }
@@ -975,11 +982,16 @@ mod tests {
         keys.iter()
             .rev() // any order
             .map(|&k| Page {
-                start: (k << CHUNK_BITS).next_multiple_of(SLOT),
+                start: first_slot(k),
                 end: (k + 1) << CHUNK_BITS,
                 stride: SLOT,
             })
             .collect()
+    }
+
+    /// The first 40-byte slot in chunk `k` (Ruby objects sit at multiples of 40).
+    fn first_slot(k: u64) -> u64 {
+        (k << CHUNK_BITS).next_multiple_of(SLOT)
     }
 
     fn live(t: &mut SiteTable, gc: u64) -> Vec<Change> {
@@ -993,7 +1005,7 @@ mod tests {
     #[test]
     fn a_reconciliation_counts_out_what_the_gc_freed() {
         let mut t = SiteTable::default();
-        let base = 0x1_0000u64.next_multiple_of(SLOT);
+        let base = first_slot(1);
         for i in 0..10 {
             t.record_object(base + i * SLOT, None, 0, 5, 1);
         }
@@ -1017,10 +1029,7 @@ mod tests {
     #[test]
     fn a_minor_reconciliation_reads_only_chunks_with_young_objects() {
         let mut t = SiteTable::default();
-        let (a, b) = (
-            0x1_0000u64.next_multiple_of(SLOT),
-            0x2_0000u64.next_multiple_of(SLOT),
-        );
+        let (a, b) = (first_slot(1), first_slot(2));
         t.record_object(a, None, 0, 5, 1);
         t.record_object(b, None, 0, 5, 1);
         // Both alive; the one at `a` is old from now on.
@@ -1052,10 +1061,7 @@ mod tests {
     #[test]
     fn objects_on_a_page_no_longer_in_the_heap_are_counted_out_unread() {
         let mut t = SiteTable::default();
-        let (a, b) = (
-            0x1_0000u64.next_multiple_of(SLOT),
-            0x2_0000u64.next_multiple_of(SLOT),
-        );
+        let (a, b) = (first_slot(1), first_slot(2));
         t.record_object(a, None, 0, 5, 1);
         t.record_object(b, None, 0, 5, 1);
         t.record_object(b + SLOT, None, 0, 5, 1);
@@ -1071,7 +1077,7 @@ mod tests {
     #[test]
     fn a_page_reused_for_another_slot_size_counts_out_entries_between_slots() {
         let mut t = SiteTable::default();
-        let start = 0x1_0000u64.next_multiple_of(SLOT);
+        let start = first_slot(1);
         t.record_object(start, None, 0, 5, 1);
         t.record_object(start + SLOT, None, 0, 5, 1);
         // The page now has 80-byte slots: start + 40 is no slot's start.

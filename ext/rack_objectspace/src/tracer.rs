@@ -140,7 +140,12 @@ fn read_slot(address: u64) -> sites::Slot {
 /// after the GC, and from the census's calls in case the job could not be
 /// queued. With the GVL.
 pub fn reconcile() {
-    if !RECONCILE.swap(false, Ordering::AcqRel) || !CENSUS.load(Ordering::Acquire) {
+    // A plain load first: every census point calls this, and nearly always
+    // there is nothing to do (a swap would write the cache line each time).
+    if !RECONCILE.load(Ordering::Acquire)
+        || !RECONCILE.swap(false, Ordering::AcqRel)
+        || !CENSUS.load(Ordering::Acquire)
+    {
         return;
     }
     let started = std::time::Instant::now();
@@ -187,20 +192,29 @@ fn make_tracepoint(
     }
 }
 
+/// `on_newobj` as the hook type Ruby's event API declares. Ruby calls a
+/// RAW_ARG hook as (data, trace_arg), the signature of `on_newobj`; the
+/// declared type is the other hook kind.
+fn newobj_hook() -> rb_sys::rb_event_hook_func_t {
+    // SAFETY: only handed to rb_add_event_hook2 with RAW_ARG (and to
+    // rb_remove_event_hook, which compares the pointer).
+    Some(unsafe {
+        std::mem::transmute::<
+            unsafe extern "C" fn(VALUE, *mut rb_trace_arg_t),
+            unsafe extern "C" fn(rb_sys::rb_event_flag_t, VALUE, VALUE, rb_sys::ID, VALUE),
+        >(on_newobj)
+    })
+}
+
 /// Install the NEWOBJ hook unless it is (with the GVL).
 fn add_newobj_hook() {
     if NEWOBJ_HOOK.swap(true, Ordering::AcqRel) {
         return;
     }
-    // SAFETY: with the GVL. Ruby calls a RAW_ARG hook as (data, trace_arg),
-    // the signature of `on_newobj`; the declared type is the other hook kind.
+    // SAFETY: with the GVL; the hook never allocates, raises or calls Ruby.
     unsafe {
-        let hook = std::mem::transmute::<
-            unsafe extern "C" fn(VALUE, *mut rb_trace_arg_t),
-            unsafe extern "C" fn(rb_sys::rb_event_flag_t, VALUE, VALUE, rb_sys::ID, VALUE),
-        >(on_newobj);
         rb_add_event_hook2(
-            Some(hook),
+            newobj_hook(),
             rb_sys::RUBY_INTERNAL_EVENT_NEWOBJ,
             Qnil as VALUE,
             rb_event_hook_flag_t::RUBY_EVENT_HOOK_FLAG_RAW_ARG,
@@ -215,11 +229,7 @@ fn remove_newobj_hook() {
     }
     // SAFETY: with the GVL; the same function pointer as added.
     unsafe {
-        let hook = std::mem::transmute::<
-            unsafe extern "C" fn(VALUE, *mut rb_trace_arg_t),
-            unsafe extern "C" fn(rb_sys::rb_event_flag_t, VALUE, VALUE, rb_sys::ID, VALUE),
-        >(on_newobj);
-        rb_remove_event_hook(Some(hook));
+        rb_remove_event_hook(newobj_hook());
     }
 }
 
