@@ -75,7 +75,9 @@ const NO_FILE: u32 = 1;
 /// Entries of the address-of-path cache before it is emptied (it is only a cache).
 const MAX_PATH_KEYS: usize = 4 * MAX_FILES;
 const ENTRY_BYTES: u64 = std::mem::size_of::<Entry>() as u64;
-const CHUNK_BYTES: u64 = PER_CHUNK as u64 * ENTRY_BYTES;
+/// Words of a chunk's bitmap of recorded entries.
+const OCCUPIED_WORDS: usize = PER_CHUNK.div_ceil(64);
+const CHUNK_BYTES: u64 = PER_CHUNK as u64 * ENTRY_BYTES + OCCUPIED_WORDS as u64 * 8;
 
 #[derive(Clone, Copy, Default)]
 struct Entry {
@@ -84,6 +86,19 @@ struct Entry {
     generation: u32,
     /// The census request sequence number when the object was allocated (0: none yet).
     request: u32,
+}
+
+/// Entries of the site cache, as a power of 2 (16 KiB).
+const SITE_CACHE_BITS: u32 = 9;
+
+/// A site cache entry (site 0: empty).
+#[derive(Clone, Copy, Default)]
+struct CachedSite {
+    key: usize,
+    generation: u64,
+    line: u32,
+    ty: u8,
+    site: u32,
 }
 
 /// One allocation site and its census counters.
@@ -177,8 +192,77 @@ fn take_out(sites: &mut [SiteInfo], entry: &mut Entry) {
     *entry = Entry::default();
 }
 
-/// Words of a reconciliation's bitset of the slots visited in one chunk.
-const VISIT_WORDS: usize = PER_CHUNK.div_ceil(64);
+/// Finds, for entries in increasing address order, the heap slot each stands
+/// for: entry `i` of a chunk covers the 40 bytes from `base + i * SLOT`, and
+/// stands for the slot that starts there, if a listed page has one.
+struct SlotCursor<'a> {
+    pages: &'a [Page],
+    base: u64,
+    /// The first page that may hold the next entry's slot.
+    page: usize,
+    /// Where in its 40 bytes an entry of this chunk finds the page's slots,
+    /// when the page's stride is a multiple of 40 (Ruby's always are).
+    phase: Option<u64>,
+}
+
+impl<'a> SlotCursor<'a> {
+    /// For a chunk at `base`; `pages` sorted by start.
+    fn new(pages: &'a [Page], base: u64) -> Self {
+        let mut cursor = Self {
+            pages,
+            base,
+            page: pages.partition_point(|p| p.end <= base),
+            phase: None,
+        };
+        cursor.enter_page();
+        cursor
+    }
+
+    fn enter_page(&mut self) {
+        self.phase = self.pages.get(self.page).and_then(|p| {
+            (p.stride % SLOT == 0).then(|| (p.start % SLOT + SLOT - self.base % SLOT) % SLOT)
+        });
+    }
+
+    /// The slot starting in `[lo, lo + SLOT)`, if any; `lo` only grows
+    /// between calls.
+    #[inline]
+    fn slot_at(&mut self, lo: u64) -> Option<u64> {
+        loop {
+            let page = self.pages.get(self.page)?;
+            if lo >= page.end {
+                self.page += 1;
+                self.enter_page();
+                continue;
+            }
+            let stride = page.stride.max(SLOT);
+            let v = match self.phase {
+                // Every slot of the page is this far into some entry's 40
+                // bytes: the one candidate is at that offset.
+                Some(phase) => lo + phase,
+                None if lo <= page.start => page.start,
+                None => page.start + (lo - page.start).div_ceil(stride) * stride,
+            };
+            if v >= page.end {
+                // Past this page's last slot: the next page may start in range.
+                if self
+                    .pages
+                    .get(self.page + 1)
+                    .is_some_and(|p| p.start < lo + SLOT)
+                {
+                    self.page += 1;
+                    self.enter_page();
+                    continue;
+                }
+                return None;
+            }
+            let on_slot = v >= page.start
+                && v < lo + SLOT
+                && (stride == SLOT || (v - page.start) % stride == 0);
+            return on_slot.then_some(v);
+        }
+    }
+}
 
 /// One site's census values as of the last sweep: (site id, live, memsize).
 pub type Change = (u32, u64, u64);
@@ -188,6 +272,9 @@ pub type Change = (u32, u64, u64);
 pub struct SiteTable {
     chunk_index: FxHashMap<u64, u32>,
     chunks: Vec<Box<[Entry]>>,
+    /// By chunk: which entries hold a recorded object (site != 0), so that
+    /// a reconciliation skips the empty ones a word at a time.
+    occupied: Vec<[u64; OCCUPIED_WORDS]>,
     /// By chunk: its key (address >> CHUNK_BITS).
     chunk_keys: Vec<u64>,
     /// By chunk: entries recorded since the last reconciliation, plus those
@@ -207,6 +294,8 @@ pub struct SiteTable {
     sites: Vec<SiteInfo>,
     by_site: FxHashMap<u64, u32>,
     last_site: Option<(u64, u32)>,
+    /// (path key, line, type) -> site, for one GC generation (made on first use).
+    site_cache: Option<Box<[CachedSite]>>,
     dirty: Vec<u32>,
     /// Request sequence number given to new objects.
     request: u32,
@@ -329,7 +418,9 @@ impl SiteTable {
 
     /// Record an allocation. `file` is `(key, bytes)`: a key that is stable for
     /// the life of the path string (its address) and the path's bytes. `ty` is
-    /// the Ruby type (`T_STRING`...). Never allocates a Ruby object.
+    /// the Ruby type (`T_STRING`...). `generation` is the GC count: a string
+    /// is only freed by a GC, so within one generation a key names one string
+    /// (the site cache relies on it). Never allocates a Ruby object.
     #[inline]
     pub fn record_object(
         &mut self,
@@ -356,6 +447,7 @@ impl SiteTable {
                         let i = self.chunks.len() as u32;
                         self.chunks
                             .push(vec![Entry::default(); PER_CHUNK].into_boxed_slice());
+                        self.occupied.push([0; OCCUPIED_WORDS]);
                         self.chunk_young.push(0);
                         self.chunk_keys.push(chunk);
                         self.chunk_index.insert(chunk, i);
@@ -366,12 +458,10 @@ impl SiteTable {
                 i
             }
         };
-        let path = match file {
-            Some((key, bytes)) => self.path_id(key, bytes),
-            None => NO_FILE,
+        let site = match file {
+            Some((key, bytes)) => self.cached_site(key, bytes, line, ty, generation),
+            None => self.site_id(NO_FILE, 0, ty),
         };
-        let line = if path == NO_FILE { 0 } else { line };
-        let site = self.site_id(path, line, ty);
         let request = self.request;
         let entry = &mut self.chunks[index as usize][slot];
         let old = *entry;
@@ -380,6 +470,7 @@ impl SiteTable {
             generation: generation as u32,
             request,
         };
+        self.occupied[index as usize][slot / 64] |= 1 << (slot % 64);
         let young = &mut self.chunk_young[index as usize];
         *young = young.saturating_add(1);
         if old.site != 0 {
@@ -425,6 +516,7 @@ impl SiteTable {
         let entry = &mut self.chunks[index as usize][slot];
         if entry.site != 0 {
             take_out(&mut self.sites, entry);
+            self.occupied[index as usize][slot / 64] &= !(1 << (slot % 64));
             self.freed += 1;
         }
     }
@@ -435,8 +527,9 @@ impl SiteTable {
     /// one of them. Entries outside every page (a page freed whole, or a
     /// slot boundary that moved when its page was reused for another slot
     /// size) are counted out unread. `full` after a major GC; else only the
-    /// chunks that may hold young objects are read. Never allocates beyond
-    /// its scratch space; returns the objects counted out.
+    /// chunks that may hold young objects are read. The work is per recorded
+    /// entry, not per heap slot: a chunk's bitmap skips its empty entries 64
+    /// at a time. Never allocates; returns the objects counted out.
     pub fn reconcile(
         &mut self,
         pages: &mut [Page],
@@ -444,105 +537,51 @@ impl SiteTable {
         mut slot: impl FnMut(u64) -> Slot,
     ) -> u64 {
         pages.sort_unstable_by_key(|p| p.start);
-        let mut seen = vec![false; self.chunks.len()];
-        let mut visited = [0u64; VISIT_WORDS];
-        // The chunk being read: (index, young entries found).
-        let mut current: Option<(u32, u32)> = None;
-        let mut skip: Option<u64> = None;
         let mut freed = 0u64;
         let mut read = 0u64;
-        for page in pages.iter() {
-            let stride = page.stride.max(SLOT);
-            let mut v = page.start;
-            while v < page.end {
-                let (key, i) = Self::split(v);
-                if skip == Some(key) {
-                    // On to this page's first slot in the next chunk.
-                    let next = (key + 1) << CHUNK_BITS;
-                    v += (next - v).div_ceil(stride) * stride;
-                    continue;
-                }
-                let index = match current {
-                    Some((c, _)) if self.chunk_keys[c as usize] == key => c,
-                    _ => {
-                        if let Some((c, young)) = current.take() {
-                            freed += self.finish_chunk(c, young, &visited);
-                        }
-                        match self.chunk_index.get(&key) {
-                            Some(&c) if full || self.chunk_young[c as usize] > 0 => {
-                                seen[c as usize] = true;
-                                visited.fill(0);
-                                current = Some((c, 0));
-                                skip = None;
-                                c
-                            }
-                            found => {
-                                // Nothing recorded here, or only old objects
-                                // (a minor GC frees none).
-                                if let Some(&c) = found {
-                                    seen[c as usize] = true;
-                                }
-                                skip = Some(key);
-                                continue;
-                            }
-                        }
+        for c in 0..self.chunks.len() {
+            if !full && self.chunk_young[c] == 0 {
+                // Only old objects here (or none): a minor GC frees none.
+                continue;
+            }
+            let base = self.chunk_keys[c] << CHUNK_BITS;
+            let mut cursor = SlotCursor::new(pages, base);
+            let mut young = 0u32;
+            let entries = &mut self.chunks[c];
+            for (w, word) in self.occupied[c].iter_mut().enumerate() {
+                let mut bits = *word;
+                while bits != 0 {
+                    let bit = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let i = w * 64 + bit;
+                    if entries[i].site == 0 {
+                        // Never set so; a stale bit must not count anything out.
+                        *word &= !(1 << bit);
+                        continue;
                     }
-                };
-                visited[i / 64] |= 1 << (i % 64);
-                let entry = self.chunks[index as usize][i];
-                if entry.site != 0 {
-                    read += 1;
-                    match slot(v) {
+                    let state = match cursor.slot_at(base + i as u64 * SLOT) {
+                        Some(address) => {
+                            read += 1;
+                            slot(address)
+                        }
+                        None => Slot::Free,
+                    };
+                    match state {
                         Slot::Free => {
-                            take_out(&mut self.sites, &mut self.chunks[index as usize][i]);
+                            take_out(&mut self.sites, &mut entries[i]);
+                            *word &= !(1 << bit);
                             freed += 1;
                         }
-                        Slot::Young => {
-                            if let Some((_, young)) = current.as_mut() {
-                                *young += 1;
-                            }
-                        }
+                        Slot::Young => young += 1,
                         Slot::Old => {}
                     }
                 }
-                v += stride;
             }
-        }
-        if let Some((c, young)) = current {
-            freed += self.finish_chunk(c, young, &visited);
-        }
-        // Chunks no page covers any more: every object there is gone.
-        for (c, seen) in seen.iter().enumerate() {
-            if !seen && (full || self.chunk_young[c] > 0) {
-                freed += self.finish_chunk(c as u32, 0, &[0; VISIT_WORDS]);
-            }
+            self.chunk_young[c] = young;
         }
         self.freed += freed;
         self.slots_read += read;
         self.reconciles += 1;
-        freed
-    }
-
-    /// Count out the entries of chunk `c` no page slot visited; it keeps `young`.
-    fn finish_chunk(&mut self, c: u32, young: u32, visited: &[u64]) -> u64 {
-        let mut freed = 0;
-        let entries = &mut self.chunks[c as usize];
-        // A page covers its chunk but for the header: look only at the
-        // entries of words with a slot not visited.
-        for (w, &bits) in visited.iter().enumerate() {
-            if bits == u64::MAX {
-                continue;
-            }
-            let end = ((w + 1) * 64).min(entries.len());
-            for i in w * 64..end {
-                let entry = &mut entries[i];
-                if entry.site != 0 && bits & (1 << (i % 64)) == 0 {
-                    take_out(&mut self.sites, entry);
-                    freed += 1;
-                }
-            }
-        }
-        self.chunk_young[c as usize] = young;
         freed
     }
 
@@ -777,6 +816,36 @@ impl SiteTable {
         )
     }
 
+    /// The site of (path string, line, type), from a direct-mapped cache
+    /// that lives one GC generation: a hit skips the path's bytes and the
+    /// site map. Within a generation, a path key names one string.
+    #[inline]
+    fn cached_site(&mut self, key: usize, bytes: &[u8], line: u32, ty: u8, generation: u64) -> u32 {
+        let hash = (key as u64 ^ (u64::from(line) << 32) ^ u64::from(ty))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            >> (64 - SITE_CACHE_BITS);
+        let cache = self.site_cache.get_or_insert_with(|| {
+            vec![CachedSite::default(); 1 << SITE_CACHE_BITS].into_boxed_slice()
+        });
+        let c = cache[hash as usize];
+        if c.site != 0 && c.key == key && c.generation == generation && c.line == line && c.ty == ty
+        {
+            return c.site;
+        }
+        let path = self.path_id(key, bytes);
+        let site = self.site_id(path, line, ty);
+        if let Some(cache) = self.site_cache.as_mut() {
+            cache[hash as usize] = CachedSite {
+                key,
+                generation,
+                line,
+                ty,
+                site,
+            };
+        }
+        site
+    }
+
     #[inline]
     fn site_id(&mut self, path: u32, line: u32, ty: u8) -> u32 {
         let key = (u64::from(path) << 40) | (u64::from(ty) << 32) | u64::from(line);
@@ -902,8 +971,9 @@ mod tests {
     fn a_reused_path_address_is_not_taken_for_the_old_file() {
         let mut t = SiteTable::default();
         t.record(0x2000_0000, Some((99, b"(eval)")), 1, 1);
-        t.record(0x2000_0028, Some((99, b"views/x.erb")), 2, 1);
-        t.record(0x2000_0050, Some((42, b"(eval)")), 3, 1);
+        // After a GC freed the string, another at its address, same line.
+        t.record(0x2000_0028, Some((99, b"views/x.erb")), 1, 2);
+        t.record(0x2000_0050, Some((42, b"(eval)")), 1, 2);
         assert_eq!(t.lookup(0x2000_0000).unwrap().file_json, Some("(eval)"));
         assert_eq!(
             t.lookup(0x2000_0028).unwrap().file_json,
@@ -1027,6 +1097,22 @@ mod tests {
     }
 
     #[test]
+    fn an_object_counted_out_by_free_is_not_read_again() {
+        let mut t = SiteTable::default();
+        let base = first_slot(1);
+        t.record_object(base, None, 0, 5, 1);
+        t.record_object(base + SLOT, None, 0, 5, 1);
+        t.free(base);
+        let mut read = Vec::new();
+        let freed = t.reconcile(&mut pages(&[1]), true, |a| {
+            read.push(a);
+            Slot::Free
+        });
+        assert_eq!((read, freed), (vec![base + SLOT], 1));
+        assert_eq!(t.stats().freed, 2);
+    }
+
+    #[test]
     fn a_minor_reconciliation_reads_only_chunks_with_young_objects() {
         let mut t = SiteTable::default();
         let (a, b) = (first_slot(1), first_slot(2));
@@ -1092,6 +1178,82 @@ mod tests {
         });
         assert_eq!(freed, 1);
         assert_eq!(live(&mut t, 1), vec![(1, 1, 40)]);
+    }
+
+    /// Slot starts of a 16 KiB heap page at `body` (a header of `header`
+    /// bytes, then slots of `stride` bytes).
+    fn page_at(body: u64, header: u64, stride: u64) -> Page {
+        let start = body + header;
+        let slots = (0x4000 - header) / stride;
+        Page {
+            start,
+            end: start + slots * stride,
+            stride,
+        }
+    }
+
+    proptest::proptest! {
+        /// Against the simplest reading of the rule: every slot of every listed
+        /// page claims the entry its address falls in; a recorded entry no
+        /// slot claims is counted out unread, any other is read at its slot.
+        #[test]
+        fn a_reconciliation_reads_each_recorded_object_at_its_slot(
+            layout in proptest::collection::vec((0u64..48, 0usize..4, 0usize..4, proptest::bool::weighted(0.8)), 1..10),
+            picks in proptest::collection::vec(0usize..4000, 0..400),
+        ) {
+            // Ruby's strides are multiples of 40; 56 takes the general path.
+            const STRIDES: [u64; 4] = [SLOT, 2 * SLOT, 4 * SLOT, 56];
+            let state = |a: u64| match (a / SLOT) % 3 {
+                0 => Slot::Free,
+                1 => Slot::Young,
+                _ => Slot::Old,
+            };
+            // Objects were recorded under the old layout; then pages were
+            // freed (not listed) or reused with another slot size.
+            let mut old_slots = Vec::new();
+            let mut heap = Vec::new();
+            for (k, &(header, old, new, listed)) in layout.iter().enumerate() {
+                let body = 0x7f00_0000_0000 + k as u64 * 0x4000;
+                let p = page_at(body, header, STRIDES[old]);
+                old_slots.extend((p.start..p.end).step_by(p.stride as usize));
+                if listed {
+                    heap.push(page_at(body, header, STRIDES[new]));
+                }
+            }
+            let mut t = SiteTable::default();
+            let mut recorded = std::collections::BTreeSet::new();
+            for &pick in &picks {
+                let a = old_slots[pick % old_slots.len()];
+                t.record_object(a, None, 0, 5, 1);
+                recorded.insert(SiteTable::split(a));
+            }
+            let mut claims = HashMap::new();
+            for p in &heap {
+                for v in (p.start..p.end).step_by(p.stride as usize) {
+                    claims.insert(SiteTable::split(v), v);
+                }
+            }
+            let mut expected_reads = Vec::new();
+            let mut expected_freed = 0;
+            for key in &recorded {
+                match claims.get(key) {
+                    Some(&v) => {
+                        expected_reads.push(v);
+                        expected_freed += u64::from(state(v) == Slot::Free);
+                    }
+                    None => expected_freed += 1,
+                }
+            }
+            let mut reads = Vec::new();
+            let freed = t.reconcile(&mut heap, true, |a| {
+                reads.push(a);
+                state(a)
+            });
+            reads.sort_unstable();
+            expected_reads.sort_unstable();
+            proptest::prop_assert_eq!(reads, expected_reads);
+            proptest::prop_assert_eq!(freed, expected_freed);
+        }
     }
 
     #[test]
