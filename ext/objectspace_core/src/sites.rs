@@ -101,6 +101,15 @@ struct CachedSite {
     site: u32,
 }
 
+/// (path key, line, type) -> site, direct-mapped, for one GC generation.
+struct SiteCache(Box<[CachedSite; 1 << SITE_CACHE_BITS]>);
+
+impl Default for SiteCache {
+    fn default() -> Self {
+        Self(Box::new([CachedSite::default(); 1 << SITE_CACHE_BITS]))
+    }
+}
+
 /// One allocation site and its census counters.
 #[derive(Clone, Debug, Default)]
 struct SiteInfo {
@@ -185,11 +194,13 @@ fn count_out(sites: &mut [SiteInfo], entry: Entry) {
     }
 }
 
-/// Forget a recorded object: count it out of its site and empty its entry.
+/// Forget a recorded object: count it out of its site, empty its entry and
+/// clear its `bit` in the chunk's bitmap `word`.
 #[inline]
-fn take_out(sites: &mut [SiteInfo], entry: &mut Entry) {
+fn take_out(sites: &mut [SiteInfo], entry: &mut Entry, word: &mut u64, bit: usize) {
     count_out(sites, *entry);
     *entry = Entry::default();
+    *word &= !(1 << bit);
 }
 
 /// Finds, for entries in increasing address order, the heap slot each stands
@@ -295,7 +306,7 @@ pub struct SiteTable {
     by_site: FxHashMap<u64, u32>,
     last_site: Option<(u64, u32)>,
     /// (path key, line, type) -> site, for one GC generation (made on first use).
-    site_cache: Option<Box<[CachedSite]>>,
+    site_cache: SiteCache,
     dirty: Vec<u32>,
     /// Request sequence number given to new objects.
     request: u32,
@@ -515,8 +526,8 @@ impl SiteTable {
         };
         let entry = &mut self.chunks[index as usize][slot];
         if entry.site != 0 {
-            take_out(&mut self.sites, entry);
-            self.occupied[index as usize][slot / 64] &= !(1 << (slot % 64));
+            let word = &mut self.occupied[index as usize][slot / 64];
+            take_out(&mut self.sites, entry, word, slot % 64);
             self.freed += 1;
         }
     }
@@ -568,8 +579,7 @@ impl SiteTable {
                     };
                     match state {
                         Slot::Free => {
-                            take_out(&mut self.sites, &mut entries[i]);
-                            *word &= !(1 << bit);
+                            take_out(&mut self.sites, &mut entries[i], word, bit);
                             freed += 1;
                         }
                         Slot::Young => young += 1,
@@ -824,25 +834,20 @@ impl SiteTable {
         let hash = (key as u64 ^ (u64::from(line) << 32) ^ u64::from(ty))
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             >> (64 - SITE_CACHE_BITS);
-        let cache = self.site_cache.get_or_insert_with(|| {
-            vec![CachedSite::default(); 1 << SITE_CACHE_BITS].into_boxed_slice()
-        });
-        let c = cache[hash as usize];
+        let c = self.site_cache.0[hash as usize];
         if c.site != 0 && c.key == key && c.generation == generation && c.line == line && c.ty == ty
         {
             return c.site;
         }
         let path = self.path_id(key, bytes);
         let site = self.site_id(path, line, ty);
-        if let Some(cache) = self.site_cache.as_mut() {
-            cache[hash as usize] = CachedSite {
-                key,
-                generation,
-                line,
-                ty,
-                site,
-            };
-        }
+        self.site_cache.0[hash as usize] = CachedSite {
+            key,
+            generation,
+            line,
+            ty,
+            site,
+        };
         site
     }
 

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use magnus::rb_sys::AsRawValue;
-use magnus::{function, prelude::*, RArray, RHash, RModule, RString, Ruby, Value};
+use magnus::{function, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use objectspace_core::census::{self, Census, RequestEndpoints};
 use objectspace_core::sites;
 use objectspace_core::store::Store;
@@ -58,17 +58,10 @@ fn enabled() -> bool {
 /// The bytes of `v` if it is a String (anything else reads as empty).
 ///
 /// # Safety
-/// The slice borrows the string's buffer: use it before any Ruby code runs.
+/// As `crate::string_bytes`: use the slice before any Ruby code runs.
 unsafe fn bytes_of<'a>(v: Value) -> &'a [u8] {
-    match RString::from_value(v) {
-        // SAFETY: see above; the buffer is the String's, not this handle's.
-        Some(s) => unsafe {
-            let ptr = rb_sys::RSTRING_PTR(s.as_raw()) as *const u8;
-            let len = rb_sys::RSTRING_LEN(s.as_raw()).max(0) as usize;
-            std::slice::from_raw_parts(ptr, len)
-        },
-        None => &[],
-    }
+    // SAFETY: see above.
+    unsafe { crate::string_bytes(v.as_raw()) }.unwrap_or(&[])
 }
 
 /// `Census.request(method, *path_parts)`: a request begins; its path is the
@@ -210,16 +203,10 @@ fn walk() -> (u64, f64) {
             if real == 0 {
                 continue;
             }
-            let name = rb_mod_name(real);
-            if rb_sys::RB_TYPE_P(name, rb_sys::ruby_value_type::RUBY_T_STRING) {
-                let ptr = rb_sys::RSTRING_PTR(name) as *const u8;
-                let len = rb_sys::RSTRING_LEN(name).max(0) as usize;
-                let bytes = std::slice::from_raw_parts(ptr, len);
-                names.push((site, String::from_utf8_lossy(bytes).into_owned()));
-            } else {
-                // Anonymous: remembered as unnamed, not asked again.
-                names.push((site, String::new()));
-            }
+            // Anonymous (no String): remembered as unnamed, not asked again.
+            let name = crate::string_bytes(rb_mod_name(real))
+                .map_or_else(String::new, |b| String::from_utf8_lossy(b).into_owned());
+            names.push((site, name));
         }
         if !was_disabled {
             rb_gc_enable();

@@ -12,6 +12,23 @@ mod nogvl;
 mod tracer;
 
 use magnus::{Module, Ruby};
+use rb_sys::{ruby_value_type, RB_TYPE_P, RSTRING_LEN, RSTRING_PTR, VALUE};
+
+/// The bytes of `v` if it is a String.
+///
+/// # Safety
+/// `v` is a live Ruby value; the slice borrows the string's buffer, so use it
+/// before any Ruby code runs (nothing can change or free the string meanwhile).
+#[inline]
+unsafe fn string_bytes<'a>(v: VALUE) -> Option<&'a [u8]> {
+    // SAFETY: see above.
+    unsafe {
+        RB_TYPE_P(v, ruby_value_type::RUBY_T_STRING).then(|| {
+            let len = RSTRING_LEN(v).max(0) as usize;
+            std::slice::from_raw_parts(RSTRING_PTR(v) as *const u8, len)
+        })
+    }
+}
 
 #[magnus::init(name = "rack_objectspace")]
 fn init(ruby: &Ruby) -> Result<(), magnus::Error> {
