@@ -102,8 +102,11 @@ RSpec.describe "Rack::Objectspace census" do
     end
 
     # Strings allocated at one line, in a fresh Array that shares no buffer.
+    # Nothing else is allocated there: an interpolated Integer would leave a
+    # temporary String per object, and one kept by a stale machine-stack word
+    # (Ruby marks the C stack conservatively) would count in both tallies.
     ALLOC_LINE = __LINE__ + 1
-    def allocate_strings(n, tag) = Array.new(n) { |i| "#{tag}:#{i}" }
+    def allocate_strings(n, tag) = Array.new(n) { tag.dup }
 
     def heap_count(native)
       ObjectSpace.each_object(String).count do |s|
