@@ -13,8 +13,11 @@
 #   table    the site table's bytes against GC.stat(:heap_allocated_pages) * 16 KiB
 #            for heaps of 600k (the fixture app under issue 9's load) and 1.2M strings,
 #            and the heap walk's time.
+#   instructions  the load section's three configurations counted in
+#            instructions per request (puma under callgrind): no noise, user
+#            space only.
 #
-#   ruby bench/census.rb [load|request|table]...   # all three by default
+#   ruby bench/census.rb [load|request|table|instructions]...   # all four by default
 #   CI=1 ruby bench/census.rb                      # smoke sizes
 #   ROUNDS=3 DURATION=20 CONNECTIONS=8 THREADS=4 ruby bench/census.rb load
 require "etc"
@@ -25,7 +28,7 @@ require "securerandom"
 $LOAD_PATH.unshift File.expand_path("../lib", __dir__)
 require "rack/objectspace"
 
-SECTIONS = ARGV.empty? ? %w[request table load] : ARGV
+SECTIONS = ARGV.empty? ? %w[request table load instructions] : ARGV
 CI = !ENV["CI"].nil?
 
 def percentile(sorted, q) = sorted[[(sorted.size * q).ceil - 1, 0].max]
@@ -97,6 +100,81 @@ def table_bench
   end
 end
 
+# The three ways the fixture app is served: no middleware, tracing alone
+# (census: false; a token, so that every: nil is allowed), census on. Dumps off.
+def puma_configs(store, heap)
+  common = { "RACK_OBJECTSPACE_STORE" => "file://#{store}", "RACK_OBJECTSPACE_EVERY" => "never",
+             "APP_HEAP_OBJECTS" => heap.to_s }
+  {
+    "none" => { "OBJECTSPACE_OFF" => "1", "APP_HEAP_OBJECTS" => heap.to_s },
+    "tracing" => common.merge("RACK_OBJECTSPACE_CENSUS" => "false", "RACK_OBJECTSPACE_TOKEN" => SecureRandom.hex(16)),
+    "census" => common.merge("RACK_OBJECTSPACE_CENSUS" => "true")
+  }
+end
+
+# `count` GET /page on one keep-alive connection, one at a time.
+def get_pages(port, count)
+  Net::HTTP.start("127.0.0.1", port, read_timeout: 120) do |http|
+    count.times do
+      code = http.get("/page").code
+      abort "bench/census.rb: GET /page answered #{code}" unless code == "200"
+    end
+  end
+end
+
+# The same three configurations counted in instructions, which a busy shared
+# machine does not blur: puma under callgrind, WARMUP requests, the counters
+# zeroed (callgrind_control -z), then REQUESTS requests counted (every thread
+# of the process: request threads, the census thread, the GC). User space
+# only: the kernel's share of a request (its socket work) is not counted, so
+# these ratios are lower than throughput ones. Wall-clock timers run ~50x
+# slower under valgrind: the census's 5 s batches come every few hundred
+# requests instead of every 2,000 (a batch's fixed part is counted more often
+# than under load).
+def instructions_bench
+  require_relative "../spec/support/servers"
+  %w[valgrind callgrind_control].each do |tool|
+    abort "bench/census.rb: #{tool} is not installed (apt-get install valgrind, or bin/setup)" unless TestServers.which(tool)
+  end
+  requests = Integer(ENV.fetch("REQUESTS", CI ? 200 : 5_000))
+  warmup = Integer(ENV.fetch("WARMUP", CI ? 100 : 1_000))
+  heap = Integer(ENV.fetch("APP_HEAP_OBJECTS", 200_000))
+  store = Dir.mktmpdir("objectspace-census-bench-")
+  dir = Dir.mktmpdir("objectspace-census-callgrind-")
+  per_request = puma_configs(store, heap).to_h do |label, env|
+    out = File.join(dir, "#{label}.%p")
+    puma = TestServers.puma(threads: 4, env: env, name: "census-ir-#{label}", timeout: 300,
+                            wrap: ["valgrind", "--tool=callgrind", "--callgrind-out-file=#{out}"])
+    begin
+      stats = -> { JSON.parse(Net::HTTP.get(URI("http://127.0.0.1:#{puma.port}/__stats"))) }
+      get_pages(puma.port, warmup)
+      # Past the census's first heap walk (at its first batch; later ones
+      # keep to 0.2% of the time): the steady state is counted.
+      get_pages(puma.port, 50) while stats.call.dig("census", "walks")&.zero?
+      before = stats.call["allocated"]
+      system("callgrind_control", "-z", puma.pid.to_s, %i[out err] => File::NULL) or abort "callgrind_control -z failed"
+      get_pages(puma.port, requests)
+      system("callgrind_control", "-d", puma.pid.to_s, %i[out err] => File::NULL) or abort "callgrind_control -d failed"
+      allocations = (stats.call["allocated"] - before).fdiv(requests)
+      dump = "#{out.sub('%p', puma.pid.to_s)}.1"
+      total = File.foreach(dump).find { |l| l.start_with?("totals:", "summary:") }
+      [label, [Integer(total.split[1]).fdiv(requests), allocations]]
+    ensure
+      puma.stop(grace: 60)
+    end
+  end
+  FileUtils.rm_rf([store, dir])
+  none, tracing, census = per_request.values_at("none", "tracing", "census").map(&:first)
+  allocations = per_request["none"].last
+  puts format("instructions per request under puma -t 4:4 (callgrind, %d requests after %d, app heap %d strings, " \
+              "%.0f allocations a request): none %.0f, tracing %.0f (+%.0f, %.0f per allocation), census %.0f " \
+              "(+%.0f over tracing, %.0f per allocation)", requests, warmup, heap, allocations, none, tracing,
+              tracing - none, (tracing - none) / allocations, census, census - tracing,
+              (census - tracing) / allocations)
+  puts format("by instructions: tracing %.3fx none, census %.3fx tracing alone, %.3fx none (user space only)",
+              none / tracing, tracing / census, none / census)
+end
+
 def load_bench
   require_relative "../spec/support/servers"
   abort "bench/census.rb: wrk is not installed (apt-get install wrk, or bin/setup)" unless TestServers.which("wrk")
@@ -107,13 +185,7 @@ def load_bench
   heap = Integer(ENV.fetch("APP_HEAP_OBJECTS", 200_000))
   lua = File.expand_path("load.lua", __dir__)
   store = Dir.mktmpdir("objectspace-census-bench-")
-  common = { "RACK_OBJECTSPACE_STORE" => "file://#{store}", "RACK_OBJECTSPACE_EVERY" => "never",
-             "APP_HEAP_OBJECTS" => heap.to_s }
-  configs = {
-    "none" => { "OBJECTSPACE_OFF" => "1", "APP_HEAP_OBJECTS" => heap.to_s },
-    "tracing" => common.merge("RACK_OBJECTSPACE_CENSUS" => "false", "RACK_OBJECTSPACE_TOKEN" => SecureRandom.hex(16)),
-    "census" => common.merge("RACK_OBJECTSPACE_CENSUS" => "true")
-  }
+  configs = puma_configs(store, heap)
   results = configs.keys.to_h { |k| [k, []] }
   rounds.times do
     configs.each do |label, env|
@@ -161,6 +233,7 @@ SECTIONS.each do |section|
   when "request" then request_bench
   when "table" then table_bench
   when "load" then load_bench
-  else abort "bench/census.rb: unknown section #{section.inspect} (load, request, table)"
+  when "instructions" then instructions_bench
+  else abort "bench/census.rb: unknown section #{section.inspect} (load, request, table, instructions)"
   end
 end

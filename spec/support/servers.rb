@@ -172,11 +172,12 @@ module TestServers
     # puma serving `rackup` (a config.ru), single mode or `workers:` cluster mode.
     # `env` goes to the server (the fixture config.ru reads OBJECTSPACE_* from it).
     # Ready once GET `ready_path` answers 200.
+    # `wrap`: a command puma runs under (["valgrind", ...]).
     def puma(rackup: File.join(FIXTURES, "puma", "config.ru"), workers: 0, threads: 4, env: {}, preload: true,
-             name: "puma", timeout: 60, ready_path: "/ready")
+             name: "puma", timeout: 60, ready_path: "/ready", wrap: [])
       bin = require_binary!("puma", "apt-get install puma, or bin/setup")
       port = free_port
-      command = [RbConfig.ruby, bin, "-b", "tcp://127.0.0.1:#{port}", "-t", "#{threads}:#{threads}",
+      command = [*wrap, RbConfig.ruby, bin, "-b", "tcp://127.0.0.1:#{port}", "-t", "#{threads}:#{threads}",
                  "-e", env.fetch("RACK_ENV", "production")]
       command += ["-w", workers.to_s] if workers.positive?
       command << "--preload" if workers.positive? && preload

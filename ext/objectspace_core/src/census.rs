@@ -63,7 +63,8 @@ struct Point {
     gc_count: u64,
     swept_gc: u64,
     at_ms: u64,
-    endpoints: Vec<(String, String, u64)>,
+    /// (endpoint id, requests) in [`Census::point_endpoints`].
+    endpoints: std::ops::Range<usize>,
     changes: std::ops::Range<usize>,
 }
 
@@ -76,14 +77,18 @@ pub struct Census {
     batches: u64,
     pending: Vec<Point>,
     changes: Vec<Change>,
+    /// The pending points' endpoints: (endpoint id, requests).
+    point_endpoints: Vec<(u32, u64)>,
     /// Endpoints of dropped points, carried into the next point.
-    carried: Vec<(String, String, u64)>,
+    carried: Vec<(u32, u64)>,
     /// Changes of dropped points, carried into the next point.
     carried_changes: Vec<Change>,
     /// Each site's (count, memsize) as of the last point handed to a batch.
     shadow: Vec<(u64, u64)>,
     shadow_at: (u64, u64, u64, u64),
     endpoint_names: Vec<(String, String)>,
+    /// Each endpoint as it is written in a point: `"GET","/users"`.
+    endpoint_json: Vec<String>,
     /// Endpoint ids by method, then path.
     endpoint_ids: FxHashMap<String, FxHashMap<String, u32>>,
     /// Endpoint id of each recent request: request `first_request + i`.
@@ -158,18 +163,27 @@ pub unsafe fn unlock_after_fork() {
     }
 }
 
-fn push_endpoint(list: &mut Vec<(String, String, u64)>, method: &str, path: &str, n: u64) {
-    if let Some(e) = list.iter_mut().find(|e| e.0 == method && e.1 == path) {
-        e.2 += n;
-    } else if list.len() < MAX_ENDPOINTS {
-        list.push((method.to_string(), path.to_string(), n));
-    } else if let Some(e) = list.iter_mut().find(|e| e.0 == "*" && e.1 == "(other)") {
-        e.2 += n;
+/// Count `n` requests of endpoint `id` in one point's endpoints, `list[from..]`:
+/// at most [`MAX_ENDPOINTS`] of them, the rest under `other` (`* (other)`).
+fn push_endpoint(list: &mut Vec<(u32, u64)>, from: usize, id: u32, n: u64, other: u32) {
+    let point = &mut list[from..];
+    if let Some(e) = point.iter_mut().find(|e| e.0 == id) {
+        e.1 += n;
+    } else if point.len() < MAX_ENDPOINTS {
+        list.push((id, n));
+    } else if let Some(e) = point.iter_mut().find(|e| e.0 == other) {
+        e.1 += n;
     } else {
         // Make room: the last slot becomes the catch-all.
-        let last = list.pop().map_or(0, |e| e.2);
-        list.push(("*".into(), "(other)".into(), last + n));
+        let last = list.pop().map_or(0, |e| e.1);
+        list.push((other, last + n));
     }
+}
+
+/// Append `n` in decimal (no formatting machinery: a point is written per request).
+#[inline]
+fn push_num(text: &mut String, n: u64) {
+    text.push_str(itoa::Buffer::new().format(n));
 }
 
 impl Census {
@@ -200,7 +214,8 @@ impl Census {
                 > MAX_PENDING_CHANGES
         {
             self.dropped += 1;
-            push_endpoint(&mut self.carried, method, path, 1);
+            let other = self.other_endpoint(self.carried.len());
+            push_endpoint(&mut self.carried, 0, id, 1, other);
             table.take_changes(&mut self.carried_changes);
             // Only the latest value of a site matters.
             if self.carried_changes.len() > table.site_count() {
@@ -213,14 +228,16 @@ impl Census {
         let start = self.changes.len();
         self.changes.append(&mut self.carried_changes);
         table.take_changes(&mut self.changes);
-        let mut endpoints = std::mem::take(&mut self.carried);
-        push_endpoint(&mut endpoints, method, path, 1);
+        let from = self.point_endpoints.len();
+        let other = self.other_endpoint(self.carried.len());
+        self.point_endpoints.append(&mut self.carried);
+        push_endpoint(&mut self.point_endpoints, from, id, 1, other);
         self.pending.push(Point {
             requests: n,
             gc_count,
             swept_gc: table.swept_gc(),
             at_ms,
-            endpoints,
+            endpoints: from..self.point_endpoints.len(),
             changes: start..self.changes.len(),
         });
         self.points += 1;
@@ -248,8 +265,20 @@ impl Census {
         let id = self.endpoint_names.len() as u32;
         self.endpoint_names
             .push((method.to_string(), path.to_string()));
+        self.endpoint_json
+            .push(format!("{},{}", json(method), json(path)));
         paths.insert(path.to_string(), id);
         id
+    }
+
+    /// The id of `* (other)` when a point's endpoints are full (`len` of
+    /// them), else a value no endpoint has (nothing to make).
+    fn other_endpoint(&mut self, len: usize) -> u32 {
+        if len >= MAX_ENDPOINTS {
+            self.endpoint_id("*", "(other)")
+        } else {
+            u32::MAX
+        }
     }
 
     /// The endpoint of each remembered request, for a heap walk.
@@ -306,6 +335,7 @@ impl Census {
     pub fn sites_cleared(&mut self, table: &mut SiteTable) {
         self.dropped += self.pending.len() as u64;
         self.pending.clear();
+        self.point_endpoints.clear();
         self.changes.clear();
         self.carried_changes.clear();
         let mut throwaway = Vec::new();
@@ -322,7 +352,17 @@ impl Census {
         host: &str,
         pid: u32,
     ) -> Option<Batch> {
-        let (seq, base, base_at, points, changes, walk, endpoint_names) = {
+        let (
+            seq,
+            base,
+            base_at,
+            points,
+            point_endpoints,
+            endpoint_json,
+            changes,
+            walk,
+            endpoint_names,
+        ) = {
             let mut c = census.lock();
             if c.pending.is_empty() {
                 return None;
@@ -348,6 +388,15 @@ impl Census {
             };
             c.batches += 1;
             let points = std::mem::take(&mut c.pending);
+            let point_endpoints = std::mem::take(&mut c.point_endpoints);
+            // The JSON of the endpoints these points name (a few, nearly always).
+            let mut ids: Vec<u32> = point_endpoints.iter().map(|e| e.0).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let endpoint_json: FxHashMap<u32, String> = ids
+                .into_iter()
+                .filter_map(|id| Some((id, c.endpoint_json.get(id as usize)?.clone())))
+                .collect();
             let changes = std::mem::take(&mut c.changes);
             let base = c.shadow.clone();
             let base_at = c.shadow_at;
@@ -368,6 +417,8 @@ impl Census {
                 base,
                 base_at,
                 points,
+                point_endpoints,
+                endpoint_json,
                 changes,
                 walk,
                 endpoint_names,
@@ -445,24 +496,44 @@ impl Census {
             }
             text.push_str("]}\n");
         }
+        // One line per request: written by hand, not with write!.
         for p in &points {
-            let _ = write!(
-                text,
-                "{{\"requests\":{},\"gc_count\":{},\"swept_gc\":{},\"at\":{},\"endpoints\":[",
-                p.requests, p.gc_count, p.swept_gc, p.at_ms
-            );
-            for (i, (method, path, n)) in p.endpoints.iter().enumerate() {
-                if i > 0 {
+            text.push_str("{\"requests\":");
+            push_num(&mut text, p.requests);
+            text.push_str(",\"gc_count\":");
+            push_num(&mut text, p.gc_count);
+            text.push_str(",\"swept_gc\":");
+            push_num(&mut text, p.swept_gc);
+            text.push_str(",\"at\":");
+            push_num(&mut text, p.at_ms);
+            text.push_str(",\"endpoints\":[");
+            let mut first = true;
+            for (id, n) in &point_endpoints[p.endpoints.clone()] {
+                let Some(endpoint) = endpoint_json.get(id) else {
+                    continue;
+                };
+                if !first {
                     text.push(',');
                 }
-                let _ = write!(text, "[{},{},{n}]", json(method), json(path));
+                first = false;
+                text.push('[');
+                text.push_str(endpoint);
+                text.push(',');
+                push_num(&mut text, *n);
+                text.push(']');
             }
             text.push_str("],\"counts\":[");
-            for (i, (site, count, memsize)) in changes[p.changes.clone()].iter().enumerate() {
+            for (i, &(site, count, memsize)) in changes[p.changes.clone()].iter().enumerate() {
                 if i > 0 {
                     text.push(',');
                 }
-                let _ = write!(text, "[{site},{count},{memsize}]");
+                text.push('[');
+                push_num(&mut text, u64::from(site));
+                text.push(',');
+                push_num(&mut text, count);
+                text.push(',');
+                push_num(&mut text, memsize);
+                text.push(']');
             }
             text.push_str("]}\n");
         }
@@ -567,13 +638,11 @@ mod tests {
         c.begin_request(&mut t, "GET", "/next", 1, 3);
         let p = &c.pending[0];
         assert_eq!(p.requests, MAX_PENDING_POINTS as u64 + 2);
-        assert_eq!(
-            p.endpoints,
-            vec![
-                ("GET".into(), "/dropped".into(), 1),
-                ("GET".into(), "/next".into(), 1)
-            ]
-        );
+        let names: Vec<_> = c.point_endpoints[p.endpoints.clone()]
+            .iter()
+            .map(|&(id, n)| (c.endpoint_names[id as usize].1.as_str(), n))
+            .collect();
+        assert_eq!(names, [("/dropped", 1), ("/next", 1)]);
         assert_eq!(&c.changes[p.changes.clone()], &[(1, 1, 40)]);
     }
 
@@ -603,15 +672,44 @@ mod tests {
 
     #[test]
     fn endpoints_per_point_are_bounded() {
-        let mut list = Vec::new();
-        for i in 0..MAX_ENDPOINTS + 10 {
-            push_endpoint(&mut list, "GET", &format!("/u/{i}"), 1);
+        // Another point's endpoints before this one's: they are not counted in.
+        let mut list = vec![(7, 1)];
+        let other = 1_000;
+        for id in 0..(MAX_ENDPOINTS + 10) as u32 {
+            push_endpoint(&mut list, 1, id, 1, other);
         }
-        assert_eq!(list.len(), MAX_ENDPOINTS);
-        assert_eq!(list.last().unwrap(), &("*".into(), "(other)".into(), 11));
+        assert_eq!(list.len(), 1 + MAX_ENDPOINTS);
+        assert_eq!(list.last().unwrap(), &(other, 11));
         assert_eq!(
-            list.iter().map(|e| e.2).sum::<u64>(),
+            list[1..].iter().map(|e| e.1).sum::<u64>(),
             MAX_ENDPOINTS as u64 + 10
         );
+    }
+
+    #[test]
+    fn a_dropped_points_full_endpoint_list_carries_over_as_other() {
+        let census = parking_lot::Mutex::new(Census::default());
+        let table = parking_lot::Mutex::new(SiteTable::default());
+        {
+            let (mut c, mut t) = (census.lock(), table.lock());
+            for _ in 0..MAX_PENDING_POINTS {
+                c.begin_request(&mut t, "GET", "/a", 0, 1);
+            }
+            for i in 0..MAX_ENDPOINTS + 3 {
+                c.begin_request(&mut t, "GET", &format!("/dropped/{i}"), 0, 2);
+            }
+            c.pending.clear();
+            c.point_endpoints.clear();
+            c.begin_request(&mut t, "GET", "/next", 0, 3);
+        }
+        let l = lines(&Census::take_batch(&census, &table, "h", 1).unwrap());
+        let endpoints = l.last().unwrap()["endpoints"].as_array().unwrap().clone();
+        assert_eq!(endpoints.len(), MAX_ENDPOINTS);
+        assert_eq!(
+            endpoints.last().unwrap(),
+            &serde_json::json!(["*", "(other)", 5])
+        );
+        let total: u64 = endpoints.iter().map(|e| e[2].as_u64().unwrap()).sum();
+        assert_eq!(total, MAX_ENDPOINTS as u64 + 4);
     }
 }
