@@ -538,15 +538,22 @@ impl SiteTable {
     /// one of them. Entries outside every page (a page freed whole, or a
     /// slot boundary that moved when its page was reused for another slot
     /// size) are counted out unread. `full` after a major GC; else only the
-    /// chunks that may hold young objects are read. The work is per recorded
-    /// entry, not per heap slot: a chunk's bitmap skips its empty entries 64
-    /// at a time. Never allocates; returns the objects counted out.
+    /// chunks that may hold young objects are read. `gc` is the GC count
+    /// now: an object recorded in that generation was allocated after the
+    /// last GC began (Ruby allocates it marked, or on a page already swept),
+    /// so no GC has judged it and it is young, unread. Lazy sweeping lets
+    /// the app allocate for much of a GC cycle: most of a minor GC's young
+    /// entries are these. The work is per recorded entry, not per heap slot:
+    /// a chunk's bitmap skips its empty entries 64 at a time. Never
+    /// allocates; returns the objects counted out.
     pub fn reconcile(
         &mut self,
         pages: &mut [Page],
         full: bool,
+        gc: u64,
         mut slot: impl FnMut(u64) -> Slot,
     ) -> u64 {
+        let now = gc as u32;
         pages.sort_unstable_by_key(|p| p.start);
         let mut freed = 0u64;
         let mut read = 0u64;
@@ -568,6 +575,10 @@ impl SiteTable {
                     if entries[i].site == 0 {
                         // Never set so; a stale bit must not count anything out.
                         *word &= !(1 << bit);
+                        continue;
+                    }
+                    if entries[i].generation == now {
+                        young += 1;
                         continue;
                     }
                     let state = match cursor.slot_at(base + i as u64 * SLOT) {
@@ -1087,7 +1098,7 @@ mod tests {
         // Slots 0..4 freed; one reused before the reconciliation (its NEWOBJ
         // counted the old object out).
         t.record_object(base + 9 * SLOT, None, 0, 7, 1);
-        let freed = t.reconcile(&mut pages(&[1]), false, |a| {
+        let freed = t.reconcile(&mut pages(&[1]), false, 2, |a| {
             if a < base + 4 * SLOT {
                 Slot::Free
             } else {
@@ -1102,6 +1113,29 @@ mod tests {
     }
 
     #[test]
+    fn objects_allocated_since_the_gc_began_are_young_and_not_read() {
+        let mut t = SiteTable::default();
+        let base = first_slot(1);
+        // One from before GC 2, one allocated while it swept (generation 2).
+        t.record_object(base, None, 0, 5, 1);
+        t.record_object(base + SLOT, None, 0, 5, 2);
+        let mut read = Vec::new();
+        let freed = t.reconcile(&mut pages(&[1]), false, 2, |a| {
+            read.push(a);
+            Slot::Free
+        });
+        assert_eq!((read, freed), (vec![base], 1));
+        // The next GC judges it: its chunk is still young, so it is read.
+        let mut read = Vec::new();
+        t.reconcile(&mut pages(&[1]), false, 3, |a| {
+            read.push(a);
+            Slot::Free
+        });
+        assert_eq!(read, vec![base + SLOT]);
+        assert_eq!(t.stats().freed, 2);
+    }
+
+    #[test]
     fn an_object_counted_out_by_free_is_not_read_again() {
         let mut t = SiteTable::default();
         let base = first_slot(1);
@@ -1109,7 +1143,7 @@ mod tests {
         t.record_object(base + SLOT, None, 0, 5, 1);
         t.free(base);
         let mut read = Vec::new();
-        let freed = t.reconcile(&mut pages(&[1]), true, |a| {
+        let freed = t.reconcile(&mut pages(&[1]), true, 2, |a| {
             read.push(a);
             Slot::Free
         });
@@ -1124,7 +1158,7 @@ mod tests {
         t.record_object(a, None, 0, 5, 1);
         t.record_object(b, None, 0, 5, 1);
         // Both alive; the one at `a` is old from now on.
-        t.reconcile(&mut pages(&[1, 2]), false, |x| {
+        t.reconcile(&mut pages(&[1, 2]), false, 2, |x| {
             if x == a {
                 Slot::Old
             } else {
@@ -1134,18 +1168,18 @@ mod tests {
         assert_eq!(live(&mut t, 1), vec![(1, 2, 80)]);
         // A minor GC frees no old object: chunk 1 is not read, chunk 2 is.
         let mut read = Vec::new();
-        t.reconcile(&mut pages(&[1, 2]), false, |x| {
+        t.reconcile(&mut pages(&[1, 2]), false, 3, |x| {
             read.push(x);
             Slot::Free
         });
         assert_eq!(read, vec![b]);
         assert_eq!(live(&mut t, 2), vec![(1, 1, 40)]);
         // A major GC reads everything.
-        t.reconcile(&mut pages(&[1, 2]), true, |_| Slot::Free);
+        t.reconcile(&mut pages(&[1, 2]), true, 4, |_| Slot::Free);
         assert_eq!(live(&mut t, 3), vec![(1, 0, 0)]);
         // A new object makes its chunk young again.
         t.record_object(a, None, 0, 5, 4);
-        t.reconcile(&mut pages(&[1, 2]), false, |_| Slot::Free);
+        t.reconcile(&mut pages(&[1, 2]), false, 5, |_| Slot::Free);
         assert_eq!(t.stats().freed, 3);
     }
 
@@ -1157,7 +1191,7 @@ mod tests {
         t.record_object(b, None, 0, 5, 1);
         t.record_object(b + SLOT, None, 0, 5, 1);
         // Page 2 was freed whole: its slots must not be read.
-        let freed = t.reconcile(&mut pages(&[1]), false, |x| {
+        let freed = t.reconcile(&mut pages(&[1]), false, 2, |x| {
             assert!(x < 0x2_0000, "read a freed page at {x:#x}");
             Slot::Young
         });
@@ -1177,7 +1211,7 @@ mod tests {
             end: 0x2_0000,
             stride: 2 * SLOT,
         }];
-        let freed = t.reconcile(&mut heap, true, |x| {
+        let freed = t.reconcile(&mut heap, true, 2, |x| {
             assert_eq!((x - start) % (2 * SLOT), 0);
             Slot::Young
         });
@@ -1250,7 +1284,7 @@ mod tests {
                 }
             }
             let mut reads = Vec::new();
-            let freed = t.reconcile(&mut heap, true, |a| {
+            let freed = t.reconcile(&mut heap, true, 2, |a| {
                 reads.push(a);
                 state(a)
             });

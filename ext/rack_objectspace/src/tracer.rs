@@ -159,7 +159,7 @@ pub fn reconcile() {
         (rb_gc_count() as u64, full)
     };
     let mut table = sites::global().lock();
-    table.reconcile(&mut pages, full, read_slot);
+    table.reconcile(&mut pages, full, gc, read_slot);
     table.end_sweep(gc);
     drop(table);
     FULL_RECONCILES.fetch_add(u64::from(full), Ordering::Relaxed);
