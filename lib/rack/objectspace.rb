@@ -70,7 +70,7 @@ module Rack
     attr_reader :config
 
     def call(env)
-      serving(env) unless @serving_pid == Process.pid
+      serving(env) unless @serving_pid == Native.pid # Process.pid is a system call
       # The request's number in this process: the census's when it is on (the
       # tracer stamps each object with it, "request": N in dumps), else ours.
       served = @census ? @census.request(env) : @lock.synchronize { @served += 1 }

@@ -65,6 +65,22 @@ RSpec.describe Rack::Objectspace::Native, :gc_stress do
                         "web_1/42/000003-1700000000000-GET-a_b-000000ff.meta.json"])
   end
 
+  it "knows its pid in fork children, and spawned commands do not change it" do
+    expect(described_class.pid).to eq(Process.pid)
+    system("true")
+    Process.wait(spawn("true"))
+    expect(described_class.pid).to eq(Process.pid)
+    reader, writer = IO.pipe
+    child = fork do
+      writer.puts([described_class.pid, Process.pid].join(" "))
+      exit!(0)
+    end
+    writer.close
+    Process.wait(child)
+    expect(reader.read.split.map(&:to_i)).to eq([child, child])
+    expect(described_class.pid).to eq(Process.pid)
+  end
+
   it "checks store URLs" do
     expect(described_class.check_store("memory://x")).to be(false)
     Dir.mktmpdir { |dir| expect(described_class.check_store("file://#{dir}/new")).to be(true) }

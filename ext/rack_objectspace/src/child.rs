@@ -8,6 +8,8 @@
 //! Also here: the pthread_atfork child handler that lets every fork child (ours
 //! or anyone's) go of the dump pipes (see `objectspace_core::inherited`).
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use magnus::{function, prelude::*, RModule, Ruby};
 use objectspace_core::inherited;
 
@@ -91,22 +93,36 @@ fn isolate(timeout_seconds: u32) -> u32 {
     blanked
 }
 
-/// Runs in every forked child (pthread_atfork), before any Ruby code.
+/// This process's pid, kept by the fork handler: `Native.pid` is what the
+/// middleware checks on every request, and `Process.pid` is a system call
+/// each time (glibc does not cache it).
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// `Native.pid`: `Process.pid` without the system call.
+fn pid() -> u32 {
+    PID.load(Ordering::Relaxed)
+}
+
+/// Runs in every forked child (pthread_atfork), before any Ruby code. (Not
+/// for vfork or posix_spawn, whose children only exec.)
 extern "C" fn after_fork_child() {
     // SAFETY: pthread_atfork's child handler runs while the child has only the
-    // thread that forked; release_in_child is async-signal-safe, and the
-    // runtime lock's holder (if any) was a thread absent from the child.
+    // thread that forked; release_in_child and getpid are async-signal-safe,
+    // and the runtime lock's holder (if any) was a thread absent from the child.
     unsafe {
+        PID.store(libc::getpid() as u32, Ordering::Relaxed);
         inherited::release_in_child();
         objectspace_core::runtime::unlock_after_fork();
     }
 }
 
 pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
+    PID.store(std::process::id(), Ordering::Relaxed);
     // SAFETY: registers a handler that only repoints registered descriptors; init runs once.
     unsafe {
         libc::pthread_atfork(None, None, Some(after_fork_child));
     }
+    native.define_module_function("pid", function!(pid, 0))?;
     let child = native.define_module("Child")?;
     child.define_module_function("isolate", function!(isolate, 1))?;
     Ok(())

@@ -53,7 +53,7 @@ module Rack
 
       # A request begins (called on the request thread). Returns its number in this process.
       def request(env)
-        start_process unless @pid == Process.pid && Census.owner.equal?(self)
+        start_process unless @pid == Native.pid && Census.owner.equal?(self)
         n = Native::Census.request(env["REQUEST_METHOD"], env["SCRIPT_NAME"], env["PATH_INFO"])
         @wake.signal if (n % BATCH_POINTS).zero?
         n
