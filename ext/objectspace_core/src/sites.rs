@@ -91,13 +91,13 @@ struct Entry {
 /// Entries of the site cache, as a power of 2 (16 KiB).
 const SITE_CACHE_BITS: u32 = 9;
 
-/// A site cache entry (site 0: empty).
+/// A site cache entry (key 0, no path string's address: empty).
 #[derive(Clone, Copy, Default)]
 struct CachedSite {
     key: usize,
-    generation: u64,
+    /// `generation << 8 | type`.
+    tag: u64,
     line: u32,
-    ty: u8,
     site: u32,
 }
 
@@ -278,19 +278,41 @@ impl<'a> SlotCursor<'a> {
 /// One site's census values as of the last sweep: (site id, live, memsize).
 pub type Change = (u32, u64, u64);
 
+/// The entries of one 64 KiB stretch of address space, one per 40 bytes.
+struct Chunk {
+    /// A fixed size, so that an index made from an address needs no check.
+    entries: Box<[Entry; PER_CHUNK]>,
+    /// Which entries hold a recorded object (site != 0), so that a
+    /// reconciliation skips the empty ones a word at a time.
+    occupied: [u64; OCCUPIED_WORDS],
+    /// Entries recorded since the last reconciliation, plus those it found
+    /// alive and not yet old (0: a minor GC cannot have freed any).
+    young: u32,
+    /// Its key (address >> CHUNK_BITS).
+    key: u64,
+}
+
+impl Chunk {
+    fn new(key: u64) -> Self {
+        // Made on the heap (`Box::new` of the array would build it on the stack first).
+        let entries: Box<[Entry]> = vec![Entry::default(); PER_CHUNK].into_boxed_slice();
+        let Ok(entries) = entries.try_into() else {
+            unreachable!("a Vec of PER_CHUNK entries")
+        };
+        Self {
+            entries,
+            occupied: [0; OCCUPIED_WORDS],
+            young: 0,
+            key,
+        }
+    }
+}
+
 /// The table. Not thread-safe by itself: share it as [`SharedSites`].
 #[derive(Default)]
 pub struct SiteTable {
     chunk_index: FxHashMap<u64, u32>,
-    chunks: Vec<Box<[Entry]>>,
-    /// By chunk: which entries hold a recorded object (site != 0), so that
-    /// a reconciliation skips the empty ones a word at a time.
-    occupied: Vec<[u64; OCCUPIED_WORDS]>,
-    /// By chunk: its key (address >> CHUNK_BITS).
-    chunk_keys: Vec<u64>,
-    /// By chunk: entries recorded since the last reconciliation, plus those
-    /// it found alive and not yet old (0: a minor GC cannot have freed any).
-    chunk_young: Vec<u32>,
+    chunks: Vec<Chunk>,
     last_chunk: Option<(u64, u32)>,
     /// The chunk of the last free: a sweep frees a page's objects in a row,
     /// while allocations (`last_chunk`) fill another page.
@@ -441,6 +463,31 @@ impl SiteTable {
         ty: u8,
         generation: u64,
     ) {
+        match file {
+            Some((key, bytes)) => {
+                self.record_at(address, Some((key, || bytes)), line, ty, generation)
+            }
+            None => self.record_at(
+                address,
+                None::<(usize, fn() -> &'static [u8])>,
+                line,
+                ty,
+                generation,
+            ),
+        }
+    }
+
+    /// [`Self::record_object`] with the path's bytes read only when the site
+    /// cache misses (the allocation hook's way: most allocations hit it).
+    #[inline]
+    pub fn record_at<'a>(
+        &mut self,
+        address: u64,
+        file: Option<(usize, impl FnOnce() -> &'a [u8])>,
+        line: u32,
+        ty: u8,
+        generation: u64,
+    ) {
         let (chunk, slot) = Self::split(address);
         let index = match self.last_chunk {
             Some((c, i)) if c == chunk => i,
@@ -456,11 +503,7 @@ impl SiteTable {
                             return;
                         }
                         let i = self.chunks.len() as u32;
-                        self.chunks
-                            .push(vec![Entry::default(); PER_CHUNK].into_boxed_slice());
-                        self.occupied.push([0; OCCUPIED_WORDS]);
-                        self.chunk_young.push(0);
-                        self.chunk_keys.push(chunk);
+                        self.chunks.push(Chunk::new(chunk));
                         self.chunk_index.insert(chunk, i);
                         i
                     }
@@ -474,16 +517,16 @@ impl SiteTable {
             None => self.site_id(NO_FILE, 0, ty),
         };
         let request = self.request;
-        let entry = &mut self.chunks[index as usize][slot];
+        let c = &mut self.chunks[index as usize];
+        let entry = &mut c.entries[slot];
         let old = *entry;
         *entry = Entry {
             site,
             generation: generation as u32,
             request,
         };
-        self.occupied[index as usize][slot / 64] |= 1 << (slot % 64);
-        let young = &mut self.chunk_young[index as usize];
-        *young = young.saturating_add(1);
+        c.occupied[slot / 64] |= 1 << (slot % 64);
+        c.young = c.young.saturating_add(1);
         if old.site != 0 {
             // A slot freed and reused before a reconciliation saw it free.
             count_out(&mut self.sites, old);
@@ -524,10 +567,14 @@ impl SiteTable {
                 None => return,
             },
         };
-        let entry = &mut self.chunks[index as usize][slot];
-        if entry.site != 0 {
-            let word = &mut self.occupied[index as usize][slot / 64];
-            take_out(&mut self.sites, entry, word, slot % 64);
+        let c = &mut self.chunks[index as usize];
+        if c.entries[slot].site != 0 {
+            take_out(
+                &mut self.sites,
+                &mut c.entries[slot],
+                &mut c.occupied[slot / 64],
+                slot % 64,
+            );
             self.freed += 1;
         }
     }
@@ -557,16 +604,16 @@ impl SiteTable {
         pages.sort_unstable_by_key(|p| p.start);
         let mut freed = 0u64;
         let mut read = 0u64;
-        for c in 0..self.chunks.len() {
-            if !full && self.chunk_young[c] == 0 {
+        for chunk in &mut self.chunks {
+            if !full && chunk.young == 0 {
                 // Only old objects here (or none): a minor GC frees none.
                 continue;
             }
-            let base = self.chunk_keys[c] << CHUNK_BITS;
+            let base = chunk.key << CHUNK_BITS;
             let mut cursor = SlotCursor::new(pages, base);
             let mut young = 0u32;
-            let entries = &mut self.chunks[c];
-            for (w, word) in self.occupied[c].iter_mut().enumerate() {
+            let entries = &mut chunk.entries;
+            for (w, word) in chunk.occupied.iter_mut().enumerate() {
                 let mut bits = *word;
                 while bits != 0 {
                     let bit = bits.trailing_zeros() as usize;
@@ -598,7 +645,7 @@ impl SiteTable {
                     }
                 }
             }
-            self.chunk_young[c] = young;
+            chunk.young = young;
         }
         self.freed += freed;
         self.slots_read += read;
@@ -687,7 +734,7 @@ impl SiteTable {
     pub fn site_of(&self, address: u64) -> Option<u32> {
         let (chunk, slot) = Self::split(address);
         let index = *self.chunk_index.get(&chunk)?;
-        let site = self.chunks[index as usize][slot].site;
+        let site = self.chunks[index as usize].entries[slot].site;
         (site != 0).then_some(site)
     }
 
@@ -697,7 +744,7 @@ impl SiteTable {
     pub fn site_and_request(&self, address: u64) -> Option<(u32, u32, u32)> {
         let (chunk, slot) = Self::split(address);
         let index = *self.chunk_index.get(&chunk)?;
-        let e = self.chunks[index as usize][slot];
+        let e = self.chunks[index as usize].entries[slot];
         (e.site != 0).then_some((e.site, e.request, e.generation))
     }
 
@@ -773,7 +820,7 @@ impl SiteTable {
     pub fn lookup(&self, address: u64) -> Option<Site<'_>> {
         let (chunk, slot) = Self::split(address);
         let index = *self.chunk_index.get(&chunk)?;
-        let entry = self.chunks[index as usize][slot];
+        let entry = self.chunks[index as usize].entries[slot];
         if entry.site == 0 {
             return None;
         }
@@ -841,22 +888,28 @@ impl SiteTable {
     /// that lives one GC generation: a hit skips the path's bytes and the
     /// site map. Within a generation, a path key names one string.
     #[inline]
-    fn cached_site(&mut self, key: usize, bytes: &[u8], line: u32, ty: u8, generation: u64) -> u32 {
+    fn cached_site<'a>(
+        &mut self,
+        key: usize,
+        bytes: impl FnOnce() -> &'a [u8],
+        line: u32,
+        ty: u8,
+        generation: u64,
+    ) -> u32 {
         let hash = (key as u64 ^ (u64::from(line) << 32) ^ u64::from(ty))
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             >> (64 - SITE_CACHE_BITS);
+        let tag = generation << 8 | u64::from(ty);
         let c = self.site_cache.0[hash as usize];
-        if c.site != 0 && c.key == key && c.generation == generation && c.line == line && c.ty == ty
-        {
+        if c.key == key && c.tag == tag && c.line == line && key != 0 {
             return c.site;
         }
-        let path = self.path_id(key, bytes);
+        let path = self.path_id(key, bytes());
         let site = self.site_id(path, line, ty);
         self.site_cache.0[hash as usize] = CachedSite {
             key,
-            generation,
+            tag,
             line,
-            ty,
             site,
         };
         site

@@ -24,8 +24,8 @@ use rb_sys::{
     rb_add_event_hook2, rb_event_hook_flag_t, rb_gc_count, rb_gc_register_mark_object, rb_gc_stat,
     rb_postponed_job_register_one, rb_remove_event_hook, rb_trace_arg_t, rb_tracearg_event_flag,
     rb_tracearg_from_tracepoint, rb_tracearg_lineno, rb_tracearg_object, rb_tracearg_path,
-    rb_tracepoint_disable, rb_tracepoint_enable, rb_tracepoint_enabled_p, rb_tracepoint_new, Qnil,
-    Qtrue, FIX2LONG, FIXNUM_P, RB_BUILTIN_TYPE, VALUE,
+    rb_tracepoint_disable, rb_tracepoint_enable, rb_tracepoint_enabled_p, rb_tracepoint_new,
+    ruby_value_type, Qnil, Qtrue, FIX2LONG, FIXNUM_P, RB_BUILTIN_TYPE, RB_TYPE_P, VALUE,
 };
 
 use crate::counters;
@@ -60,7 +60,12 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
         let object = rb_tracearg_object(arg);
         let path = rb_tracearg_path(arg);
         let line = rb_tracearg_lineno(arg);
-        let file = crate::string_bytes(path).map(|bytes| (path as usize, bytes));
+        // The path's bytes are read only if the site cache misses.
+        let file = RB_TYPE_P(path, ruby_value_type::RUBY_T_STRING).then_some((
+            path as usize,
+            // Called (if at all) before this hook returns: see above.
+            move || crate::string_bytes(path).unwrap_or_default(),
+        ));
         let line = if FIXNUM_P(line) {
             FIX2LONG(line).clamp(0, u32::MAX as _) as u32
         } else {
@@ -71,7 +76,7 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
         let ty = RB_BUILTIN_TYPE(object) as u8;
         sites::global()
             .lock()
-            .record_object(object as u64, file, line, ty, generation);
+            .record_at(object as u64, file, line, ty, generation);
     }
 }
 
