@@ -6,7 +6,8 @@
 #   load     wrk against puma serving spec/fixtures/puma/config.ru, dumps off
 #            (every: nil): no middleware, tracing alone (census: false, a
 #            token so that every: nil is allowed), census on. Alternating
-#            rounds; throughput and p99 ratios.
+#            rounds, each starting with the next configuration; throughput
+#            and p99 ratios (of medians, and each round's range).
 #   request  the request thread's time in Census#request, p50/p99, with 10k
 #            distinct live allocation sites and GCs happening (a point after a
 #            GC carries every site that changed).
@@ -187,8 +188,9 @@ def load_bench
   store = Dir.mktmpdir("objectspace-census-bench-")
   configs = puma_configs(store, heap)
   results = configs.keys.to_h { |k| [k, []] }
-  rounds.times do
-    configs.each do |label, env|
+  rounds.times do |round|
+    # Each round starts with another configuration: none is not always first.
+    configs.to_a.rotate(round).each do |label, env|
       puma = TestServers.puma(threads: threads, env: env, name: "census-bench-#{label}")
       begin
         system("wrk", "-t1", "-c2", "-d1s", "http://127.0.0.1:#{puma.port}/warmup", out: File::NULL)
@@ -220,6 +222,9 @@ def load_bench
   rps = ->(l) { median.(results[l].map { |r| r[:rps] }) }
   p99 = ->(l) { median.(results[l].map { |r| r[:p99] }) }
   cpu = ->(l) { median.(results[l].map { |r| r[:cpu] }) }
+  by_round = ->(a, b) { results[a].zip(results[b]).map { |x, y| x[:rps] / y[:rps] }.minmax }
+  puts format("census / none by round: %.2f-%.2fx; census / tracing by round: %.2f-%.2fx",
+              *by_round.("census", "none"), *by_round.("census", "tracing"))
   puts format("census throughput: %.2fx tracing alone (target >= 0.95), %.2fx no middleware (target >= 0.85); " \
               "census p99: %.2fx tracing alone (target <= 1.1)", rps.("census") / rps.("tracing"),
               rps.("census") / rps.("none"), p99.("census") / p99.("tracing"))
