@@ -586,11 +586,13 @@ impl SiteTable {
     /// slot boundary that moved when its page was reused for another slot
     /// size) are counted out unread. `full` after a major GC; else only the
     /// chunks that may hold young objects are read. `gc` is the GC count
-    /// now: an object recorded in that generation was allocated after the
-    /// last GC began (Ruby allocates it marked, or on a page already swept),
-    /// so no GC has judged it and it is young, unread. Lazy sweeping lets
-    /// the app allocate for much of a GC cycle: most of a minor GC's young
-    /// entries are these. The work is per recorded entry, not per heap slot:
+    /// now. After a minor GC, an object recorded in that generation was
+    /// allocated after the GC's marking (a minor GC marks all at once), so on
+    /// a page already swept: that GC cannot have freed it, and it is young,
+    /// unread. Lazy sweeping lets the app allocate for much of a GC cycle:
+    /// most of a minor GC's young entries are these. (A major GC marks
+    /// incrementally, and frees garbage allocated meanwhile: after one,
+    /// every entry is read.) The work is per recorded entry, not per heap slot:
     /// a chunk's bitmap skips its empty entries 64 at a time. Never
     /// allocates; returns the objects counted out.
     pub fn reconcile(
@@ -600,7 +602,8 @@ impl SiteTable {
         gc: u64,
         mut slot: impl FnMut(u64) -> Slot,
     ) -> u64 {
-        let now = gc as u32;
+        // The generation whose objects this GC cannot have freed (none after a major GC).
+        let unjudged = (!full).then_some(gc as u32);
         pages.sort_unstable_by_key(|p| p.start);
         let mut freed = 0u64;
         let mut read = 0u64;
@@ -624,7 +627,7 @@ impl SiteTable {
                         *word &= !(1 << bit);
                         continue;
                     }
-                    if entries[i].generation == now {
+                    if Some(entries[i].generation) == unjudged {
                         young += 1;
                         continue;
                     }
@@ -1166,7 +1169,7 @@ mod tests {
     }
 
     #[test]
-    fn objects_allocated_since_the_gc_began_are_young_and_not_read() {
+    fn objects_allocated_since_a_minor_gc_began_are_young_and_not_read() {
         let mut t = SiteTable::default();
         let base = first_slot(1);
         // One from before GC 2, one allocated while it swept (generation 2).
@@ -1186,6 +1189,11 @@ mod tests {
         });
         assert_eq!(read, vec![base + SLOT]);
         assert_eq!(t.stats().freed, 2);
+        // A major GC marks incrementally, and can free what the app allocated
+        // meanwhile: after one, objects of its generation are read too.
+        t.record_object(base, None, 0, 5, 4);
+        let freed = t.reconcile(&mut pages(&[1]), true, 4, |_| Slot::Free);
+        assert_eq!(freed, 1);
     }
 
     #[test]
