@@ -136,6 +136,22 @@ pub struct CensusStats {
     pub batches: u64,
 }
 
+/// What a batch is made of, taken from the census under its lock.
+struct Taken {
+    seq: u64,
+    /// Each site's (count, memsize) before the first point, and when.
+    base: Vec<(u64, u64)>,
+    base_at: (u64, u64, u64, u64),
+    points: Vec<Point>,
+    point_endpoints: Vec<(u32, u64)>,
+    /// The JSON of the endpoints the points name.
+    endpoint_json: FxHashMap<u32, String>,
+    changes: Vec<Change>,
+    walk: Option<Walked>,
+    /// With a walk: every endpoint's (method, path), by id.
+    endpoint_names: Vec<(String, String)>,
+}
+
 /// A batch ready to store.
 #[derive(Debug)]
 pub struct Batch {
@@ -343,6 +359,70 @@ impl Census {
         self.shadow = table.snapshot();
     }
 
+    /// Move the pending points out, with what their batch needs (None when
+    /// there are none); the shadow moves on past them.
+    fn take_pending(&mut self, table: &parking_lot::Mutex<SiteTable>) -> Option<Taken> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        // What changed since the last point (the memsize a heap walk just
+        // found, at flush and exit) ends the batch, on its last point:
+        // otherwise it would wait for a request that may never come.
+        if self
+            .pending
+            .last()
+            .is_some_and(|p| p.changes.end == self.changes.len())
+        {
+            table.lock().take_changes(&mut self.changes);
+            if let Some(last) = self.pending.last_mut() {
+                last.changes.end = self.changes.len();
+            }
+        }
+        let walk = self.walk.take();
+        let endpoint_names = if walk.is_some() {
+            self.endpoint_names.clone()
+        } else {
+            Vec::new()
+        };
+        self.batches += 1;
+        let points = std::mem::take(&mut self.pending);
+        let point_endpoints = std::mem::take(&mut self.point_endpoints);
+        // The JSON of the endpoints these points name (a few, nearly always).
+        let mut ids: Vec<u32> = point_endpoints.iter().map(|e| e.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let endpoint_json = ids
+            .into_iter()
+            .filter_map(|id| Some((id, self.endpoint_json.get(id as usize)?.clone())))
+            .collect();
+        let changes = std::mem::take(&mut self.changes);
+        let base = self.shadow.clone();
+        let base_at = self.shadow_at;
+        for p in &points {
+            for &(site, count, memsize) in &changes[p.changes.clone()] {
+                let i = site as usize - 1;
+                if self.shadow.len() <= i {
+                    self.shadow.resize(i + 1, (0, 0));
+                }
+                self.shadow[i] = (count, memsize);
+            }
+        }
+        if let Some(last) = points.last() {
+            self.shadow_at = (last.requests, last.gc_count, last.swept_gc, last.at_ms);
+        }
+        Some(Taken {
+            seq: self.batches,
+            base,
+            base_at,
+            points,
+            point_endpoints,
+            endpoint_json,
+            changes,
+            walk,
+            endpoint_names,
+        })
+    }
+
     /// Move the pending points out as one batch (None when there are none).
     /// Locks `table` briefly to copy the names of the sites it mentions; the
     /// JSON and gzip work happens with no lock held.
@@ -352,7 +432,7 @@ impl Census {
         host: &str,
         pid: u32,
     ) -> Option<Batch> {
-        let (
+        let Taken {
             seq,
             base,
             base_at,
@@ -362,68 +442,7 @@ impl Census {
             changes,
             walk,
             endpoint_names,
-        ) = {
-            let mut c = census.lock();
-            if c.pending.is_empty() {
-                return None;
-            }
-            // What changed since the last point (the memsize a heap walk just
-            // found, at flush and exit) ends the batch, on its last point:
-            // otherwise it would wait for a request that may never come.
-            if c.pending
-                .last()
-                .is_some_and(|p| p.changes.end == c.changes.len())
-            {
-                let c = &mut *c;
-                table.lock().take_changes(&mut c.changes);
-                if let Some(last) = c.pending.last_mut() {
-                    last.changes.end = c.changes.len();
-                }
-            }
-            let walk = c.walk.take();
-            let endpoint_names = if walk.is_some() {
-                c.endpoint_names.clone()
-            } else {
-                Vec::new()
-            };
-            c.batches += 1;
-            let points = std::mem::take(&mut c.pending);
-            let point_endpoints = std::mem::take(&mut c.point_endpoints);
-            // The JSON of the endpoints these points name (a few, nearly always).
-            let mut ids: Vec<u32> = point_endpoints.iter().map(|e| e.0).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let endpoint_json: FxHashMap<u32, String> = ids
-                .into_iter()
-                .filter_map(|id| Some((id, c.endpoint_json.get(id as usize)?.clone())))
-                .collect();
-            let changes = std::mem::take(&mut c.changes);
-            let base = c.shadow.clone();
-            let base_at = c.shadow_at;
-            for p in &points {
-                for &(site, count, memsize) in &changes[p.changes.clone()] {
-                    let i = site as usize - 1;
-                    if c.shadow.len() <= i {
-                        c.shadow.resize(i + 1, (0, 0));
-                    }
-                    c.shadow[i] = (count, memsize);
-                }
-            }
-            if let Some(last) = points.last() {
-                c.shadow_at = (last.requests, last.gc_count, last.swept_gc, last.at_ms);
-            }
-            (
-                c.batches,
-                base,
-                base_at,
-                points,
-                point_endpoints,
-                endpoint_json,
-                changes,
-                walk,
-                endpoint_names,
-            )
-        };
+        } = census.lock().take_pending(table)?;
         let mut ids: Vec<u32> = base
             .iter()
             .enumerate()
