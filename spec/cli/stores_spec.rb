@@ -23,8 +23,9 @@ RSpec.describe "reading dumps back from every store" do
   STORES_LEAK_LINE = "#{__FILE__}:#{File.readlines(__FILE__).index { |l| l.include?('# the leak') } + 1}" # rubocop:disable Lint/ConstantDefinitionInBlock
 
   # Serves n requests (/leak and /ok in turn), waiting for each dump, so none is dropped.
+  # Dumps only: a census would be read back too, and win over the dumps (as in a file:// store).
   def serve_session(store, n, **options)
-    app, middleware = linted(LeakyApp.new, store: store, dump: :retained, max_children: 1, **options)
+    app, middleware = linted(LeakyApp.new, store: store, dump: :retained, max_children: 1, census: false, **options)
     n.times do |i|
       expect(Rack::MockRequest.new(app).get(i.even? ? "/leak/#{i}" : "/ok/#{i}").status).to eq(200)
       middleware.flush(60)
