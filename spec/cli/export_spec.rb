@@ -3,6 +3,7 @@
 require "json"
 require "open3"
 require "rack/objectspace/analysis/export"
+require_relative "../fixtures/census_app"
 
 # `rack-objectspace export SOURCE OUTDIR`: the census of every process as
 # Parquet by host, per-dump summaries, and the README's DuckDB query over them.
@@ -154,6 +155,37 @@ RSpec.describe "rack-objectspace export" do
       _out, err, status = cli("export", "#{@session}/store", @out)
       expect(status).to eq(2)
       expect(err).to include("#{@out}/census already exists and is not empty")
+      no_backtrace(err)
+    end
+  end
+
+
+  # `export` takes any SOURCE `leaks` takes: a redis:// URL too (the README's
+  # `Moneta.new(:Redis, url:)` store), read through Moneta as `leaks` reads it.
+  describe "a census stored in Moneta over a real redis-server" do
+    before(:all) do
+      @redis = TestServers.redis(name: "redis-export")
+      @url = "redis://127.0.0.1:#{@redis.port}/0"
+    rescue TestServers::Missing => e
+      skip(e.message)
+    end
+    after(:all) { @redis&.stop }
+
+    it "is exported from its redis:// URL, and the README's query finds the leak in it" do
+      app = File.join(root, "spec/fixtures/census_app.rb")
+      _out, err, status = Open3.capture3(RbConfig.ruby, app, @url, '{"every":null}', "200", chdir: root)
+      raise err unless status.success?
+
+      out, err, status = cli("export", @url, path("out"))
+      expect(status).to eq(0), err
+      expect(out).to match(/census: \d+ rows from 1 process\(es\) on 1 host\(s\)/)
+      expect(Dir.glob("census/*/*.parquet", base: path("out")).size).to eq(1)
+      file, line, = duckdb(query, chdir: path(".")).first
+      expect([file, line]).to eq([app, CensusApp::LEAK_LINE])
+
+      _out, err, status = cli("export", "redis://127.0.0.1:#{TestServers.free_port}/0", path("out2"))
+      expect(status).to eq(1)
+      expect(err).to match(/\Arack-objectspace: .*(CannotConnect|ECONNREFUSED|connect)/i)
       no_backtrace(err)
     end
   end

@@ -3,6 +3,8 @@
 require "moneta"
 require "redis"
 require "rack/objectspace/analysis"
+require "open3"
+require_relative "../fixtures/census_app"
 
 # Every store the middleware writes to can be read back: redis:// URLs by the
 # CLI (through Moneta, as `store: Moneta.new(:Redis)` wrote them), any Ruby
@@ -21,8 +23,9 @@ RSpec.describe "reading dumps back from every store" do
   STORES_LEAK_LINE = "#{__FILE__}:#{File.readlines(__FILE__).index { |l| l.include?('# the leak') } + 1}" # rubocop:disable Lint/ConstantDefinitionInBlock
 
   # Serves n requests (/leak and /ok in turn), waiting for each dump, so none is dropped.
+  # Dumps only: a census would be read back too, and win over the dumps (as in a file:// store).
   def serve_session(store, n, **options)
-    app, middleware = linted(LeakyApp.new, store: store, dump: :retained, max_children: 1, **options)
+    app, middleware = linted(LeakyApp.new, store: store, dump: :retained, max_children: 1, census: false, **options)
     n.times do |i|
       expect(Rack::MockRequest.new(app).get(i.even? ? "/leak/#{i}" : "/ok/#{i}").status).to eq(200)
       middleware.flush(60)
@@ -72,6 +75,30 @@ RSpec.describe "reading dumps back from every store" do
         out, _err, status = cli("ls", @url)
         expect(status).to eq(0)
         expect(out).to include("12 dump(s) in #{@url}", "rack-objectspace diff #{@url} KEY1 KEY2 KEY3", keys.first)
+      end
+    end
+
+    # The README's census-only setup with the README's Redis store: `leaks redis://...` reads
+    # the census batches (census-NNNNNN.ndjson.gz keys), not only dumps.
+    [{}, { every: nil }].each do |options|
+      it "reads the census a fresh process stored in Moneta over Redis (#{options.inspect}): leaks and ls" do
+        script = File.expand_path("../fixtures/census_app.rb", __dir__)
+        out, err, status = Open3.capture3(RbConfig.ruby, script, @url, JSON.generate(options), "200")
+        expect(status).to be_success, err
+        expect(JSON.parse(out, symbolize_names: true)[:census]).to include(requests: 200, dropped: 0, failed: 0)
+
+        out, err, status = cli("leaks", @url, "--format", "json", "--top", "0")
+        expect(status).to eq(0), err
+        report = JSON.parse(out)
+        expect(report["processes"].map { |p| p["census_requests"] }).to eq([200]), report["processes"].inspect
+        locations = report["sites"].map { |s| s["location"] }
+        expect(locations.first).to eq("#{script}:#{CensusApp::LEAK_LINE}"), report["sites"].first(3).inspect
+        expect(locations).not_to include("#{script}:#{CensusApp::CACHE_LINE}")
+        expect(report["sites"].first["per_request"]).to be_within(0.1).of(1.0 / 3)
+
+        out, err, status = cli("leaks", @url)
+        expect(status).to eq(0), err
+        expect(out).to include("census of 200 requests")
       end
     end
 

@@ -8,6 +8,7 @@ require "rack/objectspace/analysis"
 # batches without a dump, and `leaks` reading it.
 
 require_relative "../fixtures/census_app"
+require_relative "../fixtures/census_lazy_app"
 
 RSpec.describe "Rack::Objectspace census" do
   let(:dir) { Dir.mktmpdir("objectspace-census") }
@@ -187,6 +188,28 @@ RSpec.describe "Rack::Objectspace census" do
         expect(report["sites"].first["per_request"]).to be_within(0.1).of(1.0 / 3)
         expect(report["sites"].first["allocated_by"].map { |e| e["path"] }).to eq(["/profile"]), report["sites"].first.inspect
       end
+    end
+  end
+
+  describe "leaks from the census of an app whose GCs sweep lazily (as a Rails app's do)" do
+    # A GC's counts are those of its start; its sweep can end hundreds of
+    # requests later. Each observation must stand at the request the GC began in.
+    it "places each GC's count at the request the GC began in, not where its sweep ended" do
+      script = File.expand_path("../fixtures/census_lazy_app.rb", __dir__)
+      out = IO.popen([RbConfig.ruby, script, dir, "3000"], &:read)
+      expect($?).to be_success
+      began = JSON.parse(out)
+      expect(began.size).to be >= 3
+      report = Rack::Objectspace::Analysis.leaks("file://#{dir}", top: 0)
+      site = report["sites"].find { |s| s["location"] == "#{script}:#{CensusLazyApp::LEAK_LINE}" }
+      expect(site).not_to be_nil, report["sites"].first(3).inspect
+      # One String kept per request: a GC that began in request x counts x of
+      # them, give or take the request in flight.
+      steps = site["census_steps"].reject { |_x, count| count.zero? }
+      expect(steps.size).to be >= 3
+      expect(steps).to all(satisfy { |x, count| (x - count).abs <= 1 }),
+                       "GCs began in requests #{began}; steps #{steps}"
+      expect(site["per_request"]).to be_within(0.02).of(1.0)
     end
   end
 

@@ -198,6 +198,8 @@ module Rack
       class StoreReader
         DUMP = /\.(jsonl|json)(\.gz)?\z/.freeze
         META = ".meta.json"
+        # `<host>/<pid>/census-<seq>.ndjson.gz`: the census's batches.
+        CENSUS = %r{(\A|/)census-\d+\.ndjson\.gz\z}.freeze
         # `<dump-key>/<address>` and `<dump-key>/root-<n>` (layout: :object)
         OBJECT = %r{\A(.+\.jsonl\.gz)/(0x\h+|root-\d+)\z}.freeze
 
@@ -208,18 +210,18 @@ module Rack
           @warnings = []
         end
 
-        # Copies every dump and metadata record of the store under `dir`.
+        # Copies every dump, metadata record and census batch of the store under `dir`.
         def copy_all(dir)
           objects = Hash.new { |h, k| h[k] = [] }
           each_key do |key|
             if (m = OBJECT.match(key))
               objects[m[1]] << m[2]
-            elsif key.end_with?(META) || DUMP.match?(key)
+            elsif key.end_with?(META) || DUMP.match?(key) || CENSUS.match?(key)
               write(dir, key, @store[key])
             end
           end
           objects.each { |dump_key, parts| write_objects(dir, dump_key, parts) }
-          raise Rack::Objectspace::Error, "#{Analysis.send(:describe, @store)}: no dumps found" if ::Dir.empty?(dir)
+          raise Rack::Objectspace::Error, "#{Analysis.send(:describe, @store)}: no dumps or census found" if ::Dir.empty?(dir)
         end
 
         # Copies one dump (and its metadata, if any) to `dir`; returns its path.

@@ -4,7 +4,9 @@
 //!
 //! A process's batches are read in order and its points replayed. The counts
 //! of a point are those the last finished sweep left, so the series of one
-//! site has one observation per GC: a new one wherever `swept_gc` changes.
+//! site has one observation per GC: a new one wherever `swept_gc` changes,
+//! placed at the request that GC began in (its counts are those of its start;
+//! a lazy sweep can end hundreds of requests later, as in a Rails app).
 //! The growth rule is the dumps' ([`super::leaks::growth_rate`]), over those
 //! observations, with the request count as x: a leak grows through the later
 //! half; a bounded cache fills and then stays flat, and is not ranked.
@@ -29,6 +31,12 @@ use crate::store::Store;
 
 /// Observations kept per process for the growth rule (evenly thinned past it).
 const MAX_OBSERVATIONS: usize = 2000;
+/// Observations (the first point, then one per GC) a process needs before
+/// any site is judged. With 3, the growth rule's later half is the last two
+/// GCs, which can stand a request apart (a GC that began before the first
+/// point is placed where its sweep ended, the next where it began): their
+/// slope is anything (3 objects a request for a leak of 1, seen in a Rails app).
+const MIN_OBSERVATIONS: usize = 4;
 /// Endpoints fit per site (the busiest); the rest share nothing.
 const MAX_FIT_ENDPOINTS: usize = 16;
 
@@ -50,6 +58,11 @@ struct Replay {
     /// at this point, whose objects that GC did not count.
     in_flight: Vec<(u32, u64)>,
     last_swept: Option<u64>,
+    /// The `gc_count` of the previous point.
+    last_gc: Option<u64>,
+    /// GCs `lo..=hi` began during the request that `x` requests ended with
+    /// (their counts are those of that moment), until their sweep is seen.
+    began: Vec<(u64, u64, u64)>,
     /// The latest heap walk: live objects of each site by allocating endpoint.
     walked: FxHashMap<Name, Vec<(String, String, u64)>>,
     requests: u64,
@@ -184,11 +197,28 @@ impl Replay {
                         );
                     }
                 }
+                // GCs that began since the previous point began during the
+                // previous request: their counts are those of that moment,
+                // however long their (lazy) sweep lasts.
+                let gc = v["gc_count"].as_u64().unwrap_or(0);
+                if let Some(last) = self.last_gc.filter(|&last| gc > last) {
+                    self.began.push((last + 1, gc, self.requests));
+                }
+                self.last_gc = Some(self.last_gc.map_or(gc, |last| last.max(gc)));
                 // A sweep first seen here ended during the previous request,
                 // whose objects it left out: they belong to the next interval.
                 if self.last_swept != Some(swept) {
                     self.last_swept = Some(swept);
-                    self.observe(requests);
+                    // Observed at the request its GC began in (else here: a GC
+                    // that began before the census's first point).
+                    let at = self
+                        .began
+                        .iter()
+                        .find(|&&(lo, hi, _)| lo <= swept && swept <= hi)
+                        .map_or(requests, |b| b.2);
+                    self.began.retain(|&(_, hi, _)| hi > swept);
+                    let at = self.xs.last().map_or(at, |&last| at.max(last));
+                    self.observe(at);
                 }
                 for (id, n) in std::mem::take(&mut self.in_flight) {
                     *self.interval.entry(id).or_insert(0) += n;
@@ -249,7 +279,7 @@ fn own_file(file: &str) -> bool {
 
 fn leaks_of(host: &str, pid: u32, r: &Replay) -> Vec<LeakSite> {
     let obs = r.xs.len();
-    if obs < 3 {
+    if obs < MIN_OBSERVATIONS {
         return Vec::new();
     }
     // Thin to MAX_OBSERVATIONS evenly, keeping the last.
@@ -498,9 +528,9 @@ pub fn leaks(
                 String::new()
             }
         ));
-        if replay.xs.len() < 3 {
+        if replay.xs.len() < MIN_OBSERVATIONS {
             warnings.push(format!(
-                "process {host}/{pid}: {} GC(s) in the census; at least 3 are needed to tell growth from noise",
+                "process {host}/{pid}: {} GC(s) in the census; at least {MIN_OBSERVATIONS} are needed to tell growth from noise: send more requests",
                 replay.xs.len()
             ));
         }
@@ -575,8 +605,11 @@ mod tests {
                 }
                 next += 40;
             }
-            if i % 50 == 0 {
-                let b = Census::take_batch(&census, &table, "h", 9).unwrap();
+            if i % 50 == 0 || i == requests {
+                // The last batch, as at exit (none when the 50th took them all).
+                let Some(b) = Census::take_batch(&census, &table, "h", 9) else {
+                    continue;
+                };
                 let path = dir.join(&b.key);
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(path, b.gzip).unwrap();
@@ -630,6 +663,26 @@ mod tests {
             .warnings
             .iter()
             .any(|w| w.contains("batches 3..3 missing")));
+    }
+
+    #[test]
+    fn too_few_gcs_rank_nothing_and_say_so() {
+        // 21 requests, a GC every 7: the first point and 2 GCs (the third's
+        // sweep is never seen), 3 observations.
+        let dir = tempfile::tempdir().unwrap();
+        session(dir.path(), 21);
+        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+            .unwrap()
+            .unwrap();
+        assert!(report.sites.is_empty(), "{:?}", report.sites);
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("h/9: 3 GC(s) in the census; at least 4 are needed")),
+            "{:?}",
+            report.warnings
+        );
     }
 
     #[test]

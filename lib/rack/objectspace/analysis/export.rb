@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "rbconfig"
+require "tmpdir"
 
 module Rack
   class Objectspace
@@ -22,6 +23,9 @@ module Rack
           ::File.file?(path) && ::File.executable?(path) ? path : nil
         end
 
+        # Options of the binary that take a value (the rest of the arguments are SOURCE and OUTDIR).
+        VALUE_OPTIONS = %w[--row-group --file-rows].freeze
+
         # @return [Integer] the exit status (the binary's: 0, 1 unreadable input, 2 usage)
         def run(args, out: $stdout, err: $stderr)
           path = binary
@@ -30,6 +34,40 @@ module Rack
                      "in #{ROOT} (cargo; a crate of its own, so the extension compiles without Parquet)"
             return 1
           end
+          source = source_index(args)
+          return spawn(path, args, out, err) unless source && Analysis::Redis.url?(args[source])
+
+          from_redis(path, args, source, out, err)
+        end
+
+        # The index of SOURCE in `args` (the first argument that is not an option or its value).
+        def source_index(args)
+          skip = false
+          args.each_index.find do |i|
+            was = skip
+            skip = VALUE_OPTIONS.include?(args[i])
+            !was && !args[i].start_with?("-")
+          end
+        end
+
+        # A redis:// SOURCE (the README's `Moneta.new(:Redis, url:)` store), read as `leaks`
+        # reads it: its dumps and census batches copied to a temporary folder, exported from there.
+        def from_redis(path, args, source, out, err)
+          require "rack/objectspace/analysis"
+          url = args[source]
+          Dir.mktmpdir("rack-objectspace-export-") do |dir|
+            Analysis::StoreReader.new(Analysis::Redis.open(url)).copy_all(dir)
+            spawn(path, args.dup.tap { |a| a[source] = dir }, out, err)
+          end
+        rescue Rack::Objectspace::Error => e
+          err.puts "rack-objectspace: #{e.message}"
+          1
+        rescue StandardError => e
+          err.puts "rack-objectspace: #{Log.describe_url(url)}: #{e.class}: #{e.message}"
+          1
+        end
+
+        def spawn(path, args, out, err)
           if out.respond_to?(:fileno) && err.respond_to?(:fileno)
             _, status = Process.wait2(Process.spawn(path, *args, out: out, err: err))
           else
