@@ -27,6 +27,14 @@ RSpec.describe "Rack::Objectspace reporting" do
     FileUtils.rm_rf(dir) if dir
   end
 
+  it "says at boot whether the census is on, and that every: nil without a token never dumps" do
+    Rack::Objectspace.new(app, store: {}, logger: quiet_logger, every: nil)
+    Rack::Objectspace.new(app, store: {}, logger: quiet_logger, every: nil, token: "t" * 32, census: false)
+    census_only, on_demand = events(logged, "started")
+    expect(census_only).to include("every=never", "census=on")
+    expect(on_demand).to include("every=on_demand", "census=off")
+  end
+
   it "names a []= store by its class and keeps credentials of a URL out of the log" do
     Rack::Objectspace.new(app, store: {}, logger: quiet_logger, trace: false)
     expect(events(logged, "started").first).to include("store=Hash", "tracer=off", "every=1")

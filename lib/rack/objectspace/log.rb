@@ -32,10 +32,13 @@ module Rack
       end
 
       # The one line at boot that says the middleware is on and how it is set
-      # up: mode, dump, store (no credentials), every and tracer.
+      # up: mode, dump, store (no credentials), every (with every: nil, dumps
+      # come only on demand, through a token, else never), tracer and census.
       def started(config)
+        every = config.every || (config.token ? "on_demand" : "never")
         info("started", mode: config.mode, dump: config.dump, store: self.class.describe_store(config.store),
-                        every: config.every || "on_demand", tracer: config.trace || "off", pid: Process.pid)
+                        every: every, tracer: config.trace || "off", census: config.census ? "on" : "off",
+                        pid: Process.pid)
       end
 
       # Dumps stored, dropped and failed so far, at flush and at exit: one line,
