@@ -159,7 +159,6 @@ RSpec.describe "rack-objectspace export" do
     end
   end
 
-
   # `export` takes any SOURCE `leaks` takes: a redis:// URL too (the README's
   # `Moneta.new(:Redis, url:)` store), read through Moneta as `leaks` reads it.
   describe "a census stored in Moneta over a real redis-server" do

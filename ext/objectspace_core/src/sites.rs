@@ -327,7 +327,7 @@ pub struct SiteTable {
     sites: Vec<SiteInfo>,
     by_site: FxHashMap<u64, u32>,
     last_site: Option<(u64, u32)>,
-    /// (path key, line, type) -> site, for one GC generation (made on first use).
+    /// (path key, line, type) -> site, for one GC generation.
     site_cache: SiteCache,
     dirty: Vec<u32>,
     /// Request sequence number given to new objects.
@@ -463,18 +463,8 @@ impl SiteTable {
         ty: u8,
         generation: u64,
     ) {
-        match file {
-            Some((key, bytes)) => {
-                self.record_at(address, Some((key, || bytes)), line, ty, generation)
-            }
-            None => self.record_at(
-                address,
-                None::<(usize, fn() -> &'static [u8])>,
-                line,
-                ty,
-                generation,
-            ),
-        }
+        let file = file.map(|(key, bytes)| (key, move || bytes));
+        self.record_at(address, file, line, ty, generation);
     }
 
     /// [`Self::record_object`] with the path's bytes read only when the site

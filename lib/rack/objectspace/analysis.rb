@@ -112,9 +112,7 @@ module Rack
         check_source(source)
         return yield(source.to_s) unless store?(source)
 
-        Dir.mktmpdir("rack-objectspace-") do |dir|
-          reader = StoreReader.new(source)
-          reader.copy_all(dir)
+        with_copy(source) do |dir, reader|
           report = yield(dir)
           report["source"] = describe(source)
           report["warnings"] = reader.warnings + report.fetch("warnings", [])
@@ -122,6 +120,16 @@ module Rack
         end
       end
       private_class_method :with_session
+
+      # Yields a temporary folder holding a copy of a Ruby store's dumps and
+      # census batches, and the StoreReader that made it (for its warnings).
+      def with_copy(store)
+        Dir.mktmpdir("rack-objectspace-") do |dir|
+          reader = StoreReader.new(store)
+          reader.copy_all(dir)
+          yield(dir, reader)
+        end
+      end
 
       # Yields the paths of `keys` of `source` (or `source` itself when keys is nil).
       def with_dumps(source, keys)

@@ -1,7 +1,6 @@
 # frozen_string_literal: true
 
 require "rbconfig"
-require "tmpdir"
 
 module Rack
   class Objectspace
@@ -55,8 +54,7 @@ module Rack
         def from_redis(path, args, source, out, err)
           require "rack/objectspace/analysis"
           url = args[source]
-          Dir.mktmpdir("rack-objectspace-export-") do |dir|
-            Analysis::StoreReader.new(Analysis::Redis.open(url)).copy_all(dir)
+          Analysis.with_copy(Analysis::Redis.open(url)) do |dir, _reader|
             spawn(path, args.dup.tap { |a| a[source] = dir }, out, err)
           end
         rescue Rack::Objectspace::Error => e
