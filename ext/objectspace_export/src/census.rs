@@ -6,13 +6,15 @@
 //!
 //! - a row for a site at each point where its count or memsize changed
 //!   (at the `base` of a batch too, when a missing batch left the state
-//!   different, including a drop to 0);
+//!   different, including a drop to 0). A GC's counts stand at the request
+//!   that GC began in, as `leaks` places them: they are those of its start,
+//!   however many requests later its lazy sweep ended;
 //! - a row for every site still alive at the process's last point (the
 //!   anchor), so that `requests = max(requests)` of a process is its final
 //!   state and a site that stopped changing long ago still has a row there.
 //!
 //! A site's count at any point is the value of its latest row at or before
-//! it. Counts change only when a GC ends (see the README), so this holds a
+//! it (rows at one `requests` are in `gc_count` order). Counts change only when a GC ends (see the README), so this holds a
 //! few rows per GC per changed site, not one per request per live site.
 //!
 //! One batch is decoded at a time, line by line; a process's state is one
@@ -52,6 +54,13 @@ pub struct CensusRow {
     site: Rc<SiteInfo>,
     count: i64,
     memsize: i64,
+}
+
+impl CensusRow {
+    /// Where the row stands and what it counts: (requests, gc_count, at, count).
+    pub fn placed(&self) -> (i64, i64, i64, i64) {
+        (self.requests, self.gc_count, self.at, self.count)
+    }
 }
 
 impl Rows for CensusRow {
@@ -104,6 +113,7 @@ struct Line<'a> {
     walk: Option<IgnoredAny>,
     requests: Option<u64>,
     gc_count: Option<u64>,
+    swept_gc: Option<u64>,
     at: Option<u64>,
     #[serde(default)]
     counts: Vec<(u64, u64, u64)>,
@@ -126,10 +136,17 @@ pub struct Process {
     pid: i64,
     names: FxHashMap<Name, u32>,
     sites: Vec<Rc<SiteInfo>>,
-    /// Per site: (count, memsize) now, and the point of its latest row.
+    /// Per site: (count, memsize) now, and the `requests` of its latest row.
     state: Vec<(u64, u64, u64)>,
-    points: u64,
     last: Option<Head>,
+    /// The `swept_gc` of the previous point.
+    last_swept: Option<u64>,
+    /// GCs `lo..=hi` began during the request the head's point ended (their
+    /// counts are those of that moment), until their sweep is seen.
+    began: Vec<(u64, u64, Head)>,
+    /// Where the latest GC's (or base's) rows stood: later ones never stand
+    /// before it.
+    placed: Option<Head>,
     pub requests: u64,
 }
 
@@ -147,8 +164,10 @@ impl Process {
             names: FxHashMap::default(),
             sites: Vec::new(),
             state: Vec::new(),
-            points: 0,
             last: None,
+            last_swept: None,
+            began: Vec::new(),
+            placed: None,
             requests: 0,
         }
     }
@@ -184,7 +203,7 @@ impl Process {
         out: &mut dyn FnMut(CensusRow) -> Result<(), String>,
     ) -> Result<(), String> {
         let s = &mut self.state[i as usize];
-        s.2 = self.points;
+        s.2 = head.requests;
         out(CensusRow {
             host: self.host.clone(),
             pid: self.pid,
@@ -211,6 +230,41 @@ impl Process {
         s.0 = value.0;
         s.1 = value.1;
         self.row(i, head, out)
+    }
+
+    /// Where a point's changed counts stand, as `leaks` places a GC's
+    /// observation: a sweep first seen at this point gives the counts of the
+    /// GC's start, so they stand at the point before the request that GC
+    /// began in (its `requests` and time; `gc_count` the GC's own), however
+    /// long its lazy sweep lasted. A GC that began before the census's first
+    /// point, or another change (the heap walk's memsizes), stands here.
+    fn place(&mut self, head: Head, swept: u64) -> Head {
+        if let Some(last) = self.last.filter(|last| head.gc_count > last.gc_count) {
+            self.began.push((last.gc_count + 1, head.gc_count, last));
+        }
+        if self.last_swept == Some(swept) {
+            return head;
+        }
+        self.last_swept = Some(swept);
+        let began = self
+            .began
+            .iter()
+            .find(|&&(lo, hi, _)| lo <= swept && swept <= hi)
+            .map(|&(_, _, began)| began);
+        self.began.retain(|&(_, hi, _)| hi > swept);
+        let place = match (began, self.placed) {
+            (Some(began), Some(placed)) if began.requests < placed.requests => Head {
+                gc_count: swept,
+                ..placed
+            },
+            (Some(began), _) => Head {
+                gc_count: swept,
+                ..began
+            },
+            (None, _) => head,
+        };
+        self.placed = Some(place);
+        place
     }
 
     /// Replay one batch (`bytes` as stored: gzipped or plain), emitting rows.
@@ -266,7 +320,6 @@ impl Process {
                 // The header, and the walk's endpoints: nothing to count.
             } else if let Some(head) = line.base {
                 // The complete state before the batch's first point.
-                self.points += 1;
                 let mut listed = vec![false; self.sites.len()];
                 for &(id, count, memsize) in &line.counts {
                     let i = *ids.get(&id).ok_or_else(|| {
@@ -281,19 +334,20 @@ impl Process {
                     }
                 }
                 self.last = Some(head);
+                self.placed = Some(head);
                 self.requests = head.requests;
             } else if let Some(requests) = line.requests {
-                self.points += 1;
                 let head = Head {
                     requests,
                     gc_count: line.gc_count.unwrap_or(0),
                     at: line.at.unwrap_or(0),
                 };
+                let place = self.place(head, line.swept_gc.unwrap_or(0));
                 for &(id, count, memsize) in &line.counts {
                     let i = *ids.get(&id).ok_or_else(|| {
                         format!("{name}: line {n}: site {id} is not named in this batch")
                     })?;
-                    self.set(i, (count, memsize), head, out)?;
+                    self.set(i, (count, memsize), place, out)?;
                 }
                 self.last = Some(head);
                 self.requests = requests;
@@ -312,7 +366,7 @@ impl Process {
         };
         for i in 0..self.state.len() {
             let (count, _, at) = self.state[i];
-            if count > 0 && at != self.points {
+            if count > 0 && at != head.requests {
                 self.row(i as u32, head, out)?;
             }
         }

@@ -262,15 +262,18 @@ mod tests {
                 // batch 1's base: every site listed
                 a(0, 5),
                 foo(0, 1),
-                // request 2: what changed
-                a(2, 6),
-                c(2, 2),
+                // what GC 2 changed, seen at point 2: it began during request 1
+                a(1, 6),
+                c(1, 2),
                 // the anchor is not here: batch 3 follows
                 // batch 3's base: site 1 changed; sites 2 and 3 are gone
                 a(10, 9),
                 foo(10, 0),
                 c(10, 0),
-                // request 11, the last point: site 1 changed; no other site is alive
+                // GC 5, seen at point 11, began during request 10 (after the
+                // base's GC 4: rows at one `requests` are in `gc_count` order)
+                a(10, 10),
+                // the anchor: point 11 is the last; no other site is alive
                 a(11, 10),
             ]
         );
@@ -319,6 +322,44 @@ mod tests {
             .as_ref()
             .is_err_and(|e| e.usage && e.message.contains("not empty")));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_gcs_counts_stand_at_the_request_it_began_in() {
+        // GC 2 begins during request 2 (point 3 is the first to see it); its
+        // lazy sweep ends during request 4, and point 5 has its counts. As in
+        // `leaks`, they stand where GC 2 began: request 2, with point 2's time.
+        // GCs 3 and 4 begin during request 6; GC 4's sweep is seen at point 8.
+        const LAZY: &str = r#"{"census":1,"host":"web-1","pid":9,"seq":1,"points":8,"sites":1}
+{"site":1,"file":"/app/a.rb","line":3,"type":"STRING","class":null}
+{"base":{"requests":0,"gc_count":1,"swept_gc":1,"at":1000},"counts":[[1,5,200]]}
+{"requests":1,"gc_count":1,"swept_gc":1,"at":1010,"counts":[]}
+{"requests":2,"gc_count":1,"swept_gc":1,"at":1020,"counts":[]}
+{"requests":3,"gc_count":2,"swept_gc":1,"at":1030,"counts":[]}
+{"requests":4,"gc_count":2,"swept_gc":1,"at":1040,"counts":[]}
+{"requests":5,"gc_count":2,"swept_gc":2,"at":1050,"counts":[[1,7,280]]}
+{"requests":6,"gc_count":2,"swept_gc":2,"at":1060,"counts":[]}
+{"requests":7,"gc_count":4,"swept_gc":2,"at":1070,"counts":[]}
+{"requests":8,"gc_count":4,"swept_gc":4,"at":1080,"counts":[[1,9,360]]}
+"#;
+        let mut p = census::Process::new("h", 1);
+        let mut out = Vec::new();
+        let mut sink = |row: census::CensusRow| {
+            out.push(row.placed());
+            Ok(())
+        };
+        p.batch("b", LAZY.as_bytes(), &mut sink).unwrap();
+        p.finish(&mut sink).unwrap();
+        // (requests, gc_count, at, count)
+        assert_eq!(
+            out,
+            vec![
+                (0, 1, 1000, 5),
+                (2, 2, 1020, 7),
+                (6, 4, 1060, 9),
+                (8, 4, 1080, 9)
+            ]
+        );
     }
 
     #[test]
