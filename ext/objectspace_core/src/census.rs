@@ -27,7 +27,8 @@
 //!
 //! `counts` are `[site, live objects, memsize]`; `base.counts` lists every site
 //! with live objects; a point's `counts` list only the sites that changed since
-//! the previous point (a site not listed keeps its value).
+//! the previous point (a site not listed keeps its value). A batch may end on a
+//! closing point at the same `requests` ([`Census::close`]).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -66,6 +67,8 @@ struct Point {
     /// (endpoint id, requests) in [`Census::point_endpoints`].
     endpoints: std::ops::Range<usize>,
     changes: std::ops::Range<usize>,
+    /// A point [`Census::close`] made: no request began at it.
+    closing: bool,
 }
 
 /// The process's census buffer. Lock order: the census, then the site table.
@@ -85,6 +88,8 @@ pub struct Census {
     carried_changes: Vec<Change>,
     /// Each site's (count, memsize) as of the last point handed to a batch.
     shadow: Vec<(u64, u64)>,
+    /// The `swept_gc` of the last point recorded.
+    last_swept: u64,
     shadow_at: (u64, u64, u64, u64),
     endpoint_names: Vec<(String, String)>,
     /// Each endpoint as it is written in a point: `"GET","/users"`.
@@ -225,10 +230,7 @@ impl Census {
             self.by_request.pop_front();
             self.first_request += 1;
         }
-        if self.pending.len() >= MAX_PENDING_POINTS
-            || self.changes.len() + self.carried_changes.len() + table.changes_pending()
-                > MAX_PENDING_CHANGES
-        {
+        if self.full(table) {
             self.dropped += 1;
             let other = self.other_endpoint(self.carried.len());
             push_endpoint(&mut self.carried, 0, id, 1, other);
@@ -241,23 +243,67 @@ impl Census {
             }
             return n;
         }
+        self.push_point(table, Some(id), gc_count, at_ms);
+        self.points += 1;
+        n
+    }
+
+    /// Close the books before a batch: what changed since the last point (a
+    /// GC that ended after the last request began, the memsize a heap walk
+    /// found) becomes a point of its own at the same request count, so the
+    /// batch ends on the state as it is now instead of waiting for a request
+    /// that may never come (at exit). Its endpoints are those of dropped
+    /// points, if any; it is not counted in `points` (one per request).
+    /// Nothing when nothing changed, before the first request, or when the
+    /// buffer is full (the changes wait for the next point).
+    pub fn close(&mut self, table: &mut SiteTable, gc_count: u64, at_ms: u64) {
+        if self.requests == 0
+            || self.full(table)
+            || table.changes_pending() == 0
+                && self.carried_changes.is_empty()
+                && table.swept_gc() == self.last_swept
+        {
+            return;
+        }
+        self.push_point(table, None, gc_count, at_ms);
+    }
+
+    /// Whether a point would overflow the buffer.
+    fn full(&self, table: &SiteTable) -> bool {
+        self.pending.len() >= MAX_PENDING_POINTS
+            || self.changes.len() + self.carried_changes.len() + table.changes_pending()
+                > MAX_PENDING_CHANGES
+    }
+
+    /// Queue a point at the current request count: the table's changes and
+    /// the carried ones, and the carried endpoints plus `request`'s (the
+    /// endpoint id of a request beginning now; None for a closing point).
+    fn push_point(
+        &mut self,
+        table: &mut SiteTable,
+        request: Option<u32>,
+        gc_count: u64,
+        at_ms: u64,
+    ) {
         let start = self.changes.len();
         self.changes.append(&mut self.carried_changes);
         table.take_changes(&mut self.changes);
         let from = self.point_endpoints.len();
         let other = self.other_endpoint(self.carried.len());
         self.point_endpoints.append(&mut self.carried);
-        push_endpoint(&mut self.point_endpoints, from, id, 1, other);
+        if let Some(id) = request {
+            push_endpoint(&mut self.point_endpoints, from, id, 1, other);
+        }
+        self.last_swept = table.swept_gc();
         self.pending.push(Point {
-            requests: n,
+            requests: self.requests,
             gc_count,
-            swept_gc: table.swept_gc(),
+            swept_gc: self.last_swept,
             at_ms,
             endpoints: from..self.point_endpoints.len(),
             changes: start..self.changes.len(),
+            closing: request.is_none(),
         });
-        self.points += 1;
-        n
     }
 
     fn endpoint_id(&mut self, method: &str, path: &str) -> u32 {
@@ -341,6 +387,7 @@ impl Census {
         table.take_changes(&mut throwaway);
         *self = Census {
             shadow: table.snapshot(),
+            last_swept: table.swept_gc(),
             ..Census::default()
         };
     }
@@ -361,22 +408,9 @@ impl Census {
 
     /// Move the pending points out, with what their batch needs (None when
     /// there are none); the shadow moves on past them.
-    fn take_pending(&mut self, table: &parking_lot::Mutex<SiteTable>) -> Option<Taken> {
+    fn take_pending(&mut self) -> Option<Taken> {
         if self.pending.is_empty() {
             return None;
-        }
-        // What changed since the last point (the memsize a heap walk just
-        // found, at flush and exit) ends the batch, on its last point:
-        // otherwise it would wait for a request that may never come.
-        if self
-            .pending
-            .last()
-            .is_some_and(|p| p.changes.end == self.changes.len())
-        {
-            table.lock().take_changes(&mut self.changes);
-            if let Some(last) = self.pending.last_mut() {
-                last.changes.end = self.changes.len();
-            }
         }
         let walk = self.walk.take();
         let endpoint_names = if walk.is_some() {
@@ -442,7 +476,7 @@ impl Census {
             changes,
             walk,
             endpoint_names,
-        } = census.lock().take_pending(table)?;
+        } = census.lock().take_pending()?;
         let mut ids: Vec<u32> = base
             .iter()
             .enumerate()
@@ -563,7 +597,7 @@ impl Census {
         Some(Batch {
             key: census_key(host, pid, seq),
             seq,
-            points: points.len() as u64,
+            points: points.iter().filter(|p| !p.closing).count() as u64,
             gzip,
         })
     }
@@ -637,6 +671,45 @@ mod tests {
         assert_eq!(l[2]["counts"], serde_json::json!([[1, 2, 80]]));
         assert_eq!(l[3]["counts"], serde_json::json!([[1, 1, 40]]));
         assert!(Census::take_batch(&census, &table, "web 1", 42).is_none());
+    }
+
+    #[test]
+    fn closing_the_books_makes_a_point_of_what_changed_after_the_last_request() {
+        let census = parking_lot::Mutex::new(Census::default());
+        let table = parking_lot::Mutex::new(SiteTable::default());
+        {
+            let (mut c, mut t) = (census.lock(), table.lock());
+            c.close(&mut t, 0, 99); // before any request: nothing
+            assert_eq!(c.pending(), 0);
+            c.begin_request(&mut t, "GET", "/a", 0, 100);
+            t.record_object(0x28, None, 0, 5, 0);
+            t.set_request(0); // its request has ended
+            c.close(&mut t, 0, 101); // nothing changed: nothing
+            assert_eq!(c.pending(), 1);
+            t.end_sweep(1); // a GC after the last request; no request follows
+            c.close(&mut t, 1, 102);
+            c.close(&mut t, 1, 103); // once
+        }
+        let batch = Census::take_batch(&census, &table, "h", 1).unwrap();
+        assert_eq!(batch.points, 1, "one request");
+        let l = lines(&batch);
+        let points: Vec<_> = l.iter().filter(|v| v.get("requests").is_some()).collect();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[1]["requests"], 1);
+        assert_eq!(points[1]["swept_gc"], 1);
+        assert_eq!(points[1]["at"], 102);
+        assert_eq!(points[1]["endpoints"], serde_json::json!([]));
+        assert_eq!(points[1]["counts"], serde_json::json!([[1, 1, 40]]));
+        assert_eq!(census.lock().stats().points, 1);
+        // A GC that changed no count is still closed on (its sweep is seen).
+        {
+            let (mut c, mut t) = (census.lock(), table.lock());
+            t.end_sweep(2);
+            c.close(&mut t, 2, 104);
+        }
+        let l = lines(&Census::take_batch(&census, &table, "h", 1).unwrap());
+        assert_eq!(l.last().unwrap()["swept_gc"], 2);
+        assert_eq!(l.last().unwrap()["counts"], serde_json::json!([]));
     }
 
     #[test]

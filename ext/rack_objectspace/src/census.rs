@@ -223,14 +223,42 @@ fn walk() -> (u64, f64) {
     (walk.objects, started.elapsed().as_secs_f64() * 1000.0)
 }
 
+/// `Census.finish_sweep`: finish the GC under way, if any (its marking and
+/// lazy sweep: `rb_objspace_each_objects` runs them first), and reconcile, so
+/// that the next batch closes on that GC's counts. At flush and exit: the
+/// last GC of a process is otherwise never seen when its sweep outlives the
+/// last request.
+fn finish_sweep() {
+    unsafe extern "C" fn stop(_: *mut c_void, _: *mut c_void, _: usize, _: *mut c_void) -> c_int {
+        1
+    }
+    // SAFETY: with the GVL, outside GC; the callback touches nothing.
+    unsafe { rb_objspace_each_objects(stop, std::ptr::null_mut()) };
+    tracer::reconcile();
+}
+
+/// A batch of the points waiting, closed on the state as it is now (see
+/// `Census::close`): None when nothing is waiting.
+fn batch(ruby: &Ruby, host: String, pid: u32) -> RbResult<Option<census::Batch>> {
+    tracer::reconcile();
+    // SAFETY: reads a counter; called with the GVL.
+    let gc = unsafe { rb_gc_count() } as u64;
+    {
+        let mut c = census::global().lock();
+        let mut t = sites::global().lock();
+        c.close(&mut t, gc, now_ms());
+    }
+    nogvl(ruby, move || {
+        Census::take_batch(census::global(), sites::global(), &host, pid)
+    })
+}
+
 /// `Census.take_batch(host, pid)`: `[key, gzipped_bytes, points]`, or nil when
 /// no point is waiting.
 fn take_batch(ruby: &Ruby, host: String, pid: u32) -> RbResult<Option<RArray>> {
-    tracer::reconcile();
-    let batch = nogvl(ruby, move || {
-        Census::take_batch(census::global(), sites::global(), &host, pid)
-    })?;
-    let Some(batch) = batch else { return Ok(None) };
+    let Some(batch) = batch(ruby, host, pid)? else {
+        return Ok(None);
+    };
     let out = ruby.ary_new();
     out.push(batch.key)?;
     out.push(ruby.str_from_slice(&batch.gzip))?;
@@ -249,11 +277,9 @@ fn submit_batch(
     host: String,
     pid: u32,
 ) -> RbResult<Option<RArray>> {
-    tracer::reconcile();
-    let batch = nogvl(ruby, move || {
-        Census::take_batch(census::global(), sites::global(), &host, pid)
-    })?;
-    let Some(batch) = batch else { return Ok(None) };
+    let Some(batch) = batch(ruby, host, pid)? else {
+        return Ok(None);
+    };
     let mut guard = WRITER.lock().unwrap_or_else(|p| p.into_inner());
     let fresh = !matches!(&*guard, Some((p, u, _)) if *p == std::process::id() && *u == url);
     if fresh {
@@ -346,6 +372,7 @@ pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
     m.define_module_function("reset", function!(reset, 0))?;
     m.define_module_function("pending", function!(pending, 0))?;
     m.define_module_function("walk", function!(walk, 0))?;
+    m.define_module_function("finish_sweep", function!(finish_sweep, 0))?;
     m.define_module_function("take_batch", function!(take_batch, 2))?;
     m.define_module_function("submit_batch", function!(submit_batch, 4))?;
     m.define_module_function("flush_writer", function!(flush_writer, 1))?;

@@ -65,7 +65,10 @@ module Rack
         return stats unless @pid == Process.pid && Census.owner.equal?(self)
 
         deadline = now + timeout
-        @lock.synchronize { store_batch(walk: true) }
+        @lock.synchronize do
+          Native::Census.finish_sweep # the last GC's counts, though its lazy sweep outlived the last request
+          store_batch(walk: true)
+        end
         Native::Census.flush_writer([deadline - now, 0].max) if @config.store_url
         @lock.synchronize do
           @wake.wait(@lock, [deadline - now, 0].max) while @queued.positive? && deadline > now
