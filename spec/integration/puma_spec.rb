@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "rack/objectspace/analysis"
+
 # A real puma over HTTP serving spec/fixtures/puma/config.ru, single mode and
 # cluster mode (2 workers, app preloaded in the master, so the middleware is
 # built before the fork): each process's dumps go under its own pid, and every
@@ -73,6 +75,29 @@ RSpec.describe "Rack::Objectspace under a real puma" do
     end
     log = @puma.log
     expect(log).not_to match(/event=(dump_dropped|dump_failed|store_failed)/)
+  end
+
+  it "names the endpoint that allocated each leaked object, though other threads' requests began meanwhile" do
+    @puma = start_server!(:puma, threads: 4, env: { "RACK_OBJECTSPACE_STORE" => "file://#{@dir}",
+                                                    "RACK_OBJECTSPACE_EVERY" => "never" })
+    # Two clients send 50 requests each to /leak, two others to /home until
+    # they are done: while a /leak request sleeps before allocating what it
+    # keeps, /home requests begin on other threads.
+    leaking = Array.new(2) { Thread.new { 50.times { expect(http_get(@puma.port, "/leak").code).to eq("200") } } }
+    Array.new(2) do
+      Thread.new { expect(http_get(@puma.port, "/home").code).to eq("200") while leaking.any?(&:alive?) }
+    end.each(&:join)
+    leaking.each(&:join)
+    requests = JSON.parse(http_get(@puma.port, "/__flush").body).dig("census", "requests")
+    config = File.join(TestServers::FIXTURES, "puma", "config.ru")
+    line = File.readlines(config).index { |l| l.include?("# the leak") } + 1
+    report = Rack::Objectspace::Analysis.leaks("file://#{@dir}", top: 0)
+    site = report["sites"].find { |s| s["location"] == "#{config}:#{line}" }
+    expect(site).not_to be_nil, "#{report['warnings']} #{report['sites'].first(3)}"
+    expect(site["per_request"]).to be_within(0.2 * 100 / requests).of(100.0 / requests)
+    expect(site["allocated_by"].map { |e| [e["method"], e["path"]] }).to eq([%w[GET /leak]])
+    # As of the census's latest heap walk (after a GC, within its time budget).
+    expect(site["allocated_by"].first["count"]).to be_between(80, 100)
   end
 
   it "in single mode with fork dumps, stores every request's dump under the server's pid" do

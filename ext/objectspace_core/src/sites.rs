@@ -84,7 +84,8 @@ struct Entry {
     /// 0: nothing recorded; else an index into `sites` + 1.
     site: u32,
     generation: u32,
-    /// The census request sequence number when the object was allocated (0: none yet).
+    /// The census request sequence number of the request the allocating
+    /// thread served (0: none).
     request: u32,
 }
 
@@ -464,11 +465,14 @@ impl SiteTable {
         generation: u64,
     ) {
         let file = file.map(|(key, bytes)| (key, move || bytes));
-        self.record_at(address, file, line, ty, generation);
+        self.record_at(address, file, line, ty, generation, self.request);
     }
 
     /// [`Self::record_object`] with the path's bytes read only when the site
-    /// cache misses (the allocation hook's way: most allocations hit it).
+    /// cache misses (the allocation hook's way: most allocations hit it), and
+    /// the number of the request the allocating thread serves (`record_object`
+    /// takes the latest begun, [`Self::set_request`]): with concurrent
+    /// requests the latest begun is often another thread's.
     #[inline]
     pub fn record_at<'a>(
         &mut self,
@@ -477,6 +481,7 @@ impl SiteTable {
         line: u32,
         ty: u8,
         generation: u64,
+        request: u32,
     ) {
         let (chunk, slot) = Self::split(address);
         let index = match self.last_chunk {
@@ -506,7 +511,6 @@ impl SiteTable {
             Some((key, bytes)) => self.cached_site(key, bytes, line, ty, generation),
             None => self.site_id(NO_FILE, 0, ty),
         };
-        let request = self.request;
         let c = &mut self.chunks[index as usize];
         let entry = &mut c.entries[slot];
         let old = *entry;
@@ -532,10 +536,16 @@ impl SiteTable {
             s.young += 1;
         }
         if s.req_a != request {
-            s.req_b = s.req_a;
-            s.cnt_b = s.cnt_a;
-            s.req_a = request;
-            s.cnt_a = 0;
+            // Two requests allocating here in turn (two threads) keep both counts.
+            if s.req_b == request {
+                std::mem::swap(&mut s.req_a, &mut s.req_b);
+                std::mem::swap(&mut s.cnt_a, &mut s.cnt_b);
+            } else {
+                s.req_b = s.req_a;
+                s.cnt_b = s.cnt_a;
+                s.req_a = request;
+                s.cnt_a = 0;
+            }
         }
         s.cnt_a += 1;
         self.recorded += 1;
@@ -1398,6 +1408,27 @@ mod tests {
         t.end_sweep(4);
         t.take_changes(&mut changes);
         assert_eq!(changes, vec![(1, 3, 120)]);
+    }
+
+    #[test]
+    fn objects_carry_their_threads_request_and_two_requests_in_turn_keep_both_counts() {
+        let mut t = SiteTable::default();
+        let none = None::<(usize, fn() -> &'static [u8])>;
+        t.set_request(1); // kept by request 1, the object's own request
+        t.record_at(0x28, none, 0, 5, 1, 1);
+        t.set_request(3); // requests 2 and 3 in flight on two threads, 3 begun last
+        for (address, request) in [(0x50, 3), (0x78, 3), (0xa0, 2), (0xc8, 3)] {
+            t.record_at(address, none, 0, 5, 1, request);
+        }
+        assert_eq!(t.lookup(0xa0).unwrap().request, 2);
+        assert_eq!(t.lookup(0xc8).unwrap().request, 3);
+        t.gc_start();
+        t.end_sweep(1);
+        let mut changes = Vec::new();
+        t.take_changes(&mut changes);
+        // Request 3's three objects are left out (in flight), all of them
+        // though request 2 allocated between; request 1's and 2's counted.
+        assert_eq!(changes, vec![(1, 2, 80)]);
     }
 
     #[test]

@@ -32,6 +32,13 @@ extern "C" {
     fn rb_obj_memsize_of(obj: VALUE) -> usize;
 }
 
+thread_local! {
+    /// The number of the request this thread serves (or served last; 0: none),
+    /// recorded with the objects it allocates: with puma's threads the latest
+    /// request begun in the process is often another thread's.
+    pub(crate) static THREAD_REQUEST: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// The census writer of this process: (pid, url, writer).
 static WRITER: Mutex<Option<(u32, String, Writer)>> = Mutex::new(None);
 
@@ -97,7 +104,9 @@ fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
     let at = now_ms();
     let mut c = census::global().lock();
     let mut t = sites::global().lock();
-    Ok(c.begin_request(&mut t, &method, &path, gc, at))
+    let n = c.begin_request(&mut t, &method, &path, gc, at);
+    THREAD_REQUEST.set(u32::try_from(n).unwrap_or(u32::MAX));
+    Ok(n)
 }
 
 /// `Census.reset`: start over in a new process (the count of requests at 0).

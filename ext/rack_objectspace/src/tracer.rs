@@ -74,9 +74,10 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
         let generation = rb_gc_count() as u64;
         // The flags (and so the type) are set before NEWOBJ fires.
         let ty = RB_BUILTIN_TYPE(object) as u8;
+        let request = crate::census::THREAD_REQUEST.get();
         sites::global()
             .lock()
-            .record_at(object as u64, file, line, ty, generation);
+            .record_at(object as u64, file, line, ty, generation, request);
     }
 }
 
