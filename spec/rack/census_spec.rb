@@ -3,6 +3,7 @@
 require "logger"
 require "stringio"
 require "rack/objectspace/analysis"
+require "rack/objectspace/analysis/text"
 
 # The census: live objects per allocation site at every request, stored in
 # batches without a dump, and `leaks` reading it.
@@ -187,6 +188,11 @@ RSpec.describe "Rack::Objectspace census" do
         expect(locations).not_to include("#{app}:#{CensusApp::CACHE_LINE}")
         expect(report["sites"].first["per_request"]).to be_within(0.1).of(1.0 / 3)
         expect(report["sites"].first["allocated_by"].map { |e| e["path"] }).to eq(["/profile"]), report["sites"].first.inspect
+        # The header says what was read: the census, and a dump only where one
+        # was read (for what holds the leak).
+        header = Rack::Objectspace::Analysis::Text.render(report).lines.first
+        read = options.empty? ? "census of 300 requests, 1 dump(s) read for what holds them)" : "census of 300 requests)"
+        expect(header).to end_with("(1 process(es), #{read}\n")
       end
     end
   end

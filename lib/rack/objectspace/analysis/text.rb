@@ -128,11 +128,7 @@ module Rack
 
         def leaks(r)
           processes = r["processes"] || []
-          dumps = processes.sum { |p| p["dumps"].size }
-          missing = processes.sum { |p| p["missing_dumps"].to_i }
-          out = +"Leaks in #{r['source']}: #{r['sites'].size} growing site(s) " \
-                  "(#{processes.size} process(es), #{dumps} dump(s) read" \
-                  "#{", #{missing} missing" if missing.positive?})\n\n"
+          out = +"Leaks in #{r['source']}: #{r['sites'].size} growing site(s) (#{read(r, processes)})\n\n"
           if r["sites"].empty?
             out << "  No site keeps growing through the later half of the session.\n"
           else
@@ -162,6 +158,21 @@ module Rack
           end
           out << "\n"
           out
+        end
+
+        # What the leaks header says was read: processes, the census's requests
+        # and the dumps (those the census report read for what holds them too).
+        def read(r, processes)
+          census = processes.sum { |p| p["census_requests"].to_i }
+          dumps = processes.sum { |p| p["dumps"].size }
+          missing = processes.sum { |p| p["missing_dumps"].to_i }
+          held = r["sites"].filter_map { |s| s["held_by_dump"] }.uniq.size
+          parts = ["#{processes.size} process(es)"]
+          parts << "census of #{census} requests" if census.positive?
+          parts << "#{dumps} dump(s) read" if dumps.positive? || census.zero?
+          parts << "#{missing} missing" if missing.positive?
+          parts << "#{held} dump(s) read for what holds them" if held.positive? && dumps.zero?
+          parts.join(", ")
         end
 
         # What holds each site's objects: its held_by paths, most objects first.
