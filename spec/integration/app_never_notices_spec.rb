@@ -168,6 +168,24 @@ RSpec.describe "Rack::Objectspace leaves the app alone" do
       end
     end
 
+    it "keeps no copy of the app's pipes: a subprocess another request feeds sees EOF when it is closed" do
+      with_hanging_s3 do
+        linted_app, middleware = linted(app, store: "s3://hanging/p", mode: :fork, dump: :retained,
+                                             max_children: 1, child_timeout: 4)
+        # Another request's subprocess, its stdin open while the dump child is forked.
+        cat = IO.popen(["cat"], "r+")
+        expect(serve(linted_app, 1).map(&:status)).to eq([200])
+        expect(dump_children.map { |c| c[:pid] } - [cat.pid]).not_to be_empty # uploading to an S3 that never answers
+        cat.write("all of it")
+        started = now
+        cat.close_write
+        expect(cat.read).to eq("all of it")
+        expect(now - started).to be < 1, "cat saw EOF on its stdin only when the dump child exited"
+        cat.close
+        eventually(timeout: 10) { middleware.stats[:pending].zero? }
+      end
+    end
+
     it "does not run the app's fork hooks (Process._fork and fork overrides) in the child" do
       marker = File.join(Dir.mktmpdir("fork-hooks-"), "hook-ran")
       hooks = Module.new do

@@ -26,25 +26,26 @@ const RESET_SIGNALS: [libc::c_int; 6] = [
     libc::SIGUSR2,
 ];
 
-/// Point every socket descriptor at /dev/null; returns how many. The numbers
-/// stay valid, so the Ruby objects that name them (and their finalizers) find
-/// a harmless descriptor, never one that a later open reused.
-fn blank_sockets() -> u32 {
+/// Point each of `fds` that is of file type `kind` (`S_IFSOCK`, `S_IFIFO`)
+/// at /dev/null, but for 0-2 and `keep`; returns how many. The numbers stay
+/// valid, so the Ruby objects that name them (and their finalizers) find a
+/// harmless descriptor, never one that a later open reused.
+fn blank(fds: impl IntoIterator<Item = i32>, kind: libc::mode_t, keep: i32) -> u32 {
     // SAFETY: open/fstat/dup2/close on descriptor numbers; fstat fills a
-    // zeroed stat we own. Only descriptors that are sockets are touched.
+    // zeroed stat we own. Only descriptors of that type are touched.
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
         if null < 0 {
             return 0;
         }
         let mut blanked = 0;
-        for fd in descriptors() {
-            if fd <= 2 || fd == null {
+        for fd in fds {
+            if fd <= 2 || fd == null || fd == keep {
                 continue;
             }
             let mut st: libc::stat = std::mem::zeroed();
             if libc::fstat(fd, &mut st) == 0
-                && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+                && (st.st_mode & libc::S_IFMT) == kind
                 && libc::dup2(null, fd) == fd
             {
                 blanked += 1;
@@ -74,7 +75,7 @@ fn descriptors() -> Vec<i32> {
 /// action: exit) at `timeout_seconds` so the child ends even if its parent
 /// is gone. Returns the number of sockets blanked.
 fn isolate(timeout_seconds: u32) -> u32 {
-    let blanked = blank_sockets();
+    let blanked = blank(descriptors(), libc::S_IFSOCK, -1);
     // SAFETY: sigaction/sigprocmask/alarm on this process, with zeroed structs we own.
     unsafe {
         let mut default: libc::sigaction = std::mem::zeroed();
@@ -91,6 +92,17 @@ fn isolate(timeout_seconds: u32) -> u32 {
         }
     }
     blanked
+}
+
+/// `Child.blank_pipes(fds, keep)`: in a dump child, point each of `fds` (the
+/// descriptors of the app's IO objects) that is a pipe at /dev/null, but for
+/// `keep` (the report pipe) and 0-2 (a log collector's pipe is let be).
+/// While the child holds the write end of a subprocess's stdin (`IO.popen`,
+/// `Open3` in a request served meanwhile), the subprocess never sees EOF
+/// until the child exits. Only the app's IO objects: Ruby's own pipes (its
+/// timer thread's, made anew in the child) are none of them. Returns how many.
+fn blank_pipes(fds: Vec<i32>, keep: i32) -> u32 {
+    blank(fds, libc::S_IFIFO, keep)
 }
 
 /// This process's pid, kept by the fork handler: `Native.pid` is what the
@@ -125,5 +137,6 @@ pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
     native.define_module_function("pid", function!(pid, 0))?;
     let child = native.define_module("Child")?;
     child.define_module_function("isolate", function!(isolate, 1))?;
+    child.define_module_function("blank_pipes", function!(blank_pipes, 2))?;
     Ok(())
 }

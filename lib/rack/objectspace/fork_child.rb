@@ -11,7 +11,10 @@ module Rack
     # `fork` overrides, do not run), and its first act (Native::Child.isolate)
     # points every inherited socket at /dev/null (the client's connection, the
     # listener, Redis and database connections), resets TERM, INT, QUIT, HUP,
-    # USR1 and USR2 to their default action, and arms an alarm at its deadline.
+    # USR1 and USR2 to their default action, and arms an alarm at its deadline;
+    # then every pipe of the app's IO objects (a subprocess's stdin that a
+    # request served meanwhile holds: the subprocess would wait for the child
+    # to exit to see EOF).
     # `$0` names it. The parent reads its report (a JSON line, then any bytes it
     # ships back) by the deadline, else kills it.
     class ForkChild
@@ -46,6 +49,7 @@ module Rack
             Native::Child.isolate((@timeout + ALARM_SLACK).ceil)
             $0 = "rack-objectspace dump (worker #{parent})"
             Process.setpriority(Process::PRIO_PROCESS, 0, NICENESS)
+            Native::Child.blank_pipes(app_descriptors, writer.fileno) # a heap walk: at nice 19
             status = yield(writer)
           ensure
             exit!(status)
@@ -102,6 +106,15 @@ module Rack
       end
 
       private
+
+      # The descriptors of the process's open IO objects.
+      def app_descriptors
+        ObjectSpace.each_object(IO).filter_map do |io|
+          io.fileno unless io.closed?
+        rescue IOError # a subclass's own idea of closed
+          nil
+        end
+      end
 
       def left
         @deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
