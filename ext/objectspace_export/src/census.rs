@@ -14,7 +14,10 @@
 //!   state and a site that stopped changing long ago still has a row there.
 //!
 //! A site's count at any point is the value of its latest row at or before
-//! it (rows at one `requests` are in `gc_count` order). Counts change only when a GC ends (see the README), so this holds a
+//! it: a site has at most one row at a request, the last change there (a
+//! base, a GC's counts placed where it began, a walk's memsizes and a
+//! closing point can meet at one request); each site's latest row is held
+//! until a later request's comes. Counts change only when a GC ends (see the README), so this holds a
 //! few rows per GC per changed site, not one per request per live site.
 //!
 //! One batch is decoded at a time, line by line; a process's state is one
@@ -138,6 +141,9 @@ pub struct Process {
     sites: Vec<Rc<SiteInfo>>,
     /// Per site: (count, memsize) now, and the `requests` of its latest row.
     state: Vec<(u64, u64, u64)>,
+    /// Per site: its latest row, held until a row at a later request comes
+    /// (or the end): a later change at the same request replaces it.
+    held: Vec<Option<CensusRow>>,
     last: Option<Head>,
     /// The `swept_gc` of the previous point.
     last_swept: Option<u64>,
@@ -164,6 +170,7 @@ impl Process {
             names: FxHashMap::default(),
             sites: Vec::new(),
             state: Vec::new(),
+            held: Vec::new(),
             last: None,
             last_swept: None,
             began: Vec::new(),
@@ -192,6 +199,7 @@ impl Process {
             gem: bytes(&gem_of(file)),
         }));
         self.state.push((0, 0, NEVER));
+        self.held.push(None);
         self.names.insert(name, i);
         i
     }
@@ -204,7 +212,7 @@ impl Process {
     ) -> Result<(), String> {
         let s = &mut self.state[i as usize];
         s.2 = head.requests;
-        out(CensusRow {
+        let row = CensusRow {
             host: self.host.clone(),
             pid: self.pid,
             at: clamp(head.at),
@@ -213,7 +221,11 @@ impl Process {
             site: self.sites[i as usize].clone(),
             count: clamp(s.0),
             memsize: clamp(s.1),
-        })
+        };
+        match self.held[i as usize].replace(row) {
+            Some(earlier) if earlier.requests != clamp(head.requests) => out(earlier),
+            _ => Ok(()),
+        }
     }
 
     fn set(
@@ -361,14 +373,16 @@ impl Process {
         &mut self,
         out: &mut dyn FnMut(CensusRow) -> Result<(), String>,
     ) -> Result<(), String> {
-        let Some(head) = self.last else {
-            return Ok(());
-        };
-        for i in 0..self.state.len() {
-            let (count, _, at) = self.state[i];
-            if count > 0 && at != head.requests {
-                self.row(i as u32, head, out)?;
+        if let Some(head) = self.last {
+            for i in 0..self.state.len() {
+                let (count, _, at) = self.state[i];
+                if count > 0 && at != head.requests {
+                    self.row(i as u32, head, out)?;
+                }
             }
+        }
+        for row in self.held.iter_mut().filter_map(Option::take) {
+            out(row)?;
         }
         Ok(())
     }

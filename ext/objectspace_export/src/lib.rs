@@ -259,22 +259,24 @@ mod tests {
         assert_eq!(
             all,
             vec![
-                // batch 1's base: every site listed
+                // Each site's latest row is held until a later request's
+                // comes, so rows come out of order (one row per site and
+                // request: that is what matters).
+                // batch 1's base, then what GC 2 changed, seen at point 2:
+                // it began during request 1
                 a(0, 5),
-                foo(0, 1),
-                // what GC 2 changed, seen at point 2: it began during request 1
                 a(1, 6),
+                foo(0, 1),
                 c(1, 2),
-                // the anchor is not here: batch 3 follows
-                // batch 3's base: site 1 changed; sites 2 and 3 are gone
-                a(10, 9),
+                // batch 2 is missing: batch 3's base (site 1 at 9) and GC 5,
+                // seen at point 11, which began during request 10: one row,
+                // the later
+                a(10, 10),
+                // the anchor: point 11 is the last
+                a(11, 10),
+                // the rest, held to the end: sites 2 and 3 gone at batch 3's base
                 foo(10, 0),
                 c(10, 0),
-                // GC 5, seen at point 11, began during request 10 (after the
-                // base's GC 4: rows at one `requests` are in `gc_count` order)
-                a(10, 10),
-                // the anchor: point 11 is the last; no other site is alive
-                a(11, 10),
             ]
         );
         let _ = std::fs::remove_dir_all(&dir);
@@ -360,6 +362,30 @@ mod tests {
                 (8, 4, 1080, 9)
             ]
         );
+    }
+
+    #[test]
+    fn a_site_has_one_row_at_a_request_its_latest() {
+        // Point 1's walk gave site 1 its memsize; a GC that began after it
+        // ended before the batch, which closes on it at the same request: two
+        // changes stand at request 1, and the DuckDB query's `live` (the
+        // rows at a process's last request) would add both up.
+        const CLOSING: &str = r#"{"census":1,"host":"web-1","pid":9,"seq":1,"points":1,"sites":1}
+{"site":1,"file":"/app/a.rb","line":3,"type":"STRING","class":null}
+{"base":{"requests":0,"gc_count":1,"swept_gc":1,"at":1000},"counts":[[1,5,200]]}
+{"requests":1,"gc_count":1,"swept_gc":1,"at":1010,"endpoints":[["GET","/",1]],"counts":[[1,5,400]]}
+{"requests":1,"gc_count":2,"swept_gc":2,"at":1020,"endpoints":[],"counts":[[1,6,480]]}
+"#;
+        let mut p = census::Process::new("h", 1);
+        let mut out = Vec::new();
+        let mut sink = |row: census::CensusRow| {
+            out.push(row.placed());
+            Ok(())
+        };
+        p.batch("b", CLOSING.as_bytes(), &mut sink).unwrap();
+        p.finish(&mut sink).unwrap();
+        // (requests, gc_count, at, count)
+        assert_eq!(out, vec![(0, 1, 1000, 5), (1, 2, 1010, 6)]);
     }
 
     #[test]
