@@ -16,8 +16,9 @@
 //! A site's count at any point is the value of its latest row at or before
 //! it: a site has at most one row at a request, the last change there (a
 //! base, a GC's counts placed where it began, a walk's memsizes and a
-//! closing point can meet at one request); each site's latest row is held
-//! until a later request's comes. Counts change only when a GC ends (see the README), so this holds a
+//! closing point can meet at one request). Rows wait until no change can
+//! come at their request any more (a point past it, and no GC that began at
+//! or before it still sweeping), so they come out nearly in request order. Counts change only when a GC ends (see the README), so this holds a
 //! few rows per GC per changed site, not one per request per live site.
 //!
 //! One batch is decoded at a time, line by line; a process's state is one
@@ -141,9 +142,12 @@ pub struct Process {
     sites: Vec<Rc<SiteInfo>>,
     /// Per site: (count, memsize) now, and the `requests` of its latest row.
     state: Vec<(u64, u64, u64)>,
-    /// Per site: its latest row, held until a row at a later request comes
-    /// (or the end): a later change at the same request replaces it.
-    held: Vec<Option<CensusRow>>,
+    /// Rows a later change at the same request may still replace, in the
+    /// order made, with their site; and where each (site, requests) is.
+    pending: Vec<(u32, CensusRow)>,
+    pending_at: FxHashMap<(u32, i64), usize>,
+    /// The least `requests` of the pending rows (i64::MAX: none).
+    pending_min: i64,
     last: Option<Head>,
     /// The `swept_gc` of the previous point.
     last_swept: Option<u64>,
@@ -170,7 +174,9 @@ impl Process {
             names: FxHashMap::default(),
             sites: Vec::new(),
             state: Vec::new(),
-            held: Vec::new(),
+            pending: Vec::new(),
+            pending_at: FxHashMap::default(),
+            pending_min: i64::MAX,
             last: None,
             last_swept: None,
             began: Vec::new(),
@@ -199,7 +205,6 @@ impl Process {
             gem: bytes(&gem_of(file)),
         }));
         self.state.push((0, 0, NEVER));
-        self.held.push(None);
         self.names.insert(name, i);
         i
     }
@@ -222,10 +227,43 @@ impl Process {
             count: clamp(s.0),
             memsize: clamp(s.1),
         };
-        match self.held[i as usize].replace(row) {
-            Some(earlier) if earlier.requests != clamp(head.requests) => out(earlier),
-            _ => Ok(()),
+        let _ = out; // rows go out in `release`
+        match self.pending_at.entry((i, row.requests)) {
+            std::collections::hash_map::Entry::Occupied(at) => self.pending[*at.get()].1 = row,
+            std::collections::hash_map::Entry::Vacant(at) => {
+                at.insert(self.pending.len());
+                self.pending_min = self.pending_min.min(row.requests);
+                self.pending.push((i, row));
+            }
         }
+        Ok(())
+    }
+
+    /// Emit the pending rows before request `before` (no change can come at
+    /// them any more), in the order they were made.
+    fn release(
+        &mut self,
+        before: u64,
+        out: &mut dyn FnMut(CensusRow) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let before = clamp(before);
+        if self.pending_min >= before {
+            return Ok(());
+        }
+        self.pending_at.clear();
+        self.pending_min = i64::MAX;
+        let mut kept = Vec::new();
+        for (i, row) in std::mem::take(&mut self.pending) {
+            if row.requests < before {
+                out(row)?;
+            } else {
+                self.pending_at.insert((i, row.requests), kept.len());
+                self.pending_min = self.pending_min.min(row.requests);
+                kept.push((i, row));
+            }
+        }
+        self.pending = kept;
+        Ok(())
     }
 
     fn set(
@@ -363,6 +401,14 @@ impl Process {
                 }
                 self.last = Some(head);
                 self.requests = requests;
+                // Later changes stand here or later, or where a GC still
+                // sweeping began.
+                let until = self
+                    .began
+                    .iter()
+                    .map(|b| b.2.requests)
+                    .fold(requests, u64::min);
+                self.release(until, out)?;
             }
         }
         Ok(())
@@ -381,10 +427,7 @@ impl Process {
                 }
             }
         }
-        for row in self.held.iter_mut().filter_map(Option::take) {
-            out(row)?;
-        }
-        Ok(())
+        self.release(u64::MAX, out)
     }
 }
 

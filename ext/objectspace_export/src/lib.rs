@@ -259,24 +259,21 @@ mod tests {
         assert_eq!(
             all,
             vec![
-                // Each site's latest row is held until a later request's
-                // comes, so rows come out of order (one row per site and
-                // request: that is what matters).
-                // batch 1's base, then what GC 2 changed, seen at point 2:
-                // it began during request 1
+                // batch 1's base: every site listed
                 a(0, 5),
-                a(1, 6),
                 foo(0, 1),
+                // what GC 2 changed, seen at point 2: it began during request 1
+                a(1, 6),
                 c(1, 2),
-                // batch 2 is missing: batch 3's base (site 1 at 9) and GC 5,
-                // seen at point 11, which began during request 10: one row,
-                // the later
+                // the anchor is not here: batch 3 follows
+                // batch 2 is missing: batch 3's base (site 1 at 9; sites 2
+                // and 3 gone) and GC 5, seen at point 11, which began during
+                // request 10: site 1 has one row there, the later
                 a(10, 10),
-                // the anchor: point 11 is the last
-                a(11, 10),
-                // the rest, held to the end: sites 2 and 3 gone at batch 3's base
                 foo(10, 0),
                 c(10, 0),
+                // the anchor: point 11 is the last; no other site is alive
+                a(11, 10),
             ]
         );
         let _ = std::fs::remove_dir_all(&dir);
