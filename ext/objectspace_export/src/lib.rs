@@ -323,6 +323,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// One process's batch replayed: each row's `CensusRow::placed`.
+    fn placed(batch: &str) -> Vec<(i64, i64, i64, i64)> {
+        let mut p = census::Process::new("h", 1);
+        let mut out = Vec::new();
+        let mut sink = |row: census::CensusRow| {
+            out.push(row.placed());
+            Ok(())
+        };
+        p.batch("b", batch.as_bytes(), &mut sink).unwrap();
+        p.finish(&mut sink).unwrap();
+        out
+    }
+
     #[test]
     fn a_gcs_counts_stand_at_the_request_it_began_in() {
         // GC 2 begins during request 2 (point 3 is the first to see it); its
@@ -341,17 +354,9 @@ mod tests {
 {"requests":7,"gc_count":4,"swept_gc":2,"at":1070,"counts":[]}
 {"requests":8,"gc_count":4,"swept_gc":4,"at":1080,"counts":[[1,9,360]]}
 "#;
-        let mut p = census::Process::new("h", 1);
-        let mut out = Vec::new();
-        let mut sink = |row: census::CensusRow| {
-            out.push(row.placed());
-            Ok(())
-        };
-        p.batch("b", LAZY.as_bytes(), &mut sink).unwrap();
-        p.finish(&mut sink).unwrap();
         // (requests, gc_count, at, count)
         assert_eq!(
-            out,
+            placed(LAZY),
             vec![
                 (0, 1, 1000, 5),
                 (2, 2, 1020, 7),
@@ -373,16 +378,8 @@ mod tests {
 {"requests":1,"gc_count":1,"swept_gc":1,"at":1010,"endpoints":[["GET","/",1]],"counts":[[1,5,400]]}
 {"requests":1,"gc_count":2,"swept_gc":2,"at":1020,"endpoints":[],"counts":[[1,6,480]]}
 "#;
-        let mut p = census::Process::new("h", 1);
-        let mut out = Vec::new();
-        let mut sink = |row: census::CensusRow| {
-            out.push(row.placed());
-            Ok(())
-        };
-        p.batch("b", CLOSING.as_bytes(), &mut sink).unwrap();
-        p.finish(&mut sink).unwrap();
         // (requests, gc_count, at, count)
-        assert_eq!(out, vec![(0, 1, 1000, 5), (1, 2, 1010, 6)]);
+        assert_eq!(placed(CLOSING), vec![(0, 1, 1000, 5), (1, 2, 1010, 6)]);
     }
 
     #[test]
