@@ -18,14 +18,16 @@
 //! base, a GC's counts placed where it began, a walk's memsizes and a
 //! closing point can meet at one request). Rows wait until no change can
 //! come at their request any more (a point past it, and no GC that began at
-//! or before it still sweeping), so they come out nearly in request order. Counts change only when a GC ends (see the README), so this holds a
-//! few rows per GC per changed site, not one per request per live site.
+//! or before it still sweeping), so they come out nearly in request order.
+//! Counts change only when a GC ends (see the README), so this holds a few
+//! rows per GC per changed site, not one per request per live site.
 //!
 //! One batch is decoded at a time, line by line; a process's state is one
 //! entry per site it ever named. Rows go to [`Parts`], which holds one row
 //! group.
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::rc::Rc;
@@ -151,8 +153,8 @@ pub struct Process {
     last: Option<Head>,
     /// The `swept_gc` of the previous point.
     last_swept: Option<u64>,
-    /// GCs `lo..=hi` began during the request the head's point ended (their
-    /// counts are those of that moment), until their sweep is seen.
+    /// GCs `lo..=hi` began during the request that began at the head's point
+    /// (their counts are those of that moment), until their sweep is seen.
     began: Vec<(u64, u64, Head)>,
     /// Where the latest GC's (or base's) rows stood: later ones never stand
     /// before it.
@@ -209,12 +211,9 @@ impl Process {
         i
     }
 
-    fn row(
-        &mut self,
-        i: u32,
-        head: Head,
-        out: &mut dyn FnMut(CensusRow) -> Result<(), String>,
-    ) -> Result<(), String> {
+    /// A row for site `i` as it is now, at `head`: pending (see `release`),
+    /// in place of one already pending at that request.
+    fn row(&mut self, i: u32, head: Head) {
         let s = &mut self.state[i as usize];
         s.2 = head.requests;
         let row = CensusRow {
@@ -227,16 +226,14 @@ impl Process {
             count: clamp(s.0),
             memsize: clamp(s.1),
         };
-        let _ = out; // rows go out in `release`
         match self.pending_at.entry((i, row.requests)) {
-            std::collections::hash_map::Entry::Occupied(at) => self.pending[*at.get()].1 = row,
-            std::collections::hash_map::Entry::Vacant(at) => {
+            Entry::Occupied(at) => self.pending[*at.get()].1 = row,
+            Entry::Vacant(at) => {
                 at.insert(self.pending.len());
                 self.pending_min = self.pending_min.min(row.requests);
                 self.pending.push((i, row));
             }
         }
-        Ok(())
     }
 
     /// Emit the pending rows before request `before` (no change can come at
@@ -266,27 +263,19 @@ impl Process {
         Ok(())
     }
 
-    fn set(
-        &mut self,
-        i: u32,
-        value: (u64, u64),
-        head: Head,
-        out: &mut dyn FnMut(CensusRow) -> Result<(), String>,
-    ) -> Result<(), String> {
+    fn set(&mut self, i: u32, value: (u64, u64), head: Head) {
         let s = &mut self.state[i as usize];
-        if (s.0, s.1) == value {
-            return Ok(());
+        if (s.0, s.1) != value {
+            (s.0, s.1) = value;
+            self.row(i, head);
         }
-        s.0 = value.0;
-        s.1 = value.1;
-        self.row(i, head, out)
     }
 
     /// Where a point's changed counts stand, as `leaks` places a GC's
     /// observation: a sweep first seen at this point gives the counts of the
-    /// GC's start, so they stand at the point before the request that GC
-    /// began in (its `requests` and time; `gc_count` the GC's own), however
-    /// long its lazy sweep lasted. A GC that began before the census's first
+    /// GC's start, so they stand at the request that GC began in (the point
+    /// that request began at: its `requests` and time; `gc_count` the GC's
+    /// own), however long its lazy sweep lasted. A GC that began before the census's first
     /// point, or another change (the heap walk's memsizes), stands here.
     fn place(&mut self, head: Head, swept: u64) -> Head {
         if let Some(last) = self.last.filter(|last| head.gc_count > last.gc_count) {
@@ -376,11 +365,11 @@ impl Process {
                         format!("{name}: line {n}: site {id} is not named in this batch")
                     })?;
                     listed[i as usize] = true;
-                    self.set(i, (count, memsize), head, out)?;
+                    self.set(i, (count, memsize), head);
                 }
                 for (i, listed) in listed.into_iter().enumerate() {
                     if !listed && self.state[i].0 > 0 {
-                        self.set(i as u32, (0, 0), head, out)?;
+                        self.set(i as u32, (0, 0), head);
                     }
                 }
                 self.last = Some(head);
@@ -397,7 +386,7 @@ impl Process {
                     let i = *ids.get(&id).ok_or_else(|| {
                         format!("{name}: line {n}: site {id} is not named in this batch")
                     })?;
-                    self.set(i, (count, memsize), place, out)?;
+                    self.set(i, (count, memsize), place);
                 }
                 self.last = Some(head);
                 self.requests = requests;
@@ -423,7 +412,7 @@ impl Process {
             for i in 0..self.state.len() {
                 let (count, _, at) = self.state[i];
                 if count > 0 && at != head.requests {
-                    self.row(i as u32, head, out)?;
+                    self.row(i as u32, head);
                 }
             }
         }
