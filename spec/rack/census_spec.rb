@@ -188,11 +188,18 @@ RSpec.describe "Rack::Objectspace census" do
         expect(locations).not_to include("#{app}:#{CensusApp::CACHE_LINE}")
         expect(report["sites"].first["per_request"]).to be_within(0.1).of(1.0 / 3)
         expect(report["sites"].first["allocated_by"].map { |e| e["path"] }).to eq(["/profile"]), report["sites"].first.inspect
+        # Counted by the heap walk at exit, after the last GC: all of the live ones.
+        expect(report["sites"].first["allocated_by"].first["count"]).to eq(report["sites"].first["count"])
         # The header says what was read: the census, and a dump only where one
         # was read (for what holds the leak).
-        header = Rack::Objectspace::Analysis::Text.render(report).lines.first
+        text = Rack::Objectspace::Analysis::Text.render(report)
         read = options.empty? ? "census of 300 requests, 1 dump(s) read for what holds them)" : "census of 300 requests)"
-        expect(header).to end_with("(1 process(es), #{read}\n")
+        expect(text.lines.first).to end_with("(1 process(es), #{read}\n")
+        # How many GCs it saw is the process's line, not a warning: nothing went wrong.
+        expect(report["warnings"]).to eq([])
+        gcs = report["processes"].first["census_gcs"]
+        expect(gcs).to be >= 4
+        expect(text).to include("process #{Socket.gethostname}/").and include(": census of 300 requests, #{gcs} GCs observed")
       end
     end
   end

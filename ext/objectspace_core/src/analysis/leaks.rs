@@ -499,6 +499,10 @@ pub struct ProcessReport {
     /// the census covers them (where the sites' `census_steps` end).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub census_requests: Option<u64>,
+    /// From the census only: its observations, the first point and one per
+    /// GC seen (at least 4 are needed to rank anything).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub census_gcs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -852,6 +856,7 @@ pub fn leaks_above(
             leaking_sites: found.len(),
             missing_dumps: missing,
             census_requests: None,
+            census_gcs: None,
         });
         kept.add(found);
     }

@@ -148,7 +148,8 @@ module Rack
           end
           processes.each do |p|
             if p["census_requests"]
-              out << "\nprocess #{p['host']}/#{p['pid']}: census of #{p['census_requests']} requests"
+              out << "\nprocess #{p['host']}/#{p['pid']}: census of #{p['census_requests']} requests, " \
+                     "#{p['census_gcs']} GCs observed"
               next
             end
             series = p["dumps"].map { |d| d["objects"] }
