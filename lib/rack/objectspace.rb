@@ -74,7 +74,6 @@ module Rack
       # The request's number in this process: the census's when it is on (the
       # tracer stamps each object with it, "request": N in dumps), else ours.
       served = @census ? @census.request(env) : @lock.synchronize { @served += 1 }
-      watch_compaction if @compactions
       return @app.call(env) unless dump?(env)
 
       request = {
@@ -128,7 +127,6 @@ module Rack
         @log.env_logger = env["rack.logger"]
         case @config.trace
         when :native
-          @compactions = GC.stat(:compact_count)
           @log.warn("tracer_refused", reason: Native::Tracer.refusal) unless Native::Tracer.start
         when :objspace then ObjectSpace.trace_object_allocations_start
         end
@@ -149,18 +147,6 @@ module Rack
 
     def with_census(stats)
       @census ? stats.merge(census: @census.stats) : stats
-    end
-
-    # GC.compact moves objects without a NEWOBJ event, so the native site table
-    # would give moved objects the site of whatever lived at their new address
-    # before: it starts over instead (unknown is better than wrong).
-    def watch_compaction
-      count = GC.stat(:compact_count)
-      return if count == @compactions
-
-      @compactions = count
-      Native::Tracer.clear
-      @log.warn("tracer_reset", reason: "gc_compact", compactions: count)
     end
 
     def dump?(env)

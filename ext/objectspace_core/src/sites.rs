@@ -347,6 +347,8 @@ pub struct SiteTable {
     reconciles: u64,
     /// Heap slots read by reconciliations.
     slots_read: u64,
+    /// Recorded objects followed to a new address by GC compaction.
+    moved: u64,
     overflow_path: u32,
     site_cap: bool,
     file_cap: bool,
@@ -378,6 +380,8 @@ pub struct SiteStats {
     /// Reconciliations after a GC, and the heap slots they read.
     pub reconciles: u64,
     pub slots_read: u64,
+    /// Recorded objects followed to a new address by GC compaction.
+    pub moved: u64,
     /// Which caps were reached.
     pub site_cap: bool,
     pub file_cap: bool,
@@ -487,21 +491,9 @@ impl SiteTable {
         let index = match self.last_chunk {
             Some((c, i)) if c == chunk => i,
             _ => {
-                let i = match self.chunk_index.get(&chunk) {
-                    Some(&i) => i,
-                    None => {
-                        if (self.chunks.len() as u64 + 1) * CHUNK_BYTES
-                            > self.byte_limit.unwrap_or(MAX_TABLE_BYTES)
-                        {
-                            self.byte_cap = true;
-                            self.unrecorded += 1;
-                            return;
-                        }
-                        let i = self.chunks.len() as u32;
-                        self.chunks.push(Chunk::new(chunk));
-                        self.chunk_index.insert(chunk, i);
-                        i
-                    }
+                let Some(i) = self.chunk_index_for(chunk) else {
+                    self.unrecorded += 1;
+                    return;
                 };
                 self.last_chunk = Some((chunk, i));
                 i
@@ -580,9 +572,10 @@ impl SiteTable {
     }
 
     /// After a GC: count out every recorded object it freed. `pages` are the
-    /// heap's pages as a walk found them after the GC (any order); `slot(a)`
-    /// reads the heap slot at `a`, and is only called for a slot start inside
-    /// one of them. Entries outside every page (a page freed whole, or a
+    /// heap's pages as a walk found them after the GC (any order); `slot(a,
+    /// ty)` reads the heap slot at `a`, and is only called for a slot start
+    /// inside one of them; `ty` is the recorded object's type (a slot that
+    /// holds another type holds another object: report it Free). Entries outside every page (a page freed whole, or a
     /// slot boundary that moved when its page was reused for another slot
     /// size) are counted out unread. `full` after a major GC; else only the
     /// chunks that may hold young objects are read. `gc` is the GC count
@@ -600,7 +593,7 @@ impl SiteTable {
         pages: &mut [Page],
         full: bool,
         gc: u64,
-        mut slot: impl FnMut(u64) -> Slot,
+        mut slot: impl FnMut(u64, u8) -> Slot,
     ) -> u64 {
         // The generation whose objects this GC cannot have freed (none after a major GC).
         let unjudged = (!full).then_some(gc as u32);
@@ -634,7 +627,7 @@ impl SiteTable {
                     let state = match cursor.slot_at(base + i as u64 * SLOT) {
                         Some(address) => {
                             read += 1;
-                            slot(address)
+                            slot(address, self.sites[(entries[i].site - 1) as usize].ty)
                         }
                         None => Slot::Free,
                     };
@@ -654,6 +647,129 @@ impl SiteTable {
         self.slots_read += read;
         self.reconciles += 1;
         freed
+    }
+
+    /// The index of the chunk with key `chunk`, made if new; None (and the
+    /// byte cap marked reached) when a new chunk would pass the cap.
+    fn chunk_index_for(&mut self, chunk: u64) -> Option<u32> {
+        if let Some(&i) = self.chunk_index.get(&chunk) {
+            return Some(i);
+        }
+        if (self.chunks.len() as u64 + 1) * CHUNK_BYTES > self.byte_limit.unwrap_or(MAX_TABLE_BYTES)
+        {
+            self.byte_cap = true;
+            return None;
+        }
+        let i = self.chunks.len() as u32;
+        self.chunks.push(Chunk::new(chunk));
+        self.chunk_index.insert(chunk, i);
+        Some(i)
+    }
+
+    /// GC compaction moved objects (Ruby's compaction callback runs after
+    /// the moves and before the GC frees anything): the recorded objects
+    /// among them, as `(from, to)`. `moved_to(address)` reads the slot at
+    /// `address` and gives its object's new address if it moved (Ruby
+    /// leaves a `T_MOVED` there until the compaction ends); it must not read
+    /// memory that is gone (a heap page freed since the last
+    /// reconciliation). Ruby's slots start at multiples of 40 bytes, so entry
+    /// `i` of a chunk stands for the one such address in its 40 bytes.
+    pub fn moved_entries(&self, mut moved_to: impl FnMut(u64) -> Option<u64>) -> Vec<(u64, u64)> {
+        let mut moves = Vec::new();
+        for chunk in &self.chunks {
+            let base = chunk.key << CHUNK_BITS;
+            let phase = (SLOT - base % SLOT) % SLOT;
+            for (w, &word) in chunk.occupied.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let bit = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let address = base + (w * 64 + bit) as u64 * SLOT + phase;
+                    if address >= base + (1 << CHUNK_BITS) {
+                        continue;
+                    }
+                    if let Some(to) = moved_to(address) {
+                        moves.push((address, to));
+                    }
+                }
+            }
+        }
+        moves
+    }
+
+    /// Apply the moves of one compaction, `(from, to)` for every object
+    /// moved that could be found (the recorded ones from
+    /// [`Self::moved_entries`], and others from a walk of the heap's pages):
+    /// an object that moves keeps its entry (site, generation, request) at
+    /// its new address and stays counted: it is alive. Whatever entry was at
+    /// a destination is stale (the slot was free: its object was freed, in
+    /// this GC or before, and not yet reconciled) and is counted out, also
+    /// when the object that moved there was never recorded (allocated
+    /// before tracing began): else the next reconciliation would find a live
+    /// object there and keep the freed one's count and site. Returns the
+    /// recorded objects followed. Allocates no Ruby object.
+    pub fn apply_moves(&mut self, moves: &mut Vec<(u64, u64)>) -> u64 {
+        moves.sort_unstable();
+        moves.dedup();
+        // Every source is taken first: a destination was free, so it is
+        // never also a source, but a source's entry must not be overwritten
+        // before it is read.
+        let taken: Vec<(u64, Entry)> = moves
+            .iter()
+            .map(|&(from, to)| (to, self.take_entry(from)))
+            .collect();
+        let mut followed = 0;
+        for (to, entry) in taken {
+            followed += u64::from(entry.site != 0);
+            self.place(to, entry);
+        }
+        self.moved += followed;
+        followed
+    }
+
+    /// Empty the entry at `address` and return it (empty if none).
+    fn take_entry(&mut self, address: u64) -> Entry {
+        let (chunk, slot) = Self::split(address);
+        let Some(&index) = self.chunk_index.get(&chunk) else {
+            return Entry::default();
+        };
+        let c = &mut self.chunks[index as usize];
+        c.occupied[slot / 64] &= !(1 << (slot % 64));
+        std::mem::take(&mut c.entries[slot])
+    }
+
+    /// Put a moved object's entry (empty for an object never recorded) at
+    /// its new address. A stale entry there is counted out.
+    fn place(&mut self, address: u64, entry: Entry) {
+        let (chunk, slot) = Self::split(address);
+        let index = if entry.site == 0 {
+            match self.chunk_index.get(&chunk) {
+                Some(&i) => i,
+                None => return, // nothing recorded there, nothing to record
+            }
+        } else {
+            match self.chunk_index_for(chunk) {
+                Some(i) => i,
+                None => {
+                    // No room to follow it: counted out, and said in the stats.
+                    count_out(&mut self.sites, entry);
+                    self.unrecorded += 1;
+                    return;
+                }
+            }
+        };
+        let c = &mut self.chunks[index as usize];
+        let old = std::mem::replace(&mut c.entries[slot], entry);
+        if entry.site != 0 {
+            c.occupied[slot / 64] |= 1 << (slot % 64);
+            c.young = c.young.saturating_add(1);
+        } else {
+            c.occupied[slot / 64] &= !(1 << (slot % 64));
+        }
+        if old.site != 0 {
+            count_out(&mut self.sites, old);
+            self.freed += 1;
+        }
     }
 
     /// A GC begins (GC_START): objects allocated from now until its sweep
@@ -751,6 +867,13 @@ impl SiteTable {
         (e.site != 0).then_some((e.site, e.request, e.generation))
     }
 
+    /// The Ruby type recorded for `site` (0: unknown).
+    pub fn site_type(&self, site: u32) -> u8 {
+        self.sites
+            .get((site as usize).wrapping_sub(1))
+            .map_or(0, |s| s.ty)
+    }
+
     /// Whether `site` still needs a class name (a type whose class says more
     /// than the type, not yet named).
     pub fn wants_class(&self, site: u32) -> bool {
@@ -809,6 +932,20 @@ impl SiteTable {
             ty: type_name(s.ty),
             class: s.class.as_deref().map(str::to_string),
         })
+    }
+
+    /// The sites of one file (its path's bytes, as Ruby gives them) as
+    /// `(line, type, at_gc, live)`: what the census counts there, for a
+    /// differential check against the heap (spec/rack/census_oracle_spec.rb).
+    pub fn counts_in(&self, file: &[u8]) -> Vec<(u32, &'static str, u64, u64)> {
+        let Some(&path) = self.by_bytes.get(file) else {
+            return Vec::new();
+        };
+        self.sites
+            .iter()
+            .filter(|s| s.path == path)
+            .map(|s| (s.line, type_name(s.ty), s.at_gc, s.live))
+            .collect()
     }
 
     /// Every site's `(at_gc, memsize)` now, by site id - 1.
@@ -873,6 +1010,7 @@ impl SiteTable {
             swept_gc: self.swept_gc,
             reconciles: self.reconciles,
             slots_read: self.slots_read,
+            moved: self.moved,
             site_cap: self.site_cap,
             file_cap: self.file_cap,
             byte_cap: self.byte_cap,
@@ -1145,6 +1283,52 @@ mod tests {
     }
 
     #[test]
+    fn objects_moved_by_compaction_keep_their_site_and_stay_counted() {
+        let mut t = SiteTable::default();
+        let (a, b) = (first_slot(1), first_slot(2));
+        // A leaked object at `a` (line 7), garbage at `b` freed but not yet
+        // reconciled (line 9): compaction moves the leak onto `b`.
+        t.record_object(a, Some((1, b"app.rb")), 7, 5, 1);
+        t.record_object(b + 3 * SLOT, Some((1, b"app.rb")), 9, 5, 1);
+        let mut asked = Vec::new();
+        let mut moves = t.moved_entries(|at| {
+            asked.push(at);
+            (at == a).then_some(b + 3 * SLOT)
+        });
+        let followed = t.apply_moves(&mut moves);
+        assert_eq!(followed, 1);
+        assert_eq!(asked, vec![a, b + 3 * SLOT]);
+        assert_eq!(t.lookup(a), None);
+        let moved = t.lookup(b + 3 * SLOT).unwrap();
+        assert_eq!((moved.line, moved.generation), (7, 1));
+        // The leak is still counted at line 7; the garbage was counted out.
+        assert_eq!(live(&mut t, 2), vec![(1, 1, 40)]);
+        assert_eq!((t.stats().moved, t.stats().freed), (1, 1));
+        // After the compaction the old slot is free: the next reconciliation
+        // reads only the new one, and keeps it.
+        let freed = t.reconcile(&mut pages(&[1, 2]), true, 3, |_, _| Slot::Old);
+        assert_eq!(freed, 0);
+        assert_eq!(live(&mut t, 3), vec![], "its count is unchanged");
+        assert_eq!(t.lookup(b + 3 * SLOT).unwrap().line, 7);
+    }
+
+    #[test]
+    fn an_unrecorded_object_moved_onto_a_freed_ones_slot_counts_that_one_out() {
+        let mut t = SiteTable::default();
+        let b = first_slot(2);
+        // Garbage recorded at `b`, freed by this GC's sweep; compaction moves
+        // an object from before tracing (no entry) from 0x5000_0000 onto it.
+        t.record_object(b, Some((1, b"app.rb")), 9, 5, 1);
+        let followed = t.apply_moves(&mut vec![(0x5000_0000, b)]);
+        assert_eq!(followed, 0);
+        assert_eq!(t.lookup(b), None);
+        assert_eq!(t.stats().freed, 1);
+        // The reconciliation finds a live String at `b`: nothing is counted there.
+        t.reconcile(&mut pages(&[2]), true, 2, |_, _| Slot::Old);
+        assert_eq!(live(&mut t, 2), vec![]);
+    }
+
+    #[test]
     fn a_reconciliation_counts_out_what_the_gc_freed() {
         let mut t = SiteTable::default();
         let base = first_slot(1);
@@ -1154,7 +1338,7 @@ mod tests {
         // Slots 0..4 freed; one reused before the reconciliation (its NEWOBJ
         // counted the old object out).
         t.record_object(base + 9 * SLOT, None, 0, 7, 1);
-        let freed = t.reconcile(&mut pages(&[1]), false, 2, |a| {
+        let freed = t.reconcile(&mut pages(&[1]), false, 2, |a, _| {
             if a < base + 4 * SLOT {
                 Slot::Free
             } else {
@@ -1176,14 +1360,14 @@ mod tests {
         t.record_object(base, None, 0, 5, 1);
         t.record_object(base + SLOT, None, 0, 5, 2);
         let mut read = Vec::new();
-        let freed = t.reconcile(&mut pages(&[1]), false, 2, |a| {
+        let freed = t.reconcile(&mut pages(&[1]), false, 2, |a, _| {
             read.push(a);
             Slot::Free
         });
         assert_eq!((read, freed), (vec![base], 1));
         // The next GC judges it: its chunk is still young, so it is read.
         let mut read = Vec::new();
-        t.reconcile(&mut pages(&[1]), false, 3, |a| {
+        t.reconcile(&mut pages(&[1]), false, 3, |a, _| {
             read.push(a);
             Slot::Free
         });
@@ -1192,7 +1376,7 @@ mod tests {
         // A major GC marks incrementally, and can free what the app allocated
         // meanwhile: after one, objects of its generation are read too.
         t.record_object(base, None, 0, 5, 4);
-        let freed = t.reconcile(&mut pages(&[1]), true, 4, |_| Slot::Free);
+        let freed = t.reconcile(&mut pages(&[1]), true, 4, |_, _| Slot::Free);
         assert_eq!(freed, 1);
     }
 
@@ -1204,7 +1388,7 @@ mod tests {
         t.record_object(base + SLOT, None, 0, 5, 1);
         t.free(base);
         let mut read = Vec::new();
-        let freed = t.reconcile(&mut pages(&[1]), true, 2, |a| {
+        let freed = t.reconcile(&mut pages(&[1]), true, 2, |a, _| {
             read.push(a);
             Slot::Free
         });
@@ -1219,7 +1403,7 @@ mod tests {
         t.record_object(a, None, 0, 5, 1);
         t.record_object(b, None, 0, 5, 1);
         // Both alive; the one at `a` is old from now on.
-        t.reconcile(&mut pages(&[1, 2]), false, 2, |x| {
+        t.reconcile(&mut pages(&[1, 2]), false, 2, |x, _| {
             if x == a {
                 Slot::Old
             } else {
@@ -1229,18 +1413,18 @@ mod tests {
         assert_eq!(live(&mut t, 1), vec![(1, 2, 80)]);
         // A minor GC frees no old object: chunk 1 is not read, chunk 2 is.
         let mut read = Vec::new();
-        t.reconcile(&mut pages(&[1, 2]), false, 3, |x| {
+        t.reconcile(&mut pages(&[1, 2]), false, 3, |x, _| {
             read.push(x);
             Slot::Free
         });
         assert_eq!(read, vec![b]);
         assert_eq!(live(&mut t, 2), vec![(1, 1, 40)]);
         // A major GC reads everything.
-        t.reconcile(&mut pages(&[1, 2]), true, 4, |_| Slot::Free);
+        t.reconcile(&mut pages(&[1, 2]), true, 4, |_, _| Slot::Free);
         assert_eq!(live(&mut t, 3), vec![(1, 0, 0)]);
         // A new object makes its chunk young again.
         t.record_object(a, None, 0, 5, 4);
-        t.reconcile(&mut pages(&[1, 2]), false, 5, |_| Slot::Free);
+        t.reconcile(&mut pages(&[1, 2]), false, 5, |_, _| Slot::Free);
         assert_eq!(t.stats().freed, 3);
     }
 
@@ -1252,7 +1436,7 @@ mod tests {
         t.record_object(b, None, 0, 5, 1);
         t.record_object(b + SLOT, None, 0, 5, 1);
         // Page 2 was freed whole: its slots must not be read.
-        let freed = t.reconcile(&mut pages(&[1]), false, 2, |x| {
+        let freed = t.reconcile(&mut pages(&[1]), false, 2, |x, _| {
             assert!(x < 0x2_0000, "read a freed page at {x:#x}");
             Slot::Young
         });
@@ -1272,7 +1456,7 @@ mod tests {
             end: 0x2_0000,
             stride: 2 * SLOT,
         }];
-        let freed = t.reconcile(&mut heap, true, 2, |x| {
+        let freed = t.reconcile(&mut heap, true, 2, |x, _| {
             assert_eq!((x - start) % (2 * SLOT), 0);
             Slot::Young
         });
@@ -1345,7 +1529,7 @@ mod tests {
                 }
             }
             let mut reads = Vec::new();
-            let freed = t.reconcile(&mut heap, true, 2, |a| {
+            let freed = t.reconcile(&mut heap, true, 2, |a, _| {
                 reads.push(a);
                 state(a)
             });

@@ -149,7 +149,14 @@ unsafe extern "C" fn walk_page(
             let ty = flags & 0x1f;
             // T_NONE (free), T_ZOMBIE, T_MOVED have no memsize worth asking.
             if flags != 0 && ty != 0 && ty != 0x1d && ty != 0x1e {
-                if let Some((site, request, generation)) = table.site_and_request(obj as u64) {
+                if let Some((site, request, generation)) = table
+                    .site_and_request(obj as u64)
+                    // Another type: another object than the one recorded
+                    // (see tracer::read_slot); the next reconciliation drops it.
+                    .filter(|&(site, ..)| {
+                        matches!(table.site_type(site), 0) || u64::from(table.site_type(site)) == ty
+                    })
+                {
                     // Only what the last GC found alive (allocated before it
                     // began), by a finished request: as the census counts.
                     if u64::from(generation) < walk.swept_gc && request != walk.in_flight {
@@ -164,7 +171,8 @@ unsafe extern "C" fn walk_page(
                     let e = &mut walk.acc[i];
                     if e.0 == 0 && table.wants_class(site) {
                         let klass = *((v + std::mem::size_of::<VALUE>()) as *const VALUE);
-                        if klass != 0 {
+                        // A class, or nothing to name (hidden objects have none).
+                        if klass != 0 && *(klass as *const VALUE) & 0x1f == 0x02 {
                             walk.classes.push((site, klass));
                         }
                     }
@@ -357,6 +365,14 @@ fn writer_errors() -> Vec<String> {
     }
 }
 
+/// `Census.counts(file)`: `[[line, type, at_gc, live], ...]` for the sites
+/// of `file` (the path as Ruby reports it), after the pending
+/// reconciliation: what the census counts there, for the differential spec.
+fn counts(file: String) -> Vec<(u32, &'static str, u64, u64)> {
+    tracer::reconcile();
+    sites::global().lock().counts_in(file.as_bytes())
+}
+
 /// `Census.stats`: `{requests:, points:, dropped:, pending:, batches:}`.
 fn stats(ruby: &Ruby) -> RbResult<RHash> {
     let s = census::global().lock().stats();
@@ -388,6 +404,7 @@ pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
     m.define_module_function("writer_stats", function!(writer_stats, 0))?;
     m.define_module_function("writer_errors", function!(writer_errors, 0))?;
     m.define_module_function("stats", function!(stats, 0))?;
+    m.define_module_function("counts", function!(counts, 1))?;
     m.const_set("MAX_PENDING_POINTS", census::MAX_PENDING_POINTS)?;
     Ok(())
 }

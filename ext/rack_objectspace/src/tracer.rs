@@ -21,11 +21,12 @@ use magnus::rb_sys::AsRawValue;
 use magnus::{function, prelude::*, RHash, RModule, Ruby, Value};
 use objectspace_core::{census, sites};
 use rb_sys::{
-    rb_add_event_hook2, rb_event_hook_flag_t, rb_gc_count, rb_gc_register_mark_object, rb_gc_stat,
-    rb_postponed_job_register_one, rb_remove_event_hook, rb_trace_arg_t, rb_tracearg_event_flag,
-    rb_tracearg_from_tracepoint, rb_tracearg_lineno, rb_tracearg_object, rb_tracearg_path,
-    rb_tracepoint_disable, rb_tracepoint_enable, rb_tracepoint_enabled_p, rb_tracepoint_new,
-    ruby_value_type, Qnil, Qtrue, FIX2LONG, FIXNUM_P, RB_BUILTIN_TYPE, RB_TYPE_P, VALUE,
+    rb_add_event_hook2, rb_event_hook_flag_t, rb_gc_count, rb_gc_location,
+    rb_gc_register_mark_object, rb_gc_stat, rb_remove_event_hook, rb_trace_arg_t,
+    rb_tracearg_event_flag, rb_tracearg_from_tracepoint, rb_tracearg_lineno, rb_tracearg_object,
+    rb_tracearg_path, rb_tracepoint_disable, rb_tracepoint_enable, rb_tracepoint_enabled_p,
+    rb_tracepoint_new, ruby_value_type, Qnil, Qtrue, FIX2LONG, FIXNUM_P, RB_BUILTIN_TYPE,
+    RB_TYPE_P, VALUE,
 };
 
 use crate::counters;
@@ -83,7 +84,7 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
 
 /// The census's hook: GC_START notes that a GC begins; GC_END_SWEEP asks for
 /// the reconciliation (once until it runs). Same rules as `on_newobj`:
-/// `rb_postponed_job_register_one` is made for such places.
+/// queuing a postponed job is made for such places.
 extern "C" fn on_gc(tpval: VALUE, _data: *mut c_void) {
     // SAFETY: called by the VM with a live TracePoint for one of its events.
     unsafe {
@@ -93,13 +94,47 @@ extern "C" fn on_gc(tpval: VALUE, _data: *mut c_void) {
             sites::global().lock().gc_start();
         } else if !RECONCILE.swap(true, Ordering::AcqRel) {
             // A full queue leaves RECONCILE set: the next census point runs it.
-            rb_postponed_job_register_one(0, Some(reconcile_job), std::ptr::null_mut());
+            queue_reconcile();
         }
     }
 }
 
 unsafe extern "C" fn reconcile_job(_data: *mut c_void) {
     reconcile();
+}
+
+/// The reconciliation's postponed job, registered once (Ruby 3.3+: `u32::MAX`
+/// until registered, or when Ruby had no room).
+#[cfg(ruby_postponed_job_handle)]
+static RECONCILE_JOB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Register the postponed job (with the GVL, outside any hook).
+fn register_reconcile_job() {
+    #[cfg(ruby_postponed_job_handle)]
+    if RECONCILE_JOB.load(Ordering::Acquire) == u32::MAX {
+        // SAFETY: with the GVL; the job function lives as long as the process.
+        let handle = unsafe {
+            rb_sys::rb_postponed_job_preregister(0, Some(reconcile_job), std::ptr::null_mut())
+        };
+        RECONCILE_JOB.store(handle, Ordering::Release);
+    }
+}
+
+/// Ask Ruby to run the reconciliation right after the GC (from a GC hook).
+/// If it cannot, the next census call runs it (RECONCILE stays set).
+fn queue_reconcile() {
+    // SAFETY: both calls are made for hooks that may not allocate or call Ruby.
+    #[cfg(ruby_postponed_job_handle)]
+    unsafe {
+        let handle = RECONCILE_JOB.load(Ordering::Acquire);
+        if handle != u32::MAX {
+            rb_sys::rb_postponed_job_trigger(handle);
+        }
+    }
+    #[cfg(not(ruby_postponed_job_handle))]
+    unsafe {
+        rb_sys::rb_postponed_job_register_one(0, Some(reconcile_job), std::ptr::null_mut());
+    }
 }
 
 /// Collects the heap's pages for `reconcile` (allocates no Ruby object).
@@ -119,15 +154,19 @@ unsafe extern "C" fn collect_page(
     0
 }
 
-/// What the heap slot at `address` holds. Only called for a slot start inside
-/// a page the walk just listed, with the GVL and no GC running.
-fn read_slot(address: u64) -> sites::Slot {
+/// What the heap slot at `address` holds, for a recorded object of type
+/// `ty`. Only called for a slot start inside a page the walk just listed,
+/// with the GVL and no GC running. A live object of another type is another
+/// object than the one recorded (one that GC compaction moved there without
+/// an entry of its own, over a freed object's): the recorded one is gone.
+fn read_slot(address: u64, ty: u8) -> sites::Slot {
     // SAFETY: see above; every slot begins with its flags word.
     let flags: u64 = unsafe { *(address as *const VALUE) };
     let promoted = rb_sys::ruby_fl_type::RUBY_FL_PROMOTED as u64;
     match flags & 0x1f {
         // T_NONE (free), T_ZOMBIE (being finalized), T_MOVED.
         0x00 | 0x1d | 0x1e => sites::Slot::Free,
+        other if ty != 0 && other != u64::from(ty) => sites::Slot::Free,
         _ if flags & promoted == promoted => sites::Slot::Old,
         _ => sites::Slot::Young,
     }
@@ -168,8 +207,91 @@ pub fn reconcile() {
     table.reconcile(&mut pages, full, gc, read_slot);
     table.end_sweep(gc);
     drop(table);
+    *PAGES.lock().unwrap_or_else(|p| p.into_inner()) = pages;
     FULL_RECONCILES.fetch_add(u64::from(full), Ordering::Relaxed);
     RECONCILE_NS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// Follows the objects that GC compaction moves (`GC.compact`,
+/// `GC.auto_compact`): Ruby calls a typed data object's compaction function
+/// after moving objects and before freeing anything, while each moved-from
+/// slot still says where its object went (`T_MOVED`, `rb_gc_location`), as
+/// Ruby's own objspace re-keys its allocation table. One instance lives in a
+/// constant (`Tracer::COMPACTION`) for the life of the process.
+#[derive(magnus::TypedData)]
+#[magnus(
+    class = "Rack::Objectspace::Native::Tracer::Compaction",
+    free_immediately,
+    compact
+)]
+struct Compaction;
+
+impl magnus::DataTypeFunctions for Compaction {
+    fn compact(&self, _: &magnus::gc::Compactor) {
+        follow_moves();
+    }
+}
+
+/// Whether the 4 KiB page of memory holding `address` is mapped: a heap
+/// page freed since the last reconciliation may have been unmapped.
+fn mapped(address: u64) -> bool {
+    let mut resident = [0u8; 1];
+    // SAFETY: mincore only inspects the mapping of one page-aligned page.
+    unsafe { libc::mincore((address & !4095) as *mut c_void, 1, resident.as_mut_ptr()) == 0 }
+}
+
+/// The heap's pages as the last reconciliation listed them: a compaction
+/// walks them for the objects it moved (see `follow_moves`).
+static PAGES: std::sync::Mutex<Vec<sites::Page>> = std::sync::Mutex::new(Vec::new());
+
+/// The object that moved from `address`, if one did: Ruby leaves a
+/// `T_MOVED` there that says where it went until the compaction ends.
+///
+/// # Safety
+/// `address` is a slot start on a mapped heap page, read during compaction.
+unsafe fn moved_from(address: u64) -> Option<u64> {
+    // SAFETY: see above.
+    unsafe {
+        let flags: VALUE = *(address as *const VALUE);
+        (flags & 0x1f == ruby_value_type::RUBY_T_MOVED as VALUE)
+            .then(|| rb_gc_location(address as VALUE) as u64)
+    }
+}
+
+/// Inside the GC, during compaction: every move it made, recorded object or
+/// not, from a walk of the pages the last reconciliation listed (the
+/// objects from before tracing began, whose destinations may hold a freed
+/// object's entry), and from the recorded entries (on pages made since);
+/// then each recorded object's entry goes where it went. No Ruby object is
+/// allocated.
+fn follow_moves() {
+    if !enabled() {
+        return;
+    }
+    let mut moves = Vec::new();
+    for page in PAGES.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        if !mapped(page.start) || !mapped(page.end - 1) {
+            continue;
+        }
+        let mut slot = page.start;
+        while slot + page.stride <= page.end {
+            // SAFETY: a slot start on a mapped page listed by the walk.
+            if let Some(to) = unsafe { moved_from(slot) } {
+                moves.push((slot, to));
+            }
+            slot += page.stride.max(sites::SLOT_SIZE);
+        }
+    }
+    let mut table = sites::global().lock();
+    let mut page = (u64::MAX, false);
+    moves.extend(table.moved_entries(|address| {
+        if page.0 != address >> 12 {
+            page = (address >> 12, mapped(address));
+        }
+        // SAFETY: a slot start on a mapped page.
+        page.1.then(|| unsafe { moved_from(address) }).flatten()
+    }));
+    table.apply_moves(&mut moves);
 }
 
 fn make_tracepoint(
@@ -308,6 +430,7 @@ pub fn enable_census(ruby: &Ruby) {
             MAJOR_KEY.store(key.as_raw() as usize, Ordering::Release);
         }
     }
+    register_reconcile_job();
     CENSUS.store(true, Ordering::Release);
     if enabled() {
         enable(gc_tracepoint());
@@ -416,6 +539,7 @@ fn stats(ruby: &Ruby) -> RbResult<RHash> {
             ("reconciles", s.reconciles),
             ("full_reconciles", FULL_RECONCILES.load(Ordering::Relaxed)),
             ("slots_read", s.slots_read),
+            ("moved", s.moved),
         ],
     )?;
     hash.aset(
@@ -434,7 +558,7 @@ fn check_slot_size_rb(n: Option<i64>) -> Option<String> {
     check_slot_size(n)
 }
 
-pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
+pub fn init(ruby: &Ruby, native: RModule) -> RbResult<()> {
     // SAFETY: registers a handler that only resets a lock; init runs once.
     unsafe {
         libc::pthread_atfork(None, None, Some(after_fork_child));
@@ -453,5 +577,8 @@ pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
     tracer.define_module_function("clear", function!(clear, 0))?;
     tracer.define_module_function("site", function!(site, 1))?;
     tracer.define_module_function("stats", function!(stats, 0))?;
+    let compaction = tracer.define_class("Compaction", ruby.class_object())?;
+    compaction.undef_default_alloc_func();
+    tracer.const_set("COMPACTION", Compaction)?;
     Ok(())
 }
