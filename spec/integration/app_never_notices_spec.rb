@@ -14,22 +14,6 @@ RSpec.describe "Rack::Objectspace leaves the app alone" do
     Array.new(n) { |i| Rack::MockRequest.new(app).get("#{path}/#{i}") }
   end
 
-  # A TCP server that accepts connections and never answers: an S3 endpoint
-  # that hangs. Yields the AWS_* variables that point at it.
-  def with_hanging_s3
-    hole = TCPServer.new("127.0.0.1", 0)
-    held = []
-    acceptor = Thread.new { loop { held << hole.accept } }
-    with_env("AWS_ENDPOINT" => "http://127.0.0.1:#{hole.addr[1]}", "AWS_ACCESS_KEY_ID" => "test",
-             "AWS_SECRET_ACCESS_KEY" => "test", "AWS_REGION" => "us-east-1", "AWS_ENDPOINT_URL" => nil) do
-      yield
-    end
-  ensure
-    acceptor&.kill
-    held&.each(&:close)
-    hole&.close
-  end
-
   def now
     Process.clock_gettime(Process::CLOCK_MONOTONIC)
   end

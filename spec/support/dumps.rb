@@ -1,9 +1,27 @@
 # frozen_string_literal: true
 
+require "socket"
+
 # Helpers to read back what the middleware stored.
 module DumpHelpers
   # Run the block with ENV updated by `vars` (a nil value deletes the variable);
   # ENV is restored afterwards, with whatever the block changed in it.
+  # A TCP server on 127.0.0.1 that accepts connections and never answers: an
+  # S3 endpoint that hangs. Yields the AWS_* variables that point at it.
+  def with_hanging_s3
+    hole = TCPServer.new("127.0.0.1", 0)
+    held = []
+    acceptor = Thread.new { loop { held << hole.accept } }
+    with_env("AWS_ENDPOINT" => "http://127.0.0.1:#{hole.addr[1]}", "AWS_ACCESS_KEY_ID" => "test",
+             "AWS_SECRET_ACCESS_KEY" => "test", "AWS_REGION" => "us-east-1", "AWS_ENDPOINT_URL" => nil) do
+      yield
+    end
+  ensure
+    acceptor&.kill
+    held&.each(&:close)
+    hole&.close
+  end
+
   def with_env(vars)
     saved = ENV.to_h
     vars.each { |name, value| value.nil? ? ENV.delete(name) : ENV[name] = value }

@@ -266,22 +266,30 @@ impl Pipeline {
     /// after `stop` is set: the reader is then cancelled (an upload in progress
     /// is aborted) and ends on its own.
     pub fn finish_until(mut self, stop: &AtomicBool) -> Result<Finished> {
+        self.wait_finished(stop)
+            .unwrap_or_else(|| Err(Error::State("interrupted".into())))
+    }
+
+    /// Close the write end and wait for the reader to finish, or until `stop`
+    /// is set: then None, and the pipeline is as it was (a caller woken by a
+    /// signal with nothing to do may wait again). Dropping an unfinished
+    /// pipeline cancels its reader.
+    pub fn wait_finished(&mut self, stop: &AtomicBool) -> Option<Result<Finished>> {
         self.close_write();
-        let done = self
-            .done
-            .take()
-            .ok_or_else(|| Error::State("pipeline already finished".into()))?;
+        let Some(done) = self.done.as_ref() else {
+            return Some(Err(Error::State("pipeline already finished".into())));
+        };
         loop {
-            match done.recv_timeout(POLL) {
-                Ok(result) => return result,
-                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => {
-                    return Err(Error::State("interrupted".into()));
-                }
-                Err(RecvTimeoutError::Timeout) => {}
+            let outcome = match done.recv_timeout(POLL) {
+                Ok(result) => result,
+                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => return None,
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::State("the dump reader thread panicked".into()));
+                    Err(Error::State("the dump reader thread panicked".into()))
                 }
-            }
+            };
+            self.done = None;
+            return Some(outcome);
         }
     }
 }

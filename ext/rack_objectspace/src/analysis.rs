@@ -12,7 +12,7 @@ use magnus::{function, prelude::*, Error, RModule, Ruby};
 use objectspace_core::analysis::{self, AnalysisError, Input};
 
 use crate::errors::{analysis_to_ruby as to_ruby, class, RbResult};
-use crate::nogvl::{nogvl, nogvl_interruptible, raise_pending};
+use crate::nogvl::{nogvl, wait_for};
 
 fn encode_error(ruby: &Ruby, e: serde_json::Error) -> Error {
     Error::new(
@@ -107,25 +107,49 @@ fn threads() -> usize {
         .unwrap_or(2)
 }
 
-/// Run an analysis without the GVL, showing `bar`; Ctrl-C (or Thread#raise)
-/// stops it at the next block of input and raises the pending exception.
+/// Run an analysis without the GVL, showing `bar`. The analysis runs on a
+/// thread of its own while this one waits; Ctrl-C (or Thread#raise) stops it
+/// at the next block of input and raises the pending exception. A signal with
+/// nothing to raise (a trap, SIGCHLD) lets it go on.
 fn run<T: Send>(
     ruby: &Ruby,
     bar: Bar,
     analysis: impl FnOnce(analysis::Progress) -> Result<T, AnalysisError> + Send,
 ) -> RbResult<T> {
-    let interrupted = AtomicBool::new(false);
+    let cancelled = AtomicBool::new(false);
     let tick = |d: u64| {
         bar.tick(d);
-        !interrupted.load(Ordering::Relaxed)
+        !cancelled.load(Ordering::Relaxed)
     };
-    let result = nogvl_interruptible(ruby, &interrupted, || guarded(|| analysis(&tick)));
+    let result = std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("rack-objectspace analysis".into())
+            .spawn_scoped(scope, || guarded(|| analysis(&tick)))
+            .map_err(|e| {
+                Error::new(
+                    class(ruby, "Error"),
+                    format!("cannot start the analysis: {e}"),
+                )
+            })?;
+        let waited = wait_for(ruby, |stop| loop {
+            if worker.is_finished() {
+                return Some(());
+            }
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        });
+        if waited.is_err() {
+            // Ruby raises: the analysis stops at its next block of input.
+            cancelled.store(true, Ordering::Relaxed);
+        }
+        let joined = worker.join();
+        waited?;
+        joined.map_err(|_| Error::new(class(ruby, "Error"), "the analysis thread panicked"))
+    })?;
     bar.finish();
-    match result? {
-        // Raise what interrupted us (Interrupt for Ctrl-C), else Interrupt.
-        Err(AnalysisError::Interrupted) => Err(raise_pending(ruby)),
-        other => other.map_err(|e| to_ruby(ruby, e)),
-    }
+    result.map_err(|e| to_ruby(ruby, e))
 }
 
 /// `Native::Analysis.summary(path_or_url, top, progress)` -> JSON String

@@ -1,6 +1,5 @@
 //! `Native::Pipeline`, `Native::Dump` and `Native::Writer`: the capture half.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use magnus::{function, method, prelude::*, RHash, RModule, RString, Ruby};
@@ -12,7 +11,7 @@ use objectspace_core::Error as CoreError;
 
 use crate::counters;
 use crate::errors::{argument, to_ruby, RbResult};
-use crate::nogvl::{nogvl_interruptible, raise_pending, wait_until};
+use crate::nogvl::{wait_for, wait_until};
 
 /// `sites`: annotate records from `Native::Tracer`'s table; `since`: keep only
 /// objects from that GC generation on (a retained dump).
@@ -129,23 +128,22 @@ impl RbPipeline {
             .take()
             .ok_or_else(|| state(ruby, "pipeline already finished"))?;
         let meta_key = rb_self.meta_key.clone();
-        let interrupted = AtomicBool::new(false);
-        let stop = &interrupted;
-        let result = nogvl_interruptible(
-            ruby,
-            stop,
-            move || -> Result<(Finished, String), CoreError> {
-                let finished = pipeline.finish_until(stop)?;
+        let mut pipeline = pipeline;
+        // A signal with nothing to raise (a trap, SIGCHLD) waits on; a raise
+        // drops the pipeline, which cancels its reader.
+        let result = wait_for(ruby, move |stop| {
+            let finished = match pipeline.wait_finished(stop)? {
+                Ok(finished) => finished,
+                Err(e) => return Some(Err(e)),
+            };
+            Some((|| -> Result<(Finished, String), CoreError> {
                 let meta = finished.summary.merge_into_meta(&meta_json)?;
-                if let Some((store, key)) = meta_key {
-                    objectspace_core::runtime::block_on(store.put(&key, meta.clone().into()))??;
+                if let Some((store, key)) = &meta_key {
+                    objectspace_core::runtime::block_on(store.put(key, meta.clone().into()))??;
                 }
                 Ok((finished, meta))
-            },
-        )?;
-        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(raise_pending(ruby));
-        }
+            })())
+        })?;
         let (finished, meta) = result.map_err(|e| to_ruby(ruby, e))?;
         Ok(RbDump {
             gzip: Mutex::new(Some(finished.gzip)),

@@ -58,8 +58,8 @@ where
 
 /// Like [`nogvl`], for waits that poll `interrupted`: Ruby sets it when the
 /// thread is interrupted (Ctrl-C, Thread#raise, Thread#kill), and `func`
-/// should then return soon. The caller then calls [`raise_pending`].
-pub fn nogvl_interruptible<F, R>(ruby: &Ruby, interrupted: &AtomicBool, func: F) -> RbResult<R>
+/// should then return soon ([`wait_for`] then lets Ruby run its interrupts).
+fn nogvl_interruptible<F, R>(ruby: &Ruby, interrupted: &AtomicBool, func: F) -> RbResult<R>
 where
     F: FnOnce() -> R + Send,
     R: Send,
@@ -78,40 +78,52 @@ pub fn check_interrupts(ruby: &Ruby) -> RbResult<()> {
     .map(|_| ())
 }
 
-/// After a wait stopped by its interrupt flag: raise what interrupted us
-/// (Interrupt for Ctrl-C, the exception of Thread#raise), else Interrupt.
-pub fn raise_pending(ruby: &Ruby) -> magnus::Error {
-    match check_interrupts(ruby) {
-        Err(e) => e,
-        Ok(()) => magnus::Error::new(ruby.exception_interrupt(), "interrupted"),
+/// Wait without the GVL until `poll` gives a value. `poll(stop)` waits for
+/// its work and returns None soon after `stop` is set: Ruby sets it when
+/// something may need this thread (Ctrl-C, `Thread#raise`, `Thread#kill`, a
+/// signal the app traps, SIGCHLD, which Ruby 3.3+ queues for the main thread).
+/// Ruby then runs its interrupts: a raise ends the wait (Err, `poll`'s state
+/// dropped on the way out); anything else (a trap handler ran, a child
+/// exited) waits on, with nothing lost.
+pub fn wait_for<R, P>(ruby: &Ruby, mut poll: P) -> RbResult<R>
+where
+    P: FnMut(&AtomicBool) -> Option<R> + Send,
+    R: Send,
+{
+    loop {
+        let interrupted = AtomicBool::new(false);
+        let stop = &interrupted;
+        let poll = &mut poll;
+        if let Some(value) = nogvl_interruptible(ruby, stop, move || poll(stop))? {
+            return Ok(value);
+        }
+        check_interrupts(ruby)?;
     }
 }
 
 /// Wait without the GVL until `step(slice)` says done (true), for at most
-/// `timeout` seconds, in slices of 20 ms: Thread#raise, Thread#kill or
-/// Ctrl-C end the wait early and raise. False when the time ran out.
+/// `timeout` seconds, in slices of 20 ms. Thread#raise, Thread#kill or
+/// Ctrl-C end the wait early and raise; a signal with nothing to raise does
+/// not (see [`wait_for`]). False when the time ran out.
 pub fn wait_until<F>(ruby: &Ruby, timeout: f64, step: F) -> RbResult<bool>
 where
     F: Fn(std::time::Duration) -> bool + Sync,
 {
     use std::time::{Duration, Instant};
     let deadline = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
-    let interrupted = AtomicBool::new(false);
-    let stop = &interrupted;
     let step = &step;
-    let done = nogvl_interruptible(ruby, stop, move || loop {
+    wait_for(ruby, move |stop| loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if step(left.min(Duration::from_millis(20))) {
-            return true;
+            return Some(true);
         }
-        if left.is_zero() || stop.load(Ordering::Relaxed) {
-            return false;
+        if left.is_zero() {
+            return Some(false);
         }
-    })?;
-    if !done && interrupted.load(Ordering::Relaxed) {
-        return Err(raise_pending(ruby));
-    }
-    Ok(done)
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+    })
 }
 
 /// How often a call may find an interrupt pending that Ruby handled without
