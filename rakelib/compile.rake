@@ -5,6 +5,8 @@ require "fileutils"
 
 # The rb_sys gem is not available offline, so we drive cargo ourselves: build the
 # cdylib in release mode and copy it to the name Ruby loads (Init_rack_objectspace).
+# It is built for the Ruby that runs rake (RbConfig.ruby, whatever `rake` is on
+# PATH: `ruby3.3 -S rake compile` builds for 3.3), into that Ruby's folder.
 module RackObjectspaceBuild
   ROOT = File.expand_path("..", __dir__)
   CRATE = "rack_objectspace"
@@ -20,8 +22,11 @@ module RackObjectspaceBuild
     File.join(dir, profile, "lib#{CRATE}.#{RbConfig::CONFIG['SOEXT'] || 'so'}")
   end
 
+  # lib/rack/objectspace/<major.minor>/: one build per Ruby, side by side
+  # (lib/rack/objectspace/native.rb loads the running Ruby's).
   def installed_library
-    File.join(ROOT, "lib", "rack", "objectspace", "#{CRATE}.#{RbConfig::CONFIG['DLEXT']}")
+    version = RUBY_VERSION[/\A\d+\.\d+/]
+    File.join(ROOT, "lib", "rack", "objectspace", version, "#{CRATE}.#{RbConfig::CONFIG['DLEXT']}")
   end
 end
 
@@ -33,6 +38,7 @@ task :compile do
   # Copy then rename: overwriting the .so in place crashes every Ruby that has it
   # loaded (a spec run, a puma), since they map the same inode.
   installed = RackObjectspaceBuild.installed_library
+  FileUtils.mkdir_p(File.dirname(installed))
   FileUtils.cp(RackObjectspaceBuild.built_library, "#{installed}.tmp-#{Process.pid}")
   File.rename("#{installed}.tmp-#{Process.pid}", installed)
 end

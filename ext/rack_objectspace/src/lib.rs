@@ -30,8 +30,37 @@ unsafe fn string_bytes<'a>(v: VALUE) -> Option<&'a [u8]> {
     }
 }
 
+extern "C" {
+    // Exported by every libruby: the running Ruby's API version (3, 3, 0).
+    static ruby_api_version: [std::ffi::c_int; 3];
+}
+
+/// The Ruby version this extension was built for (see build.rs).
+const BUILT_FOR: &str = env!("RACK_OBJECTSPACE_BUILT_FOR");
+
+/// Why this extension must not run on the Ruby that loads it, or None. Reads
+/// only a plain exported array: nothing whose layout depends on the version.
+fn wrong_ruby() -> Option<String> {
+    // SAFETY: a static array of three ints that libruby exports and never changes.
+    let running = unsafe { ruby_api_version };
+    let built: Vec<i32> = BUILT_FOR
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    (built.len() < 2 || built[..2] != running[..2]).then(|| {
+        format!(
+            "rack-objectspace's native extension was built for Ruby {BUILT_FOR}, but Ruby {}.{} loads it. \
+             To fix this, build it with this Ruby: `ruby -S rake compile` in the gem's folder (or bin/setup).",
+            running[0], running[1]
+        )
+    })
+}
+
 #[magnus::init(name = "rack_objectspace")]
 fn init(ruby: &Ruby) -> Result<(), magnus::Error> {
+    if let Some(message) = wrong_ruby() {
+        return Err(magnus::Error::new(ruby.exception_load_error(), message));
+    }
     let rack = ruby.define_module("Rack")?;
     let objectspace = rack.define_class("Objectspace", ruby.class_object())?;
     let native = objectspace.define_module("Native")?;

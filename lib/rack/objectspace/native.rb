@@ -3,16 +3,20 @@
 require_relative "version"
 require_relative "errors"
 
-# The Rust extension: Rack::Objectspace::Native (private API). A build for the
-# running Ruby's version folder wins over the plain one.
+# The Rust extension: Rack::Objectspace::Native (private API). `rake compile`
+# builds one per Ruby, in the running Ruby's version folder; `gem install`
+# builds the plain one. The extension itself refuses (LoadError naming both
+# versions) to run on a Ruby it was not built for.
 begin
-  RUBY_VERSION =~ /(\d+\.\d+)/
-  require "rack/objectspace/#{Regexp.last_match(1)}/rack_objectspace"
-rescue LoadError
-  begin
+  versioned = File.join(RUBY_VERSION[/\A\d+\.\d+/], "rack_objectspace")
+  if File.exist?(File.join(__dir__, "#{versioned}.#{RbConfig::CONFIG['DLEXT']}"))
+    require_relative versioned
+  else
     require "rack/objectspace/rack_objectspace"
-  rescue LoadError => e
-    raise LoadError, "rack-objectspace's native extension is not compiled (#{e.message}). " \
-                     "To fix this, run `rake compile` in the gem's folder (or bin/setup)."
   end
+rescue LoadError => e
+  raise if e.message.include?("was built for Ruby")
+
+  raise LoadError, "rack-objectspace's native extension is not compiled for Ruby #{RUBY_VERSION} (#{e.message}). " \
+                   "To fix this, run `ruby -S rake compile` with this Ruby in the gem's folder (or bin/setup)."
 end
