@@ -140,12 +140,28 @@ fn run<T: Send>(
             }
             std::thread::sleep(Duration::from_millis(5));
         });
-        if waited.is_err() {
+        let mut raised = waited.err();
+        if raised.is_some() {
             // Ruby raises: the analysis stops at its next block of input.
             cancelled.store(true, Ordering::Relaxed);
         }
+        // That block may have to come from another Ruby thread (a pipe it
+        // feeds): wait for the worker without the GVL, never join holding it.
+        while !worker.is_finished() {
+            let until_finished = || {
+                while !worker.is_finished() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            };
+            if let Err(e) = nogvl(ruby, until_finished) {
+                cancelled.store(true, Ordering::Relaxed);
+                raised.get_or_insert(e);
+            }
+        }
         let joined = worker.join();
-        waited?;
+        if let Some(e) = raised {
+            return Err(e);
+        }
         joined.map_err(|_| Error::new(class(ruby, "Error"), "the analysis thread panicked"))
     })?;
     bar.finish();
