@@ -23,12 +23,15 @@
 //! {"base":{"requests":100,"gc_count":11,"swept_gc":11,"at":1764400000000},"counts":[[7,120,4800]]}
 //! {"requests":101,"gc_count":11,"swept_gc":11,"at":1764400000012,"endpoints":[["GET","/users",1]],"counts":[]}
 //! {"requests":102,"gc_count":12,"swept_gc":12,"at":1764400000020,"endpoints":[["GET","/users",1]],"counts":[[7,121,4840],[9,3,480]]}
+//! {"requests":103,"gc_count":13,"swept_gc":13,"major":true,"at":1764400000031,"endpoints":[["GET","/users",1]],"counts":[[7,122,4880]]}
 //! ```
 //!
 //! `counts` are `[site, live objects, memsize]`; `base.counts` lists every site
 //! with live objects; a point's `counts` list only the sites that changed since
 //! the previous point (a site not listed keeps its value). A batch may end on a
-//! closing point at the same `requests` ([`Census::close`]).
+//! closing point at the same `requests` ([`Census::close`]). `"major":true`
+//! marks a point whose swept GC was major: its counts are exact, where a minor
+//! GC's still hold the old objects that died since the last major one.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -63,6 +66,8 @@ struct Point {
     requests: u64,
     gc_count: u64,
     swept_gc: u64,
+    /// The swept GC was major: its counts are exact (`"major":true`).
+    major: bool,
     at_ms: u64,
     /// (endpoint id, requests) in [`Census::point_endpoints`].
     endpoints: std::ops::Range<usize>,
@@ -299,6 +304,7 @@ impl Census {
             requests: self.requests,
             gc_count,
             swept_gc: self.last_swept,
+            major: table.swept_major(),
             at_ms,
             endpoints: from..self.point_endpoints.len(),
             changes: start..self.changes.len(),
@@ -557,6 +563,9 @@ impl Census {
             push_num(&mut text, p.gc_count);
             text.push_str(",\"swept_gc\":");
             push_num(&mut text, p.swept_gc);
+            if p.major {
+                text.push_str(",\"major\":true");
+            }
             text.push_str(",\"at\":");
             push_num(&mut text, p.at_ms);
             text.push_str(",\"endpoints\":[");

@@ -344,6 +344,8 @@ pub struct SiteTable {
     unrecorded: u64,
     sweeps: u64,
     swept_gc: u64,
+    /// Whether the last sweep reconciled ended a major GC (see `set_swept_major`).
+    swept_major: bool,
     reconciles: u64,
     /// Heap slots read by reconciliations.
     slots_read: u64,
@@ -827,6 +829,19 @@ impl SiteTable {
         self.swept_gc = gc_count;
     }
 
+    /// Whether the GC of the last [`Self::end_sweep`] was major (its marking
+    /// judged old objects too). After a minor GC the counts still hold the
+    /// old objects that died since the last major GC (a bounded cache's
+    /// evicted entries that had grown old): only a major GC's are exact.
+    pub fn set_swept_major(&mut self, major: bool) {
+        self.swept_major = major;
+    }
+
+    /// See [`Self::set_swept_major`].
+    pub fn swept_major(&self) -> bool {
+        self.swept_major
+    }
+
     /// The request sequence number recorded with objects allocated from now on.
     pub fn set_request(&mut self, request: u32) {
         self.request = request;
@@ -874,19 +889,21 @@ impl SiteTable {
             .map_or(0, |s| s.ty)
     }
 
-    /// Whether `site` still needs a class name (a type whose class says more
-    /// than the type, not yet named).
+    /// Whether `site` is named by its objects' class (a type whose class says
+    /// more than the type).
     pub fn wants_class(&self, site: u32) -> bool {
         self.sites
             .get((site as usize).wrapping_sub(1))
-            .is_some_and(|s| {
-                matches!(s.ty, 0x01 | 0x09 | 0x0c) && s.class.is_none() && s.path != NO_FILE
-            })
+            .is_some_and(|s| matches!(s.ty, 0x01 | 0x09 | 0x0c) && s.path != NO_FILE)
     }
 
-    /// Name the class of a site's objects (from a heap walk).
+    /// Name the class of a site's live objects (from a heap walk: the class
+    /// of most of them, which may change as they do).
     pub fn set_class(&mut self, site: u32, class: &str) {
         if let Some(s) = self.sites.get_mut((site as usize).wrapping_sub(1)) {
+            if s.class.as_deref() == Some(class) {
+                return;
+            }
             s.class = Some(class.into());
             if !s.dirty {
                 s.dirty = true;

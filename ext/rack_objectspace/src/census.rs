@@ -124,7 +124,8 @@ fn pending() -> usize {
 struct Walk {
     acc: Vec<(u64, u64)>,
     objects: u64,
-    classes: Vec<(u32, VALUE)>,
+    /// Objects of each (site, class) that the last GC found alive.
+    classes: FxHashMap<(u32, VALUE), u64>,
     requests: RequestEndpoints,
     by_endpoint: FxHashMap<(u32, u32), u64>,
     swept_gc: u64,
@@ -159,7 +160,8 @@ unsafe extern "C" fn walk_page(
                 {
                     // Only what the last GC found alive (allocated before it
                     // began), by a finished request: as the census counts.
-                    if u64::from(generation) < walk.swept_gc && request != walk.in_flight {
+                    let survived = u64::from(generation) < walk.swept_gc;
+                    if survived && request != walk.in_flight {
                         if let Some(endpoint) = walk.requests.of(request) {
                             *walk.by_endpoint.entry((site, endpoint)).or_insert(0) += 1;
                         }
@@ -169,11 +171,13 @@ unsafe extern "C" fn walk_page(
                         walk.acc.resize(i + 1, (0, 0));
                     }
                     let e = &mut walk.acc[i];
-                    if e.0 == 0 && table.wants_class(site) {
+                    // A site's class is that of most of its live objects (one
+                    // line can make several: a controller's base class).
+                    if survived && table.wants_class(site) {
                         let klass = *((v + std::mem::size_of::<VALUE>()) as *const VALUE);
                         // A class, or nothing to name (hidden objects have none).
                         if klass != 0 && *(klass as *const VALUE) & 0x1f == 0x02 {
-                            walk.classes.push((site, klass));
+                            *walk.classes.entry((site, klass)).or_insert(0) += 1;
                         }
                     }
                     e.0 += 1;
@@ -204,7 +208,7 @@ fn walk() -> (u64, f64) {
         in_flight: u32::try_from(census_now).unwrap_or(u32::MAX),
         acc: vec![(0, 0); sites_now + 1],
         objects: 0,
-        classes: Vec::new(),
+        classes: FxHashMap::default(),
         requests: census::global().lock().request_endpoints(),
         by_endpoint: FxHashMap::default(),
     };
@@ -214,13 +218,20 @@ fn walk() -> (u64, f64) {
     unsafe {
         let was_disabled = rb_gc_disable() == Qtrue as VALUE;
         rb_objspace_each_objects(walk_page, &mut walk as *mut Walk as *mut c_void);
-        let mut names = Vec::with_capacity(walk.classes.len());
-        for &(site, klass) in &walk.classes {
+        let mut most: FxHashMap<u32, (u64, VALUE)> = FxHashMap::default();
+        for (&(site, klass), &n) in &walk.classes {
+            let best = most.entry(site).or_insert((0, 0));
+            if (n, klass) > *best {
+                *best = (n, klass);
+            }
+        }
+        let mut names = Vec::with_capacity(most.len());
+        for (&site, &(_, klass)) in &most {
             let real = rb_class_real(klass);
             if real == 0 {
                 continue;
             }
-            // Anonymous (no String): remembered as unnamed, not asked again.
+            // Anonymous (no String): named "".
             let name = crate::string_bytes(rb_mod_name(real))
                 .map_or_else(String::new, |b| String::from_utf8_lossy(b).into_owned());
             names.push((site, name));

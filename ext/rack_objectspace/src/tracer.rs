@@ -190,7 +190,7 @@ pub fn reconcile() {
     let mut pages: Vec<sites::Page> = Vec::with_capacity(1024);
     // SAFETY: with the GVL, outside GC (a postponed job or a Ruby method); the
     // callback allocates no Ruby object.
-    let (gc, full) = unsafe {
+    let (gc, major, full) = unsafe {
         crate::census::rb_objspace_each_objects(collect_page, &mut pages as *mut _ as *mut c_void);
         let key = MAJOR_KEY.load(Ordering::Acquire);
         let majors = if key == 0 {
@@ -200,12 +200,18 @@ pub fn reconcile() {
         };
         // A minor GC frees no old object: unless a major GC ran (or this Ruby
         // cannot say), only chunks holding young objects are read.
-        let full = key == 0 || MAJORS.swap(majors, Ordering::AcqRel) != majors;
-        (rb_gc_count() as u64, full)
+        let major = key != 0 && MAJORS.swap(majors, Ordering::AcqRel) != majors;
+        (rb_gc_count() as u64, major, key == 0 || major)
     };
     let mut table = sites::global().lock();
     table.reconcile(&mut pages, full, gc, read_slot);
+    // A second reconciliation of the same GC (a flush's, after the job's)
+    // must not take back what the first knew of it.
+    let same_gc = table.swept_gc() == gc;
     table.end_sweep(gc);
+    if !same_gc {
+        table.set_swept_major(major);
+    }
     drop(table);
     *PAGES.lock().unwrap_or_else(|p| p.into_inner()) = pages;
     FULL_RECONCILES.fetch_add(u64::from(full), Ordering::Relaxed);
@@ -413,9 +419,24 @@ fn start(ruby: &Ruby) -> bool {
     }
     if CENSUS.load(Ordering::Acquire) {
         enable(gc_tracepoint());
+        note_gc_under_way(ruby);
     }
     add_newobj_hook();
     true
+}
+
+/// A GC that began before the census's hook was on (at boot, its sweep
+/// still running lazily) is noted as begun now, so that the objects
+/// allocated until its sweep ends are left out of its count as for any GC.
+fn note_gc_under_way(ruby: &Ruby) {
+    let state = ruby
+        .eval::<Option<magnus::Symbol>>("GC.latest_gc_info(:state)")
+        .ok()
+        .flatten()
+        .and_then(|s| s.name().ok().map(|n| n.into_owned()));
+    if matches!(state.as_deref(), Some("marking" | "sweeping")) {
+        sites::global().lock().gc_start();
+    }
 }
 
 /// Turn the census's GC hook on (and keep it on whenever the tracer runs).

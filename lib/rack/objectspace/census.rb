@@ -59,14 +59,19 @@ module Rack
         n
       end
 
-      # Store what is waiting and wait up to `timeout` seconds for the store.
+      # Run a full GC, store what is waiting and wait up to `timeout` seconds
+      # for the store.
       # @return [Hash] #stats
       def flush(timeout)
         return stats unless @pid == Process.pid && Census.owner.equal?(self)
 
         deadline = now + timeout
         @lock.synchronize do
-          Native::Census.finish_sweep # the last GC's counts, though its lazy sweep outlived the last request
+          # The books close on a full GC: a major GC's counts are exact (a minor
+          # GC's still hold old objects that died since the last major one), and
+          # a process that saw few GCs gets one more observation.
+          GC.start
+          Native::Census.finish_sweep
           store_batch(walk: true)
         end
         Native::Census.flush_writer([deadline - now, 0].max) if @config.store_url

@@ -45,6 +45,8 @@ const MAX_FIT_ENDPOINTS: usize = 16;
 struct Replay {
     /// Request count at each observation.
     xs: Vec<u64>,
+    /// Whether each observation's GC was major (its counts exact).
+    majors: Vec<bool>,
     /// Endpoint ids served in the interval ending at each observation.
     intervals: Vec<Vec<(u32, u64)>>,
     /// Per site: (observation, count, memsize) from which a value holds.
@@ -65,6 +67,8 @@ struct Replay {
     began: Vec<(u64, u64, u64)>,
     /// The latest heap walk: live objects of each site by allocating endpoint.
     walked: FxHashMap<Name, Vec<(String, String, u64)>>,
+    /// Each site's class, as the latest batch names it.
+    classes: FxHashMap<Name, String>,
     requests: u64,
     missing_requests: u64,
 }
@@ -77,20 +81,40 @@ impl Replay {
         }
     }
 
-    fn observe(&mut self, requests: u64) {
-        let k = self.xs.len() as u32;
-        self.xs.push(requests);
+    /// A GC's counts, observed at `requests`. A later GC at the same request
+    /// count (the full GC a flush ends with, after the GC of the last
+    /// request) replaces the earlier observation: two at one x would look
+    /// like a site that stopped growing.
+    fn observe(&mut self, requests: u64, major: bool) {
         let mut interval: Vec<(u32, u64)> = self.interval.drain().collect();
+        let k = if self.xs.last() == Some(&requests) {
+            let k = self.xs.len() - 1;
+            self.majors[k] |= major;
+            interval.append(&mut self.intervals[k]);
+            k
+        } else {
+            self.xs.push(requests);
+            self.majors.push(major);
+            self.intervals.push(Vec::new());
+            self.xs.len() - 1
+        };
+        let mut merged: FxHashMap<u32, u64> = FxHashMap::default();
+        for (id, n) in interval {
+            *merged.entry(id).or_insert(0) += n;
+        }
+        let mut interval: Vec<(u32, u64)> = merged.into_iter().collect();
         interval.sort_unstable();
-        self.intervals.push(interval);
+        self.intervals[k] = interval;
+        let k = k as u32;
         self.touched.sort();
         self.touched.dedup();
         for name in self.touched.drain(..) {
             let &(count, memsize) = self.current.get(&name).unwrap_or(&(0, 0));
-            self.tracks
-                .entry(name)
-                .or_default()
-                .push((k, count, memsize));
+            let track = self.tracks.entry(name).or_default();
+            match track.last_mut() {
+                Some(last) if last.0 == k => *last = (k, count, memsize),
+                _ => track.push((k, count, memsize)),
+            }
         }
     }
 
@@ -132,15 +156,18 @@ impl Replay {
             let v: Value =
                 serde_json::from_str(line).map_err(|e| format!("{name}: line {}: {e}", n + 1))?;
             if let Some(id) = v.get("site").and_then(Value::as_u64) {
-                ids.insert(
-                    id,
-                    Name {
-                        file: v["file"].as_str().unwrap_or("").to_string(),
-                        line: v["line"].as_u64().unwrap_or(0) as u32,
-                        ty: v["type"].as_str().unwrap_or("UNKNOWN").to_string(),
-                        class: v["class"].as_str().map(str::to_string),
-                    },
-                );
+                // A site is its file, line and type; its class (that of most
+                // of its live objects at the last heap walk) is the latest named.
+                let name = Name {
+                    file: v["file"].as_str().unwrap_or("").to_string(),
+                    line: v["line"].as_u64().unwrap_or(0) as u32,
+                    ty: v["type"].as_str().unwrap_or("UNKNOWN").to_string(),
+                    class: None,
+                };
+                if let Some(class) = v["class"].as_str() {
+                    self.classes.insert(name.clone(), class.to_string());
+                }
+                ids.insert(id, name);
             } else if v.get("walk").is_some() {
                 self.walked.clear();
                 for e in v["endpoints"].as_array().into_iter().flatten() {
@@ -217,7 +244,7 @@ impl Replay {
                         .map_or(requests, |b| b.2);
                     self.began.retain(|&(_, hi, _)| hi > swept);
                     let at = self.xs.last().map_or(at, |&last| at.max(last));
-                    self.observe(at);
+                    self.observe(at, v["major"].as_bool().unwrap_or(false));
                 }
                 for (id, n) in std::mem::take(&mut self.in_flight) {
                     *self.interval.entry(id).or_insert(0) += n;
@@ -309,10 +336,17 @@ fn leaks_of(host: &str, pid: u32, r: &Replay) -> Vec<LeakSite> {
         }
         let series: Vec<u64> = picks.iter().map(|&i| full[i].0).collect();
         let memsize_series = || picks.iter().map(|&i| full[i].1).collect();
-        let Some(mut site) = LeakSite::from_series(host, pid, name, &xs, series, memsize_series)
+        let named = Name {
+            class: r.classes.get(name).cloned(),
+            ..name.clone()
+        };
+        let Some(mut site) = LeakSite::from_series(host, pid, &named, &xs, series, memsize_series)
         else {
             continue;
         };
+        if !confirmed_by_major_gc(r, &full, site.per_request) {
+            continue;
+        }
         site.endpoints = match r.walked.get(name) {
             Some(walked) => walked_endpoints(walked),
             None => endpoints_of(r, &full),
@@ -321,6 +355,29 @@ fn leaks_of(host: &str, pid: u32, r: &Replay) -> Vec<LeakSite> {
         out.push(site);
     }
     out
+}
+
+/// Whether a site's growth at `rate` objects per request holds up at the
+/// last major GC of the later half (its counts are exact): after a minor GC
+/// a site still counts its old objects that died since the last major GC,
+/// so a bounded cache whose evicted entries had grown old seems to grow
+/// until the next major GC drops them. The growth from the start of the
+/// later half to that GC must be at least half what the rate says. Without
+/// a major GC in the later half (a census from before major GCs were
+/// marked, or a process that never flushed) the growth rule stands alone.
+fn confirmed_by_major_gc(r: &Replay, full: &[(u64, u64)], rate: f64) -> bool {
+    let start = full.len() / 2;
+    let Some(m) = (start + 1..full.len()).rev().find(|&k| r.majors[k]) else {
+        return true;
+    };
+    let grew = full[m].0 as f64 - full[start].0 as f64;
+    grew >= 0.5 * rate * (r.xs[m] - r.xs[start]) as f64
+}
+
+/// Whether any observation of the later half follows a major GC.
+fn later_half_has_major_gc(r: &Replay) -> bool {
+    let start = r.xs.len() / 2;
+    r.majors.iter().skip(start + 1).any(|&m| m)
 }
 
 /// A site's count at every observation, as steps `(requests, count)` where it
@@ -521,6 +578,11 @@ pub fn leaks(
                 replay.missing_requests, replay.requests
             ));
         }
+        if replay.xs.len() >= MIN_OBSERVATIONS && !later_half_has_major_gc(&replay) {
+            warnings.push(format!(
+                "process {host}/{pid}: no major GC in the later half of its census: counts after minor GCs hold old objects that died since the last major GC, so a bounded cache may rank (flush the middleware at the end: it ends with a full GC)"
+            ));
+        }
         if replay.xs.len() < MIN_OBSERVATIONS {
             warnings.push(format!(
                 "process {host}/{pid}: {} GC(s) in the census; at least {MIN_OBSERVATIONS} are needed to tell growth from noise: send more requests",
@@ -560,13 +622,22 @@ mod tests {
 
     /// A process serving /leak (one object kept per request at leak.rb:1),
     /// /cache (a cache of 20 at cache.rb:2) and /other, with a GC every 7
-    /// requests; its census stored into `dir`.
+    /// requests, every 4th of them major; its census stored into `dir`.
     fn session(dir: &Path, requests: u64) {
+        session_with(dir, requests, false, |gc| gc % 4 == 0);
+    }
+
+    /// [`session`] with the major GCs `major(gc)` says; with `lru`, /other
+    /// also replaces one entry of an LRU cache of 10 (lru.rb:4): the evicted
+    /// entries have grown old, and only a major GC frees them.
+    fn session_with(dir: &Path, requests: u64, lru: bool, major: impl Fn(u64) -> bool) {
         let census = parking_lot::Mutex::new(Census::default());
         let table = parking_lot::Mutex::new(SiteTable::default());
         let mut next = 0x10_0000u64;
         let mut cache = 0;
         let mut garbage = Vec::new();
+        let mut lru_entries = std::collections::VecDeque::new();
+        let mut old_garbage = Vec::new();
         for i in 1..=requests {
             let path = match i % 3 {
                 0 => "/leak",
@@ -586,16 +657,31 @@ mod tests {
                         next += 40;
                         cache += 1;
                     }
+                    "/other" if lru => {
+                        t.record_object(next, Some((4, b"/app/lru.rb")), 4, 5, 0);
+                        lru_entries.push_back(next);
+                        next += 40;
+                        if lru_entries.len() > 10 {
+                            old_garbage.extend(lru_entries.pop_front());
+                        }
+                    }
                     _ => {}
                 }
                 // Garbage: allocated and freed by the next sweep.
                 t.record_object(next, Some((3, b"/app/tmp.rb")), 3, 5, 0);
                 garbage.push(next);
                 if i % 7 == 0 {
+                    let major = major(i / 7);
                     for g in garbage.drain(..) {
                         t.free(g);
                     }
+                    if major {
+                        for g in old_garbage.drain(..) {
+                            t.free(g);
+                        }
+                    }
                     t.end_sweep(i / 7);
+                    t.set_swept_major(major);
                 }
                 next += 40;
             }
@@ -609,6 +695,40 @@ mod tests {
                 std::fs::write(path, b.gzip).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn an_lru_cache_whose_old_entries_wait_for_a_major_gc_never_ranks() {
+        let dir = tempfile::tempdir().unwrap();
+        // Major GCs at the 20th and 50th of 85: the later half (from the
+        // 43rd) grows almost throughout, as the growth rule wants, but the
+        // 50th, exact, has the cache at its size.
+        session_with(dir.path(), 600, true, |gc| gc == 20 || gc == 50);
+        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+            .unwrap()
+            .unwrap();
+        let ranked: Vec<&str> = report
+            .sites
+            .iter()
+            .map(|s| s.site.location.as_str())
+            .collect();
+        assert_eq!(ranked, vec!["/app/leak.rb:1"]);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    }
+
+    #[test]
+    fn without_a_major_gc_in_the_later_half_the_report_says_counts_may_hold_old_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 GCs, none major.
+        session_with(dir.path(), 28, false, |_| false);
+        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+            .unwrap()
+            .unwrap();
+        assert!(
+            report.warnings.iter().any(|w| w.contains("no major GC")),
+            "{:?}",
+            report.warnings
+        );
     }
 
     #[test]
