@@ -1,7 +1,6 @@
 # frozen_string_literal: true
 
 require "openssl"
-require "base64"
 require "time"
 require "securerandom"
 
@@ -39,7 +38,8 @@ RSpec.describe "Rack::Objectspace with an Azure Blob store (Azurite)" do
     resource = "/#{ACCOUNT}/#{ACCOUNT}#{path}" + query.sort.map { |k, v| "\n#{k}:#{v}" }.join
     to_sign = [method.to_s.upcase, "", "", "", "", headers["Content-Type"].to_s, "", "", "", "", "", ""].join("\n") +
               "\n#{canonical_headers}#{resource}"
-    signature = Base64.strict_encode64(OpenSSL::HMAC.digest("sha256", Base64.decode64(ACCOUNT_KEY), to_sign))
+    # pack("m0") / unpack1("m"): Base64's strict_encode64 and decode64 (base64 is no default gem from 3.4).
+    signature = [OpenSSL::HMAC.digest("sha256", ACCOUNT_KEY.unpack1("m"), to_sign)].pack("m0")
     headers["Authorization"] = "SharedKey #{ACCOUNT}:#{signature}"
     uri = "/#{ACCOUNT}#{path}#{query.empty? ? '' : "?#{URI.encode_www_form(query)}"}"
     request = Net::HTTP.const_get(method.to_s.capitalize).new(uri, headers)
