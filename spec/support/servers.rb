@@ -14,7 +14,7 @@ module TestServers
   ROOT = File.expand_path("../..", __dir__)
   FIXTURES = File.join(ROOT, "spec", "fixtures")
 
-  # Raised when a server's binary is not installed (the spec is skipped).
+  # Raised when a server's binary is not installed (the spec is skipped; under CI it fails).
   class Missing < StandardError; end
 
   # One spawned server process (its own process group, so puma's workers go too).
@@ -197,12 +197,12 @@ end
 at_exit { TestServers.stop_all }
 
 if defined?(RSpec) && RSpec.respond_to?(:configure)
-  # Spec helpers: start a server or skip the example group with the reason.
+  # Spec helpers: start a server or skip the example group with the reason (fail it under CI).
   module ServerHelpers
     def start_server!(kind, **options)
       TestServers.public_send(kind, **options)
     rescue TestServers::Missing => e
-      skip(e.message)
+      skip_outside_ci(e.message)
     end
 
     # GET http://127.0.0.1:port/path; a fresh connection each time.
