@@ -15,8 +15,9 @@ RSpec.describe "rack-objectspace.gem" do
       env = {
         "GEM_HOME" => gem_home,
         "GEM_PATH" => [gem_home, *Gem.path].join(":"),
-        # Reuse the checkout's compiled dependencies; the gem's own crates still build from the gem's copy.
-        "CARGO_TARGET_DIR" => File.join(root, "target"),
+        # Reuse the checkout's compiled dependencies (or those of the target dir the caller
+        # builds in); the gem's own crates still build from the gem's copy.
+        "CARGO_TARGET_DIR" => ENV.fetch("CARGO_TARGET_DIR", File.join(root, "target")),
         "RUBYLIB" => nil, "RUBYOPT" => nil
       }
       out, status = Open3.capture2e(env, "gem", "install", "--local", "--no-document", "#{dir}/r.gem", chdir: dir)
