@@ -11,6 +11,7 @@ Gem::Specification.new do |spec|
                      "redacted, gzipped, streamed to file://, s3:// or any []= store) and a fast Rust " \
                      "analyser that names the file:line whose objects keep growing."
   spec.license = "MIT"
+  # bin/test runs RSpec on Ruby 3.1 (Debian 12's), 3.3 and 3.4 (bin/setup-rubies builds them).
   spec.required_ruby_version = ">= 3.1"
 
   spec.files = Dir[
