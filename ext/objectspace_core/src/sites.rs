@@ -183,6 +183,15 @@ pub struct Page {
     pub stride: u64,
 }
 
+/// Whether a live object of Ruby type `found` in a recorded slot can be the
+/// object recorded there with type `recorded` (0: not known). Another type is
+/// another object (one GC compaction moved there without an entry of its own,
+/// over a freed object's): the recorded one is gone.
+#[inline]
+pub fn same_object_type(recorded: u8, found: u64) -> bool {
+    recorded == 0 || u64::from(recorded) == found
+}
+
 /// Count a recorded object out of its site (freed, or its slot reused).
 #[inline]
 fn count_out(sites: &mut [SiteInfo], entry: Entry) {

@@ -152,11 +152,9 @@ unsafe extern "C" fn walk_page(
             if flags != 0 && ty != 0 && ty != 0x1d && ty != 0x1e {
                 if let Some((site, request, generation)) = table
                     .site_and_request(obj as u64)
-                    // Another type: another object than the one recorded
-                    // (see tracer::read_slot); the next reconciliation drops it.
-                    .filter(|&(site, ..)| {
-                        matches!(table.site_type(site), 0) || u64::from(table.site_type(site)) == ty
-                    })
+                    // Another type: another object than the one recorded;
+                    // the next reconciliation drops it.
+                    .filter(|&(site, ..)| sites::same_object_type(table.site_type(site), ty))
                 {
                     // Only what the last GC found alive (allocated before it
                     // began), by a finished request: as the census counts.

@@ -155,10 +155,8 @@ unsafe extern "C" fn collect_page(
 }
 
 /// What the heap slot at `address` holds, for a recorded object of type
-/// `ty`. Only called for a slot start inside a page the walk just listed,
-/// with the GVL and no GC running. A live object of another type is another
-/// object than the one recorded (one that GC compaction moved there without
-/// an entry of its own, over a freed object's): the recorded one is gone.
+/// `ty` (see `sites::same_object_type`). Only called for a slot start inside
+/// a page the walk just listed, with the GVL and no GC running.
 fn read_slot(address: u64, ty: u8) -> sites::Slot {
     // SAFETY: see above; every slot begins with its flags word.
     let flags: u64 = unsafe { *(address as *const VALUE) };
@@ -166,7 +164,7 @@ fn read_slot(address: u64, ty: u8) -> sites::Slot {
     match flags & 0x1f {
         // T_NONE (free), T_ZOMBIE (being finalized), T_MOVED.
         0x00 | 0x1d | 0x1e => sites::Slot::Free,
-        other if ty != 0 && other != u64::from(ty) => sites::Slot::Free,
+        found if !sites::same_object_type(ty, found) => sites::Slot::Free,
         _ if flags & promoted == promoted => sites::Slot::Old,
         _ => sites::Slot::Young,
     }

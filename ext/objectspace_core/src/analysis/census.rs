@@ -90,7 +90,11 @@ impl Replay {
         let k = if self.xs.last() == Some(&requests) {
             let k = self.xs.len() - 1;
             self.majors[k] |= major;
-            interval.append(&mut self.intervals[k]);
+            let mut merged: FxHashMap<u32, u64> = self.intervals[k].drain(..).collect();
+            for (id, n) in interval {
+                *merged.entry(id).or_insert(0) += n;
+            }
+            interval = merged.into_iter().collect();
             k
         } else {
             self.xs.push(requests);
@@ -98,11 +102,6 @@ impl Replay {
             self.intervals.push(Vec::new());
             self.xs.len() - 1
         };
-        let mut merged: FxHashMap<u32, u64> = FxHashMap::default();
-        for (id, n) in interval {
-            *merged.entry(id).or_insert(0) += n;
-        }
-        let mut interval: Vec<(u32, u64)> = merged.into_iter().collect();
         interval.sort_unstable();
         self.intervals[k] = interval;
         let k = k as u32;
