@@ -99,11 +99,17 @@ RSpec.describe "rack-objectspace reports" do
     end
 
     it "says how many dumps each process is missing, in leaks and ls" do
-      report = JSON.parse(cli("leaks", @dir, "--format", "json").first)
+      json, err, = cli("leaks", @dir, "--format", "json")
+      report = JSON.parse(json)
       expect(report["processes"].first["missing_dumps"]).to eq(3)
+      expect(report["warnings"]).to include(a_string_including("web-1/42: 3 dump(s) missing"))
+      # JSON may go to a pipe: its warnings are on stderr too.
+      expect(err).to include("warning: ", "web-1/42: 3 dump(s) missing")
+      # The text report says it itself, once, at its end.
       text, err, = cli("leaks", @dir)
       expect(text).to include("117 dump(s) read, 3 missing", "3 missing (gaps in seq: dropped or failed)")
-      expect(err).to include("web-1/42: 3 dump(s) missing")
+      expect(text).to match(/\nWarnings:\n  - .*web-1\/42: 3 dump\(s\) missing/)
+      expect(err).not_to include("web-1/42: 3 dump(s) missing")
 
       listing = JSON.parse(cli("ls", @dir, "--format", "json").first)
       expect(listing["processes"]).to eq([{ "host" => "web-1", "pid" => 42, "dumps" => 117, "missing_dumps" => 3 }])

@@ -160,6 +160,8 @@ struct Taken {
     walk: Option<Walked>,
     /// With a walk: every endpoint's (method, path), by id.
     endpoint_names: Vec<(String, String)>,
+    /// Points dropped so far in this series (the buffer was full).
+    dropped: u64,
 }
 
 /// A batch ready to store.
@@ -460,6 +462,7 @@ impl Census {
             changes,
             walk,
             endpoint_names,
+            dropped: self.dropped,
         })
     }
 
@@ -482,6 +485,7 @@ impl Census {
             changes,
             walk,
             endpoint_names,
+            dropped,
         } = census.lock().take_pending()?;
         let mut ids: Vec<u32> = base
             .iter()
@@ -493,19 +497,36 @@ impl Census {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let names: Vec<_> = {
+        let (names, capped): (Vec<_>, Vec<&str>) = {
             let t = table.lock();
-            ids.iter().map(|&id| (id, t.site_name(id))).collect()
+            let stats = t.stats();
+            let caps = [
+                (stats.site_cap, "sites"),
+                (stats.file_cap, "files"),
+                (stats.byte_cap, "bytes"),
+            ];
+            (
+                ids.iter().map(|&id| (id, t.site_name(id))).collect(),
+                caps.iter().filter(|c| c.0).map(|c| c.1).collect(),
+            )
         };
         let mut text =
             String::with_capacity(64 * (names.len() + points.len()) + 24 * changes.len());
-        let _ =
-            writeln!(text,
-            "{{\"census\":1,\"host\":{},\"pid\":{pid},\"seq\":{seq},\"points\":{},\"sites\":{}}}",
+        let _ = write!(
+            text,
+            "{{\"census\":1,\"host\":{},\"pid\":{pid},\"seq\":{seq},\"points\":{},\"sites\":{}",
             json(host),
             points.len(),
             names.len()
         );
+        // What made the series partial, so far: the report says so.
+        if dropped > 0 {
+            let _ = write!(text, ",\"dropped\":{dropped}");
+        }
+        if !capped.is_empty() {
+            let _ = write!(text, ",\"capped\":{:?}", capped);
+        }
+        text.push_str("}\n");
         for (id, name) in &names {
             let Some(n) = name else { continue };
             let _ = writeln!(

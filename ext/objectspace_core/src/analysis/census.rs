@@ -71,6 +71,10 @@ struct Replay {
     classes: FxHashMap<Name, String>,
     requests: u64,
     missing_requests: u64,
+    /// Points the process dropped (its buffer was full), as its latest batch says.
+    dropped_points: u64,
+    /// The site table's caps the process reached (`sites`, `files`, `bytes`).
+    capped: Vec<String>,
 }
 
 impl Replay {
@@ -154,7 +158,22 @@ impl Replay {
             }
             let v: Value =
                 serde_json::from_str(line).map_err(|e| format!("{name}: line {}: {e}", n + 1))?;
-            if let Some(id) = v.get("site").and_then(Value::as_u64) {
+            if v.get("census").is_some() {
+                // The header: what made the series partial so far.
+                let dropped = v.get("dropped").and_then(Value::as_u64).unwrap_or(0);
+                self.dropped_points = self.dropped_points.max(dropped);
+                for cap in v
+                    .get("capped")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(cap) = cap.as_str().filter(|c| !self.capped.iter().any(|k| k == c))
+                    {
+                        self.capped.push(cap.to_string());
+                    }
+                }
+            } else if let Some(id) = v.get("site").and_then(Value::as_u64) {
                 // A site is its file, line and type; its class (that of most
                 // of its live objects at the last heap walk) is the latest named.
                 let name = Name {
@@ -577,6 +596,19 @@ pub fn leaks(
                 replay.missing_requests, replay.requests
             ));
         }
+        if replay.dropped_points > 0 {
+            warnings.push(format!(
+                "process {host}/{pid}: {} request point(s) dropped because the census buffer was full (the store fell behind): their counts went into the next point, so the GCs during them are placed late",
+                replay.dropped_points
+            ));
+        }
+        if !replay.capped.is_empty() {
+            warnings.push(format!(
+                "process {host}/{pid}: the site table reached its cap on {}: allocations at sites it had no room for are counted under {}",
+                replay.capped.join(" and "),
+                crate::sites::OVERFLOW_FILE
+            ));
+        }
         if replay.xs.len() >= MIN_OBSERVATIONS && !later_half_has_major_gc(&replay) {
             warnings.push(format!(
                 "process {host}/{pid}: no major GC in the later half of its census: counts after minor GCs hold old objects that died since the last major GC, so a bounded cache may rank (flush the middleware at the end: it ends with a full GC)"
@@ -775,6 +807,49 @@ mod tests {
             .warnings
             .iter()
             .any(|w| w.contains("batches 3..3 missing")));
+    }
+
+    #[test]
+    fn a_census_made_partial_by_dropped_points_or_a_full_site_table_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let census = parking_lot::Mutex::new(Census::default());
+        let table = parking_lot::Mutex::new(SiteTable::default());
+        // 100 requests more than a batch's buffer holds, with no batch taken
+        // (the store fell behind), and more sites than the table has room for.
+        let requests = crate::census::MAX_PENDING_POINTS as u64 + 100;
+        {
+            let (mut c, mut t) = (census.lock(), table.lock());
+            for i in 1..=requests {
+                c.begin_request(&mut t, "GET", "/", i / 1000, i);
+            }
+            for line in 0..=crate::sites::MAX_SITES as u32 {
+                t.record_object(
+                    0x28 + 40 * u64::from(line),
+                    Some((1, b"/app/a.rb")),
+                    line,
+                    5,
+                    0,
+                );
+            }
+        }
+        let b = Census::take_batch(&census, &table, "h", 9).unwrap();
+        let path = dir.path().join(&b.key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b.gzip).unwrap();
+        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+            .unwrap()
+            .unwrap();
+        let said = |text: &str| report.warnings.iter().any(|w| w.contains(text));
+        assert!(
+            said("h/9: 100 request point(s) dropped because the census buffer was full"),
+            "{:?}",
+            report.warnings
+        );
+        assert!(
+            said("h/9: the site table reached its cap on sites"),
+            "{:?}",
+            report.warnings
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ module Rack
 
           report = analyse(command, args, options)
           emit(report, options)
-          (report["warnings"] || []).each { |w| @err.puts "rack-objectspace: warning: #{w}" }
+          # The text report lists them itself; JSON and HTML may go to a file or a pipe.
+          warn_about(report) unless options[:format] == "text" && report["command"] == "leaks" && !options[:output]
           0
         rescue OptionParser::ParseError, UsageError => e
           @err.puts "rack-objectspace: #{e.message}"
@@ -138,6 +139,10 @@ module Rack
           when "leaks" then Analysis.leaks(args[0], top: top, progress: progress?(args), all: options[:all])
           when "ls" then Analysis.ls(args[0])
           end
+        end
+
+        def warn_about(report)
+          (report["warnings"] || []).each { |w| @err.puts "rack-objectspace: warning: #{w}" }
         end
 
         def emit(report, options)

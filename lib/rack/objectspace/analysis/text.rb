@@ -157,8 +157,16 @@ module Rack
             out << ", #{p['skipped'].size} skipped" unless p["skipped"].empty?
             out << ", #{p['missing_dumps']} missing (gaps in seq: dropped or failed)" if p["missing_dumps"].to_i.positive?
           end
-          out << "\n"
-          out
+          out << "\n" << warnings(r)
+        end
+
+        # What made the report partial (missing batches, dropped points, a full
+        # site table, skipped dumps): in the report itself, after the figures.
+        def warnings(r)
+          list = r["warnings"] || []
+          return "" if list.empty?
+
+          "\nWarnings:\n" + list.map { |w| "  - #{w}\n" }.join
         end
 
         # What the leaks header says was read: processes, the census's requests
