@@ -6,14 +6,14 @@ require "rack/objectspace/analysis/export"
 require_relative "../fixtures/census_app"
 
 # `rack-objectspace export SOURCE OUTDIR`: the census of every process as
-# Parquet by host, per-dump summaries, and the README's DuckDB query over them.
+# Parquet by host, per-dump summaries, and docs/fleet.md's DuckDB query over them.
 RSpec.describe "rack-objectspace export" do
   include_context "a temporary folder"
 
   root = File.expand_path("../..", __dir__)
-  readme = File.read(File.join(root, "README.md"))
-  # The README's query, exactly: the DuckDB view over the files, then the query.
-  query = readme[/<!-- export-query:begin -->\s*```sql\n(.*?)```\s*<!-- export-query:end -->/m, 1]
+  fleet = File.read(File.join(root, "docs", "fleet.md"))
+  # The documented query, exactly: the DuckDB view over the files, then the query.
+  query = fleet[/<!-- export-query:begin -->\s*```sql\n(.*?)```\s*<!-- export-query:end -->/m, 1]
 
   # Runs SQL statements (separated by ";\n") with the duckdb Python module; the
   # last statement's rows as arrays.
@@ -90,8 +90,8 @@ RSpec.describe "rack-objectspace export" do
       end
     end
 
-    it "ranks with the README's query the same top site as leaks" do
-      expect(query).not_to be_nil, "README.md lost its <!-- export-query:begin --> block"
+    it "ranks with the documented query the same top site as leaks" do
+      expect(query).not_to be_nil, "docs/fleet.md lost its <!-- export-query:begin --> block"
       leaks, err, status = cli("leaks", "#{@session}/store", "--format", "json")
       expect(status).to eq(0), err
       top = JSON.parse(leaks)["sites"].first
@@ -109,8 +109,8 @@ RSpec.describe "rack-objectspace export" do
       expect(rows.map { |r| r[1] }).not_to include(cache_line)
     end
 
-    it "gives the same rows with the README's query, unchanged, on Spark SQL (local mode)" do
-      # Spark reads the files its own way (the README's one engine-specific
+    it "gives the same rows with the documented query, unchanged, on Spark SQL (local mode)" do
+      # Spark reads the files its own way (the docs' one engine-specific
       # part); the query after DuckDB's CREATE VIEW runs as written.
       spark_query = query.split(";\n").reject { |s| s.strip.empty? }.last
       script = <<~PY
@@ -170,7 +170,7 @@ RSpec.describe "rack-objectspace export" do
     end
     after(:all) { @redis&.stop }
 
-    it "is exported from its redis:// URL, and the README's query finds the leak in it" do
+    it "is exported from its redis:// URL, and the documented query finds the leak in it" do
       app = File.join(root, "spec/fixtures/census_app.rb")
       _out, err, status = Open3.capture3(RbConfig.ruby, app, @url, '{"every":null}', "200", chdir: root)
       raise err unless status.success?

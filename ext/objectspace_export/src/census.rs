@@ -19,7 +19,7 @@
 //! closing point can meet at one request). Rows wait until no change can
 //! come at their request any more (a point past it, and no GC that began at
 //! or before it still sweeping), so they come out nearly in request order.
-//! Counts change only when a GC ends (see the README), so this holds a few
+//! Counts change only when a GC ends (see docs/census.md), so this holds a few
 //! rows per GC per changed site, not one per request per live site.
 //!
 //! One batch is decoded at a time, line by line; a process's state is one

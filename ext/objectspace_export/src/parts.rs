@@ -22,7 +22,7 @@ pub type RowGroup<'a> = SerializedRowGroupWriter<'a, BufWriter<File>>;
 
 /// A table's rows: how they are laid out in Parquet.
 pub trait Rows: Sized {
-    /// The Parquet message type (see the README's schema tables).
+    /// The Parquet message type (see docs/fleet.md's schema tables).
     const SCHEMA: &'static str;
     /// The `rack-objectspace.schema` value in each file's metadata.
     const VERSION: &'static str;

@@ -152,7 +152,7 @@ module Rack
         meta[:timings_ms][:gc] = ms_since(started) if @config.gc
         started = now
         # The pipeline owns the write end (so that a fork by another thread can
-        # let go of it, see ext/README.md); Ruby only writes into it.
+        # let go of it, see docs/internals.md); Ruby only writes into it.
         io = IO.for_fd(pipeline.write_fd, autoclose: false)
         io.binmode
         broken = nil
