@@ -100,6 +100,34 @@ RSpec.describe "Rack::Objectspace under a real puma" do
     expect(site["allocated_by"].first["count"]).to be_between(80, 100)
   end
 
+  it "puts what puma made for a request before the app saw it (its env) down to that request's endpoint" do
+    @puma = start_server!(:puma, threads: 4, env: { "RACK_OBJECTSPACE_STORE" => "file://#{@dir}",
+                                                    "RACK_OBJECTSPACE_EVERY" => "never", "APP_GARBAGE" => "4000" })
+    # Each thread serves /keep-env and /home in turn: puma makes a request's
+    # env before the middleware sees it, on its own thread or on the worker
+    # thread still carrying the number of the request it served before.
+    clients = Array.new(4) do |c|
+      Thread.new do
+        60.times { |i| expect(http_get(@puma.port, (i + c).even? ? "/keep-env" : "/home").code).to eq("200") }
+      end
+    end
+    clients.each(&:join)
+    http_get(@puma.port, "/__flush")
+    report = Rack::Objectspace::Analysis.leaks("file://#{@dir}", top: 0, all: true)
+    expect(report["sites"]).not_to be_empty, report["warnings"].inspect
+    # The env Hash and its Strings (headers, request line); the connection's own
+    # objects (puma's Client, its parser) are not the request's.
+    pumas = report["sites"].select { |s| s["location"].include?("/puma") && %w[HASH STRING].include?(s["type"]) }
+    expect(pumas.map { |s| s["type"] }).to include("HASH"), report["sites"].map { |s| s["location"] }.inspect
+    # All but the env of the /__flush request itself, alive during the flush's
+    # heap walk (it never reaches the middleware, so nothing claims it).
+    pumas.each do |site|
+      by = site["allocated_by"].to_h { |e| [e["path"], e["count"]] }
+      expect(by.keys.first).to eq("/keep-env"), "#{site['location']} #{site['type']}: #{by}"
+      expect(by["/keep-env"]).to be >= 0.97 * by.values.sum, "#{site['location']} #{site['type']}: #{by}"
+    end
+  end
+
   it "in single mode with fork dumps, stores every request's dump under the server's pid" do
     boot(mode: :fork, workers: 0)
     served = load(clients: 3, per_client: 8)

@@ -982,6 +982,24 @@ impl SiteTable {
             .collect()
     }
 
+    /// Credit the object at `address` to `request` if it was recorded with
+    /// an earlier one (or none): the server made it for this request before
+    /// the request began (the Rack env, its headers, its input), on another
+    /// thread or on this one while it still carried its previous request's
+    /// number. Returns whether it was.
+    pub fn claim(&mut self, address: u64, request: u32) -> bool {
+        let (chunk, slot) = Self::split(address);
+        let Some(&index) = self.chunk_index.get(&chunk) else {
+            return false;
+        };
+        let entry = &mut self.chunks[index as usize].entries[slot];
+        if entry.site == 0 || entry.request >= request {
+            return false;
+        }
+        entry.request = request;
+        true
+    }
+
     /// The site of the object at `address`, if it was allocated while tracing.
     pub fn lookup(&self, address: u64) -> Option<Site<'_>> {
         let (chunk, slot) = Self::split(address);
@@ -1639,6 +1657,27 @@ mod tests {
         // Request 3's three objects are left out (in flight), all of them
         // though request 2 allocated between; request 1's and 2's counted.
         assert_eq!(changes, vec![(1, 2, 80)]);
+    }
+
+    #[test]
+    fn a_request_claims_what_the_server_made_for_it_before_it_began() {
+        let mut t = SiteTable::default();
+        let none = None::<(usize, fn() -> &'static [u8])>;
+        // The env of request 5, made by the accepting thread (no request) and
+        // by this thread while it still carried request 2's number; an object
+        // of request 6 (another thread's, begun later) is not taken from it.
+        for (address, request) in [(0x28, 0), (0x50, 2), (0x78, 6)] {
+            t.record_at(address, none, 0, 5, 1, request);
+        }
+        assert!(t.claim(0x28, 5) && t.claim(0x50, 5));
+        assert!(!t.claim(0x78, 5), "a later request keeps its own");
+        assert!(!t.claim(0xa0, 5), "nothing recorded there");
+        assert!(!t.claim(0x7f00_0000_0000, 5), "not on a traced page");
+        let requests: Vec<u32> = [0x28, 0x50, 0x78]
+            .iter()
+            .map(|&a| t.lookup(a).unwrap().request)
+            .collect();
+        assert_eq!(requests, [5, 5, 6]);
     }
 
     #[test]

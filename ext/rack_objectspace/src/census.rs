@@ -8,6 +8,7 @@ use std::ffi::{c_int, c_void};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use objectspace_core::census::{self, Census, RequestEndpoints};
@@ -15,7 +16,10 @@ use objectspace_core::sites;
 use objectspace_core::store::Store;
 use objectspace_core::writer::Writer;
 use objectspace_core::Error as CoreError;
-use rb_sys::{rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_mod_name, Qtrue, VALUE};
+use rb_sys::{
+    rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_mod_name, ruby_special_consts,
+    Qtrue, VALUE,
+};
 use rustc_hash::FxHashMap;
 
 use crate::counters;
@@ -107,6 +111,34 @@ fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
     let n = c.begin_request(&mut t, &method, &path, gc, at);
     THREAD_REQUEST.set(u32::try_from(n).unwrap_or(u32::MAX));
     Ok(n)
+}
+
+/// `Census.claim(env)`: the Rack env Hash and its values, which the server
+/// (or an outer middleware) made before this thread's request began, belong
+/// to that request, not to the one the thread served before or to none: a
+/// kept env is then put down to the endpoint that kept it.
+fn claim(env: RHash) {
+    let request = THREAD_REQUEST.get();
+    if request == 0 {
+        return;
+    }
+    let mut objects = Vec::with_capacity(env.len() + 1);
+    objects.push(env.as_raw());
+    // Collected first: nothing may allocate while the table is locked.
+    let _ = env.foreach(|_: Value, v: Value| {
+        // Special constants (nil, true, Integers, Symbols...) are not objects.
+        let raw = v.as_raw();
+        let immediate = raw & ruby_special_consts::RUBY_IMMEDIATE_MASK as VALUE != 0
+            || raw & !(ruby_special_consts::RUBY_Qnil as VALUE) == 0;
+        if !immediate {
+            objects.push(raw);
+        }
+        Ok(ForEach::Continue)
+    });
+    let mut t = sites::global().lock();
+    for object in objects {
+        t.claim(object as u64, request);
+    }
 }
 
 /// `Census.reset`: start over in a new process (the count of requests at 0).
@@ -403,6 +435,7 @@ pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
     m.define_module_function("disable", function!(disable, 0))?;
     m.define_module_function("enabled?", function!(enabled, 0))?;
     m.define_module_function("request", function!(request, -1))?;
+    m.define_module_function("claim", function!(claim, 1))?;
     m.define_module_function("reset", function!(reset, 0))?;
     m.define_module_function("pending", function!(pending, 0))?;
     m.define_module_function("walk", function!(walk, 0))?;

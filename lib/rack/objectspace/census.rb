@@ -55,6 +55,10 @@ module Rack
       def request(env)
         start_process unless @pid == Native.pid && Census.owner.equal?(self)
         n = Native::Census.request(env["REQUEST_METHOD"], env["SCRIPT_NAME"], env["PATH_INFO"])
+        # The env, its headers and its input were made before the request began
+        # (by the server's thread, or this one under the number of the request it
+        # served before): they are this request's.
+        Native::Census.claim(env)
         @wake.signal if (n % BATCH_POINTS).zero?
         n
       end
