@@ -116,14 +116,18 @@ fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
 /// `Census.claim(env)`: the Rack env Hash and its values, which the server
 /// (or an outer middleware) made before this thread's request began, belong
 /// to that request, not to the one the thread served before or to none: a
-/// kept env is then put down to the endpoint that kept it.
-fn claim(env: RHash) {
+/// kept env is then put down to the endpoint that kept it. `input` is the
+/// String inside `rack.input` when it is a StringIO (or nil).
+fn claim(env: RHash, input: Value) {
     let request = THREAD_REQUEST.get();
     if request == 0 {
         return;
     }
-    let mut objects = Vec::with_capacity(env.len() + 1);
+    let mut objects = Vec::with_capacity(env.len() + 2);
     objects.push(env.as_raw());
+    if !input.is_nil() {
+        objects.push(input.as_raw());
+    }
     // Collected first: nothing may allocate while the table is locked.
     let _ = env.foreach(|_: Value, v: Value| {
         // Special constants (nil, true, Integers, Symbols...) are not objects.
@@ -137,7 +141,7 @@ fn claim(env: RHash) {
     });
     let mut t = sites::global().lock();
     for object in objects {
-        t.claim(object as u64, request);
+        t.claim(object, request);
     }
 }
 
@@ -435,7 +439,7 @@ pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
     m.define_module_function("disable", function!(disable, 0))?;
     m.define_module_function("enabled?", function!(enabled, 0))?;
     m.define_module_function("request", function!(request, -1))?;
-    m.define_module_function("claim", function!(claim, 1))?;
+    m.define_module_function("claim", function!(claim, 2))?;
     m.define_module_function("reset", function!(reset, 0))?;
     m.define_module_function("pending", function!(pending, 0))?;
     m.define_module_function("walk", function!(walk, 0))?;

@@ -58,7 +58,8 @@ module Rack
         # The env, its headers and its input were made before the request began
         # (by the server's thread, or this one under the number of the request it
         # served before): they are this request's.
-        Native::Census.claim(env)
+        input = env["rack.input"]
+        Native::Census.claim(env, defined?(::StringIO) && input.is_a?(::StringIO) ? input.string : nil)
         @wake.signal if (n % BATCH_POINTS).zero?
         n
       end
