@@ -495,10 +495,16 @@ impl Census {
             .chain(changes.iter().map(|c| c.0))
             .chain(walk.iter().flat_map(|w| w.counts.iter().map(|c| c.0)))
             .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let (names, capped): (Vec<_>, Vec<&str>) = {
+        let (names, capped, callers): (Vec<_>, Vec<&str>, Vec<_>) = {
             let t = table.lock();
+            let callers: Vec<(u32, String, u32, u64)> = t
+                .callers()
+                .into_iter()
+                .map(|(site, file, line, n)| (site, file.to_string(), line, n))
+                .collect();
+            ids.extend(callers.iter().map(|c| c.0));
+            ids.sort_unstable();
+            ids.dedup();
             let stats = t.stats();
             let caps = [
                 (stats.site_cap, "sites"),
@@ -508,6 +514,7 @@ impl Census {
             (
                 ids.iter().map(|&id| (id, t.site_name(id))).collect(),
                 caps.iter().filter(|c| c.0).map(|c| c.1).collect(),
+                callers,
             )
         };
         let mut text =
@@ -573,6 +580,17 @@ impl Census {
                     text.push(',');
                 }
                 let _ = write!(text, "[{site},{},{},{n}]", json(method), json(path));
+            }
+            text.push_str("]}\n");
+        }
+        // The app's lines behind rising library sites: samples so far.
+        if !callers.is_empty() {
+            text.push_str("{\"callers\":[");
+            for (i, (site, file, line, n)) in callers.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                let _ = write!(text, "[{site},\"{file}\",{line},{n}]");
             }
             text.push_str("]}\n");
         }

@@ -9,6 +9,7 @@
 
 pub mod analysis;
 pub mod annotate;
+pub mod callers;
 pub mod census;
 pub mod error;
 pub mod inherited;

@@ -49,6 +49,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
+use crate::callers::{is_library, Callers, RISES_TO_SAMPLE, SAMPLE_EVERY};
 use rustc_hash::FxHashMap;
 
 /// Smallest distance between two Ruby objects (sizeof(RVALUE) on 64-bit).
@@ -137,6 +138,10 @@ struct SiteInfo {
     cnt_a: u64,
     req_b: u32,
     cnt_b: u64,
+    /// GCs in a row at which `at_gc` rose (see [`crate::callers`]).
+    rises: u8,
+    /// Allocations here until the next caller sample (0: not sampled).
+    countdown: u32,
 }
 
 /// Where and when one object was allocated.
@@ -366,6 +371,8 @@ pub struct SiteTable {
     byte_cap: bool,
     /// Tests only: a smaller cap than MAX_TABLE_BYTES.
     byte_limit: Option<u64>,
+    /// The app's lines behind rising library sites.
+    callers: Callers,
 }
 
 /// Statistics for logs and `Native::Tracer.stats`.
@@ -488,6 +495,9 @@ impl SiteTable {
     /// the number of the request the allocating thread serves (`record_object`
     /// takes the latest begun, [`Self::set_request`]): with concurrent
     /// requests the latest begun is often another thread's.
+    ///
+    /// Returns the site when the caller should sample the allocating stack
+    /// for it ([`Self::add_caller`]; see [`crate::callers`]).
     #[inline]
     pub fn record_at<'a>(
         &mut self,
@@ -497,14 +507,14 @@ impl SiteTable {
         ty: u8,
         generation: u64,
         request: u32,
-    ) {
+    ) -> Option<u32> {
         let (chunk, slot) = Self::split(address);
         let index = match self.last_chunk {
             Some((c, i)) if c == chunk => i,
             _ => {
                 let Some(i) = self.chunk_index_for(chunk) else {
                     self.unrecorded += 1;
-                    return;
+                    return None;
                 };
                 self.last_chunk = Some((chunk, i));
                 i
@@ -552,6 +562,37 @@ impl SiteTable {
         }
         s.cnt_a += 1;
         self.recorded += 1;
+        if s.countdown == 0 {
+            return None;
+        }
+        s.countdown -= 1;
+        if s.countdown > 0 {
+            return None;
+        }
+        s.countdown = SAMPLE_EVERY;
+        self.callers.take().then_some(site)
+    }
+
+    /// One sample of the stack that allocated at `site` (from
+    /// [`Self::record_at`]): the first frame in the app's own code was
+    /// `file`:`line`. Never allocates Ruby objects.
+    pub fn add_caller(&mut self, site: u32, file: &[u8], line: u32) {
+        let path = match self.by_bytes.get(file) {
+            Some(&path) => path,
+            None if self.raw_paths.len() < MAX_FILES => self.intern(file),
+            None => return,
+        };
+        self.callers.add(site, path, line);
+    }
+
+    /// The sampled sites' app lines as `(site, JSON-escaped file, line,
+    /// samples)`, a few per site, most samples first.
+    pub fn callers(&self) -> Vec<(u32, &str, u32, u64)> {
+        self.callers
+            .top()
+            .into_iter()
+            .map(|(site, path, line, n)| (site, &*self.json_paths[(path - 2) as usize], line, n))
+            .collect()
     }
 
     /// Count out one freed object (tests and session generators: the running
@@ -826,6 +867,21 @@ impl SiteTable {
             };
             let survivors = s.live.saturating_sub(young + in_flight);
             if s.at_gc != survivors {
+                // A library site that keeps rising: sample who calls it.
+                if survivors > s.at_gc {
+                    s.rises = s.rises.saturating_add(1);
+                    if s.rises >= RISES_TO_SAMPLE
+                        && s.countdown == 0
+                        && s.path > NO_FILE
+                        && s.path != self.overflow_path
+                        && is_library(&self.raw_paths[(s.path - 2) as usize])
+                    {
+                        s.countdown = 1;
+                    }
+                } else {
+                    s.rises = 0;
+                    s.countdown = 0;
+                }
                 s.at_gc = survivors;
                 if !s.dirty {
                     s.dirty = true;
@@ -836,6 +892,7 @@ impl SiteTable {
         self.in_gc = false;
         self.sweeps += 1;
         self.swept_gc = gc_count;
+        self.callers.gc();
     }
 
     /// Whether the GC of the last [`Self::end_sweep`] was major (its marking
@@ -1657,6 +1714,48 @@ mod tests {
         // Request 3's three objects are left out (in flight), all of them
         // though request 2 allocated between; request 1's and 2's counted.
         assert_eq!(changes, vec![(1, 2, 80)]);
+    }
+
+    #[test]
+    fn a_library_site_that_keeps_rising_asks_for_its_callers_an_app_site_never() {
+        let mut t = SiteTable::default();
+        let lib: &[u8] = b"/usr/lib/ruby/vendor_ruby/active_support/notifications/fanout.rb";
+        let app: &[u8] = b"/srv/app/app/models/user.rb";
+        let mut address = 0x28u64;
+        let mut asked = Vec::new();
+        for gc in 1..=6u64 {
+            for _ in 0..8 {
+                for (key, file) in [(1usize, lib), (2, app)] {
+                    if let Some(site) = t.record_at(address, Some((key, || file)), 9, 5, gc, 0) {
+                        asked.push((gc, site));
+                        t.add_caller(site, b"/srv/app/app/controllers/reports_controller.rb", 8);
+                    }
+                    address += 40;
+                }
+            }
+            t.end_sweep(gc);
+        }
+        // Rising at the first 3 GCs: sampled from then on, 1 in SAMPLE_EVERY.
+        assert_eq!(asked.first().map(|a| a.0), Some(4));
+        assert_eq!(asked.len(), 3 * 8 / SAMPLE_EVERY as usize);
+        assert!(asked.iter().all(|a| a.1 == asked[0].1));
+        assert_eq!(
+            t.callers(),
+            vec![(
+                asked[0].1,
+                "/srv/app/app/controllers/reports_controller.rb",
+                8,
+                asked.len() as u64
+            )]
+        );
+        // Its count falls: no more samples.
+        for a in (0x28..address).step_by(80) {
+            t.free(a);
+        }
+        t.end_sweep(7);
+        let more =
+            (0..16).filter_map(|i| t.record_at(address + 80 * i, Some((1, || lib)), 9, 5, 8, 0));
+        assert_eq!(more.count(), 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! Ruby. There is no FREEOBJ hook: Ruby dispatching one event per freed
 //! object cost more than the whole census does now (bench/census.rb).
 
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use magnus::rb_sys::AsRawValue;
@@ -22,11 +22,11 @@ use magnus::{function, prelude::*, RHash, RModule, Ruby, Value};
 use objectspace_core::{census, sites};
 use rb_sys::{
     rb_add_event_hook2, rb_event_hook_flag_t, rb_gc_count, rb_gc_location,
-    rb_gc_register_mark_object, rb_gc_stat, rb_remove_event_hook, rb_trace_arg_t,
-    rb_tracearg_event_flag, rb_tracearg_from_tracepoint, rb_tracearg_lineno, rb_tracearg_object,
-    rb_tracearg_path, rb_tracepoint_disable, rb_tracepoint_enable, rb_tracepoint_enabled_p,
-    rb_tracepoint_new, ruby_value_type, Qnil, Qtrue, FIX2LONG, FIXNUM_P, RB_BUILTIN_TYPE,
-    RB_TYPE_P, VALUE,
+    rb_gc_register_mark_object, rb_gc_stat, rb_profile_frame_path, rb_profile_frames,
+    rb_remove_event_hook, rb_trace_arg_t, rb_tracearg_event_flag, rb_tracearg_from_tracepoint,
+    rb_tracearg_lineno, rb_tracearg_object, rb_tracearg_path, rb_tracepoint_disable,
+    rb_tracepoint_enable, rb_tracepoint_enabled_p, rb_tracepoint_new, ruby_value_type, Qnil, Qtrue,
+    FIX2LONG, FIXNUM_P, RB_BUILTIN_TYPE, RB_TYPE_P, VALUE,
 };
 
 use crate::counters;
@@ -76,9 +76,40 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
         // The flags (and so the type) are set before NEWOBJ fires.
         let ty = RB_BUILTIN_TYPE(object) as u8;
         let request = crate::census::THREAD_REQUEST.get();
-        sites::global()
-            .lock()
-            .record_at(object as u64, file, line, ty, generation, request);
+        let mut table = sites::global().lock();
+        if let Some(site) = table.record_at(object as u64, file, line, ty, generation, request) {
+            sample_caller(&mut table, site);
+        }
+    }
+}
+
+/// One sample of the stack allocating at `site` (a library site whose count
+/// keeps rising: [`objectspace_core::callers`]): its first frame in the
+/// app's own code. Reads frames only (`rb_profile_frames` and the paths of
+/// their iseqs allocate nothing), as `on_newobj` must.
+///
+/// # Safety
+/// From `on_newobj`, with the GVL.
+unsafe fn sample_caller(table: &mut sites::SiteTable, site: u32) {
+    const MAX: usize = objectspace_core::callers::MAX_FRAMES;
+    let mut frames = [0 as VALUE; MAX];
+    let mut lines = [0 as c_int; MAX];
+    // SAFETY: the buffers hold MAX entries; the VM fills at most that many.
+    let n = unsafe { rb_profile_frames(0, MAX as c_int, frames.as_mut_ptr(), lines.as_mut_ptr()) };
+    for (&frame, &line) in frames.iter().zip(&lines).take(n.max(0) as usize) {
+        // SAFETY: a frame rb_profile_frames just gave; its path (a String
+        // owned by the iseq, or nil for C) outlives this hook.
+        let path = unsafe { rb_profile_frame_path(frame) };
+        if !unsafe { RB_TYPE_P(path, ruby_value_type::RUBY_T_STRING) } {
+            continue;
+        }
+        let Some(bytes) = (unsafe { crate::string_bytes(path) }) else {
+            continue;
+        };
+        if !objectspace_core::callers::is_library(bytes) {
+            table.add_caller(site, bytes, line.max(0) as u32);
+            return;
+        }
     }
 }
 

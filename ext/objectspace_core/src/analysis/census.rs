@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 
-use super::leaks::{Endpoint, Floor, Kept, LeakSite, Leaks, ProcessReport, SiteName as Name};
+use super::leaks::{
+    Caller, Endpoint, Floor, Kept, LeakSite, Leaks, ProcessReport, SiteName as Name,
+};
 use super::{local_path, AnalysisError, Input};
 use crate::keys::parse_census_key;
 use crate::store::Store;
@@ -75,6 +77,9 @@ struct Replay {
     dropped_points: u64,
     /// The site table's caps the process reached (`sites`, `files`, `bytes`).
     capped: Vec<String>,
+    /// Sampled library sites: the app's lines that led there, with samples
+    /// (as the latest batch says: its counts are the process's so far).
+    callers: FxHashMap<Name, Vec<Caller>>,
 }
 
 impl Replay {
@@ -186,6 +191,25 @@ impl Replay {
                     self.classes.insert(name.clone(), class.to_string());
                 }
                 ids.insert(id, name);
+            } else if let Some(list) = v.get("callers").and_then(Value::as_array) {
+                self.callers.clear();
+                for c in list {
+                    let Some(name) = c.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i))
+                    else {
+                        continue;
+                    };
+                    let (Some(file), Some(line), Some(samples)) =
+                        (c[1].as_str(), c[2].as_u64(), c[3].as_u64())
+                    else {
+                        continue;
+                    };
+                    self.callers.entry(name.clone()).or_default().push(Caller {
+                        location: format!("{file}:{line}"),
+                        file: file.to_string(),
+                        line: line as u32,
+                        samples,
+                    });
+                }
             } else if v.get("walk").is_some() {
                 self.walked.clear();
                 for e in v["endpoints"].as_array().into_iter().flatten() {
@@ -370,6 +394,7 @@ fn leaks_of(host: &str, pid: u32, r: &Replay) -> Vec<LeakSite> {
             None => endpoints_of(r, &full),
         };
         site.census_steps = Some(steps(r, track));
+        site.called_from = r.callers.get(name).cloned().unwrap_or_default();
         out.push(site);
     }
     out

@@ -440,7 +440,23 @@ pub struct LeakSite {
     /// none dropped, unlike `series`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub census_steps: Option<Vec<(u64, u64)>>,
+    /// From the census only, for a site in a gem or Ruby's library: the first
+    /// frames in the app's own code of sampled allocations there, most
+    /// samples first (see [`crate::callers`]): the line to change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub called_from: Vec<Caller>,
     // `held_by` (what holds the objects) comes with `site`: see super::paths.
+}
+
+/// An app line that led to a library site's allocations, from sampled stacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Caller {
+    pub file: String,
+    pub line: u32,
+    /// `file:line`.
+    pub location: String,
+    /// Sampled allocations at the site whose first app frame was this line.
+    pub samples: u64,
 }
 
 impl LeakSite {
@@ -479,6 +495,7 @@ impl LeakSite {
             memsize_series,
             endpoints: Vec::new(),
             census_steps: None,
+            called_from: Vec::new(),
         })
     }
 }

@@ -140,6 +140,7 @@ module Rack
             out << table(["#", "objects/req", "live", "memsize", "growth", "type", "class", "location", "allocated by"],
                          rows, right: [0, 1, 2, 3, 4]) << "\n"
           end
+          out << called_from(r["sites"])
           out << held_by(r["sites"])
           hidden = r["hidden_sites"].to_i
           if hidden.positive?
@@ -182,6 +183,21 @@ module Rack
           parts << "#{missing} missing" if missing.positive?
           parts << "#{held} dump(s) read for what holds them" if held.positive? && dumps.zero?
           parts.join(", ")
+        end
+
+        # The app's lines that lead to sites in a gem or Ruby's library (from
+        # the census's sampled stacks): the line to change.
+        def called_from(sites)
+          called = sites.each_with_index.select { |s, _| s["called_from"] && !s["called_from"].empty? }
+          return "" if called.empty?
+
+          out = +"\nThe app's line (sampled stacks of allocations in a library)\n"
+          called.each do |s, i|
+            total = s["called_from"].sum { |c| c["samples"].to_i }
+            lines = s["called_from"].map { |c| "#{short_path(c['file'])}:#{c['line']} (#{num(c['samples'])} of #{num(total)})" }
+            out << "  ##{i + 1} #{location(s)} <- #{lines.join(', ')}\n"
+          end
+          out
         end
 
         # What holds each site's objects: its held_by paths, most objects first.

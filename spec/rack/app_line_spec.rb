@@ -1,0 +1,49 @@
+# frozen_string_literal: true
+
+require "open3"
+require "rack/objectspace/analysis"
+require "rack/objectspace/analysis/text"
+
+# Leaks a library allocates and the app causes: the census names the app's line
+# that leads there (spec/fixtures/subscriber_app.rb), from the stacks it samples
+# at library sites whose count keeps rising.
+RSpec.describe "The app's line behind a library's leak" do
+  include_context "a temporary folder"
+
+  let(:app) { File.expand_path("../fixtures/subscriber_app.rb", __dir__) }
+
+  # The report's sites in `library` (a path fragment), after 600 requests of `kind`.
+  def library_sites(kind, library)
+    _, err, status = Open3.capture3(RbConfig.ruby, app, @dir, "600", kind)
+    expect(status).to be_success, err
+    report = Rack::Objectspace::Analysis.leaks("file://#{@dir}", top: 0)
+    sites = report["sites"].select { |s| s["file"].include?(library) }
+    expect(sites).not_to be_empty, "#{report['warnings']} #{report['sites'].map { |s| s['location'] }}"
+    # Sites in the app's own code need none.
+    (report["sites"] - sites).reject { |s| s["file"].include?("/vendor_ruby/") }
+                             .each { |s| expect(s["called_from"]).to be_nil, s["location"] }
+    [report, sites]
+  end
+
+  def expect_the_apps_line(sites, kind)
+    line = File.readlines(app).index { |l| l.include?("# the app's line") && l.include?(kind) } + 1
+    sites.each do |site|
+      callers = site["called_from"] || []
+      expect(callers.first&.fetch("location")).to eq("#{app}:#{line}"), "#{site['location']} #{site['type']}: #{callers}"
+      expect(callers.first["samples"]).to be >= 5
+    end
+  end
+
+  it "names the subscribe call for the subscriber activesupport allocates, census only",
+     debian_ruby_only: "activesupport is Debian's, for Ruby 3.1" do
+    report, sites = library_sites("subscriber", "/active_support/")
+    expect_the_apps_line(sites, "subscribe")
+    text = Rack::Objectspace::Analysis::Text.render(report)
+    expect(text).to include("The app's line").and include("<- #{app.delete_prefix("#{Dir.pwd}/")}:")
+  end
+
+  it "names the line that keeps a Set for the Hash Ruby's set.rb allocates" do
+    _, sites = library_sites("set", "set.rb")
+    expect_the_apps_line(sites, "Set.new")
+  end
+end
