@@ -22,36 +22,13 @@ module Rack
   #   config.middleware.insert_after ActionDispatch::Static, Rack::Objectspace, store: Moneta.new(:Redis)
   class Objectspace
     # @param app [#call] the Rack app
-    # @param store [String, #[]=] a store URL (file://, memory://, s3://, gs://, az://) or any object with []=
-    # @param mode [:fork, :inline] :fork runs GC, dump and upload in a child process
-    # @param dump [:full, :retained] the whole heap, or only objects allocated since the first dumped request
-    # @param every [Integer, nil] dump every Nth request; nil dumps only on demand (token:)
-    # @param gc [Boolean] run a full GC before each dump
-    # @param redact [Boolean] drop string values from dumps (false stores them: secrets!)
-    # @param trace [Boolean, :native, :objspace] record each allocation's file, line and GC generation for the
-    #   dumps (needed by dump: :retained); true picks :native (Native::Tracer) except for inline retained dumps
-    # @param gzip_level [Integer] 0..9
-    # @param filter [#call, nil] dump only requests for which filter.call(env) is truthy
-    # @param paths [Array<String, Regexp>, nil] dump only requests whose path starts with / matches one
-    # @param token [String, nil] secret that, sent in token_header, asks for a dump of that request
-    # @param token_header [String] the header carrying the token
-    # @param max_children [Integer] fork mode: dump children alive at once; more are dropped
-    # @param queue_size [Integer] dumps waiting for the store; more are dropped
-    # @param flush_timeout [Numeric] seconds given to pending dumps at exit
-    # @param child_timeout [Numeric] fork mode: seconds a dump child may take before it is killed (counted failed)
-    # @param logger [Logger, nil] defaults to Rails.logger, env["rack.logger"], $stderr
-    # @param layout [:dump, :object] for []= stores: one value per dump, or one per object
-    # @param census [Boolean] live objects per allocation site at every request (on with the native tracer)
-    # @raise [ArgumentError] for any bad option, naming it, the value and what is accepted
-    def initialize(app, store: nil, mode: nil, dump: nil, every: Config::NOT_GIVEN, gc: nil, redact: nil, trace: nil,
-                   gzip_level: nil, filter: nil, paths: nil, token: nil, token_header: nil, max_children: nil,
-                   queue_size: nil, flush_timeout: nil, child_timeout: nil, logger: nil, layout: nil, census: nil)
+    # @param options [Hash] the options of Options::TABLE (README.md "Configuration"): store:, mode:, dump:,
+    #   every:, ...; each one not given comes from its RACK_OBJECTSPACE_* variable, else its default
+    # @raise [ArgumentError] for an unknown keyword (naming the known ones) or any bad option, naming it, the
+    #   value and what is accepted
+    def initialize(app, **options)
       @app = app
-      @config = Config.new(store: store, mode: mode, dump: dump, every: every, gc: gc, redact: redact, trace: trace,
-                           gzip_level: gzip_level, filter: filter, paths: paths, token: token,
-                           token_header: token_header, max_children: max_children, queue_size: queue_size,
-                           flush_timeout: flush_timeout, child_timeout: child_timeout, logger: logger,
-                           layout: layout, census: census)
+      @config = Config.new(**options)
       @log = Log.new(@config.logger)
       @dumper = Dumper.new(@config, @log)
       @requests = 0

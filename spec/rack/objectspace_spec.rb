@@ -105,8 +105,9 @@ RSpec.describe Rack::Objectspace do
       end
     end
 
-    it "rejects unknown options with Ruby's own error" do
-      expect { described_class.new(LEAKY_APP, store: {}, evry: 2) }.to raise_error(ArgumentError, /unknown keyword: :evry/)
+    it "rejects unknown options, naming them and the options it takes" do
+      expect { described_class.new(LEAKY_APP, store: {}, evry: 2) }
+        .to raise_error(ArgumentError, /unknown keyword: :evry; Rack::Objectspace takes store:, .* every:, /)
     end
 
     it "takes options from RACK_OBJECTSPACE_* variables when no keyword is given" do

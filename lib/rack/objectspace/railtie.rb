@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 require "rails/railtie"
-require "rack/objectspace" unless defined?(Rack::Objectspace::Config)
+require "rack/objectspace" unless defined?(Rack::Objectspace::Options)
 
 module Rack
   class Objectspace
@@ -20,8 +20,7 @@ module Rack
     # so static files are never dumped and nothing fails when they are off.
     class Railtie < ::Rails::Railtie
       # Options Rack::Objectspace.new takes (besides the app).
-      OPTIONS = Rack::Objectspace.instance_method(:initialize).parameters
-                                 .select { |kind, _| %i[key keyreq].include?(kind) }.map(&:last).freeze
+      OPTIONS = Options::NAMES
 
       config.rack_objectspace = ActiveSupport::OrderedOptions.new
 
@@ -45,8 +44,8 @@ module Rack
       def self.enabled?(value)
         value = ENV["RACK_OBJECTSPACE_ENABLED"] if value.nil?
         return false if value.nil? || value == ""
-        return true if Config::TRUE_WORDS.include?(value)
-        return false if Config::FALSE_WORDS.include?(value)
+        return true if Options::TRUE_WORDS.include?(value)
+        return false if Options::FALSE_WORDS.include?(value)
 
         raise ArgumentError, "config.rack_objectspace.enabled (or RACK_OBJECTSPACE_ENABLED): must be true or false, " \
                              "got #{value.inspect}"
