@@ -88,6 +88,8 @@ RSpec.describe Rack::Objectspace do
       { queue_size: -1 } => /queue_size: .*got -1/,
       { token: "short" } => /token: must be a secret String of at least 16 bytes.*got "5-byte String"/,
       { paths: ["admin"] } => %r{paths: must be path prefixes \(Strings starting with "/"\) or Regexps, got "admin"},
+      { paths: [nil] } => /paths: must be path prefixes .* or Regexps, got nil/,
+      { paths: false } => /paths: must be path prefixes .* or Regexps, got false/,
       { filter: "yes" } => /filter: must be nil or a callable/,
       { store: Object.new } => /store: must be a store URL .* or an object responding to \[\]=/,
       { store: "ftp://example.com/x" } => /invalid store URL "ftp:\/\/example.com\/x".*expected one of file:\/\//,

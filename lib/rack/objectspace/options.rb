@@ -107,9 +107,10 @@ module Rack
         return nil if value.nil?
 
         list = Array(value)
-        bad = list.find { |p| !(p.is_a?(String) && p.start_with?("/")) && !p.is_a?(Regexp) }
-        invalid!("path prefixes (Strings starting with \"/\") or Regexps", bad) if bad || list.empty?
-        list.freeze
+        ok = ->(p) { (p.is_a?(String) && p.start_with?("/")) || p.is_a?(Regexp) }
+        return list.freeze if list.any? && list.all?(&ok)
+
+        invalid!("path prefixes (Strings starting with \"/\") or Regexps", list.find { |p| !ok.call(p) })
       end
 
       def filter(value, _)
