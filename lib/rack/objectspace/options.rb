@@ -37,6 +37,12 @@ module Rack
 
           default.is_a?(Proc) ? default.call(resolved) : default
         end
+
+        # The row of README.md's options table.
+        def markdown_row
+          cells = ["`#{name}:`", shown_default || "`#{default.inspect}`", env ? "`#{env}`" : "", doc]
+          "|#{cells.map { |cell| cell.empty? ? ' ' : " #{cell} " }.join('|')}|"
+        end
       end
 
       # What a boolean option (or RACK_OBJECTSPACE_* variable) may say.
@@ -197,7 +203,7 @@ module Rack
                    doc: "Record each allocation's file, line and GC generation, so dumps name the line that " \
                         "allocated each object (`dump: :retained` needs it). `true` picks `:native`, our own " \
                         "allocation hook (~5x cheaper per allocation than objspace's, see " \
-                        "[Allocation tracing](#allocation-tracing)), except for inline retained dumps, which get " \
+                        "[docs/census.md](docs/census.md#allocation-tracing-where-the-census-starts)), except for inline retained dumps, which get " \
                         "`:objspace` (its `dump_all(since:)` formats only the new objects, on the request thread). " \
                         "`false`: off."),
         Option.new(name: :redact, default: true, env: "RACK_OBJECTSPACE_REDACT", check: boolean,
@@ -222,7 +228,7 @@ module Rack
         Option.new(name: :census, default: ->(resolved) { resolved[:trace] == :native },
                    shown_default: "`true` with the native tracer", env: "RACK_OBJECTSPACE_CENSUS", check: check(:census),
                    doc: "Live objects per allocation site at every request, stored in batches without a dump (see " \
-                        "[The census](#the-census-every-request-without-a-dump)). `false`: off. `true` with " \
+                        "[docs/census.md](docs/census.md)). `false`: off. `true` with " \
                         "`trace: false` or `:objspace` is an error. With the census on, `every: nil` needs no " \
                         "`token:`.")
       ].each(&:freeze).freeze
@@ -256,6 +262,28 @@ module Rack
         raise ArgumentError, "#{name}: must be #{accepted}, got #{value.inspect}"
       end
 
+      # README.md's options table, in Markdown.
+      # @return [String]
+      def markdown
+        ["| Option | Default | Env | Description |", "|---|---|---|---|", *TABLE.map(&:markdown_row)].join("\n")
+      end
+
+      # Where README.md keeps its options table: between a line starting
+      # `<!-- options` and a line `<!-- /options -->`.
+      README_BLOCK = %r{^(<!-- options\b[^\n]*-->\n)(.*?)\n(<!-- /options -->)$}m.freeze
+
+      # @return [String, nil] the options table in `readme`, nil without the markers
+      def readme_table(readme)
+        readme[README_BLOCK, 2]
+      end
+
+      # @return [String] `readme` with `table` between its markers
+      # @raise [ArgumentError] when `readme` has no markers
+      def in_readme(readme, table)
+        raise ArgumentError, "no <!-- options --> ... <!-- /options --> block in the README" unless readme.match?(README_BLOCK)
+
+        readme.sub(README_BLOCK) { "#{Regexp.last_match(1)}#{table}\n#{Regexp.last_match(3)}" }
+      end
     end
   end
 end
