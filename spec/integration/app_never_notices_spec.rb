@@ -262,8 +262,10 @@ RSpec.describe "Rack::Objectspace leaves the app alone" do
 
     it "stops Pipeline#finish at once (the upload is abandoned)", :gc_stress do
       with_hanging_s3 do
-        pipeline = Rack::Objectspace::Native::Pipeline.streaming(true, 1, false, nil, "s3://hanging/p", "k.jsonl.gz",
-                                                                   "k.meta.json")
+        pipeline = Rack::Objectspace::Native::Pipeline.streaming(
+          redact: true, gzip_level: 1, sites: false, since: nil,
+          url: "s3://hanging/p", key: "k.jsonl.gz", meta_key: "k.meta.json"
+        )
         io = IO.for_fd(pipeline.write_fd, autoclose: false)
         io.write(%({"address":"0x1", "type":"STRING", "memsize":40}\n))
         io.flush

@@ -157,7 +157,7 @@ RSpec.describe "Rack::Objectspace census" do
       line = __LINE__ + 1
       object = +"allocated during request #{n}"
       expect(native::Tracer.request_of(object)).to eq(n)
-      pipeline = native::Pipeline.new(true, 1, true, nil)
+      pipeline = native::Pipeline.new(redact: true, gzip_level: 1, sites: true, since: nil)
       io = IO.for_fd(pipeline.write_fd, autoclose: true)
       ObjectSpace.dump_all(output: io)
       io.close

@@ -21,7 +21,7 @@ RSpec.describe Rack::Objectspace::Native, :gc_stress do
   end
 
   it "streams a dump through redaction and gzip, and returns bytes and metadata" do
-    dump = write_through(stressed { described_class::Pipeline.new(true, 1, false, nil) })
+    dump = write_through(stressed { described_class::Pipeline.new(redact: true, gzip_level: 1, sites: false, since: nil) })
     meta = JSON.parse(stressed { dump.meta })
     expect(meta).to include("lines" => 2, "objects" => 2, "redacted_values" => 1, "request" => { "path" => "/x" })
     expect(meta["types"]).to eq("STRING" => { "count" => 1, "memsize" => 40 }, "ARRAY" => { "count" => 1, "memsize" => 40 })
@@ -32,15 +32,25 @@ RSpec.describe Rack::Objectspace::Native, :gc_stress do
   end
 
   it "refuses a second write_fd and a second finish" do
-    pipeline = described_class::Pipeline.new(false, 1, false, nil)
+    pipeline = described_class::Pipeline.new(redact: false, gzip_level: 1, sites: false, since: nil)
     write_through(pipeline)
     expect { pipeline.write_fd }.to raise_error(Rack::Objectspace::Error, /finished/)
     expect { pipeline.finish("{}") }.to raise_error(Rack::Objectspace::Error, /finished/)
   end
 
+  it "takes its arguments as keywords, all of them, and names a missing or unknown one" do
+    options = { redact: true, gzip_level: 1, sites: false, since: nil }
+    expect { described_class::Pipeline.new(true, 1, false, nil) }.to raise_error(ArgumentError)
+    expect { described_class::Pipeline.new(**options.except(:redact)) }.to raise_error(ArgumentError, /missing keyword: :redact/)
+    expect { described_class::Pipeline.new(**options, level: 1) }.to raise_error(ArgumentError, /unknown keyword: :level/)
+    expect { described_class::Pipeline.streaming(**options, url: "memory://x", key: "k.jsonl.gz") }
+      .to raise_error(ArgumentError, /missing keyword: :meta_key/)
+  end
+
   it "rejects a bad gzip level and bad metadata" do
-    expect { described_class::Pipeline.new(true, 10, false, nil) }.to raise_error(ArgumentError, /gzip level must be 0..9, got 10/)
-    pipeline = described_class::Pipeline.new(true, 1, false, nil)
+    expect { described_class::Pipeline.new(redact: true, gzip_level: 10, sites: false, since: nil) }
+      .to raise_error(ArgumentError, /gzip level must be 0..9, got 10/)
+    pipeline = described_class::Pipeline.new(redact: true, gzip_level: 1, sites: false, since: nil)
     IO.for_fd(pipeline.write_fd, autoclose: true).close
     expect { pipeline.finish("not json") }.to raise_error(Rack::Objectspace::Error, /metadata is not JSON/)
   end
@@ -48,7 +58,7 @@ RSpec.describe Rack::Objectspace::Native, :gc_stress do
   it "writes through the bounded writer and counts what it stored" do
     Dir.mktmpdir do |dir|
       writer = stressed { described_class::Writer.new("file://#{dir}", 2) }
-      dump = write_through(described_class::Pipeline.new(true, 1, false, nil))
+      dump = write_through(described_class::Pipeline.new(redact: true, gzip_level: 1, sites: false, since: nil))
       submitted = stressed { writer.submit("h/1/a.jsonl.gz", "h/1/a.meta.json", dump) }
       expect(submitted).to be(true)
       expect(stressed { writer.flush(10) }).to be(true)

@@ -34,7 +34,7 @@ RSpec.describe "Native waits and signals" do
   it "Writer#flush waits out its timeout through a child's exit and a trapped signal" do
     with_hanging_s3 do
       writer = Rack::Objectspace::Native::Writer.new("s3://hanging/p", 4)
-      pipeline = Rack::Objectspace::Native::Pipeline.new(true, 1, false, nil)
+      pipeline = Rack::Objectspace::Native::Pipeline.new(redact: true, gzip_level: 1, sites: false, since: nil)
       IO.for_fd(pipeline.write_fd, autoclose: false).write("{}\n")
       writer.submit("a/key", "a/meta", pipeline.finish("{}"))
       started = now
@@ -57,7 +57,7 @@ RSpec.describe "Native waits and signals" do
   end
 
   it "Pipeline#finish waits for its reader through a child's exit and a trapped signal" do
-    pipeline = Rack::Objectspace::Native::Pipeline.new(true, 1, false, nil)
+    pipeline = Rack::Objectspace::Native::Pipeline.new(redact: true, gzip_level: 1, sites: false, since: nil)
     # Another holder of the write end (as a fork would be) keeps the reader
     # from EOF until it lets go, after the signals.
     copy = IO.for_fd(pipeline.write_fd, autoclose: false).dup
@@ -70,7 +70,7 @@ RSpec.describe "Native waits and signals" do
   end
 
   it "still raises what Thread#raise sends during such a wait" do
-    pipeline = Rack::Objectspace::Native::Pipeline.new(true, 1, false, nil)
+    pipeline = Rack::Objectspace::Native::Pipeline.new(redact: true, gzip_level: 1, sites: false, since: nil)
     copy = IO.for_fd(pipeline.write_fd, autoclose: false).dup
     main = Thread.current
     raiser = Thread.new { sleep 0.3; main.raise(ArgumentError, "stop waiting") }

@@ -14,7 +14,7 @@ RSpec.describe Rack::Objectspace::Native::Tracer, :gc_stress do
 
   # dump_all through a native pipeline; the records as parsed JSON.
   def dump_through(since)
-    pipeline = Rack::Objectspace::Native::Pipeline.new(true, 1, true, since)
+    pipeline = Rack::Objectspace::Native::Pipeline.new(redact: true, gzip_level: 1, sites: true, since: since)
     io = IO.for_fd(pipeline.write_fd, autoclose: true)
     ObjectSpace.dump_all(output: io)
     io.close

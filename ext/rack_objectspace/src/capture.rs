@@ -2,7 +2,8 @@
 
 use std::sync::Mutex;
 
-use magnus::{function, method, prelude::*, RHash, RModule, RString, Ruby};
+use magnus::scan_args::{get_kwargs, scan_args};
+use magnus::{function, method, prelude::*, RHash, RModule, RString, Ruby, Value};
 use objectspace_core::keys::DumpKey;
 use objectspace_core::pipeline::{self, Finished, Options, Pipeline, Sink};
 use objectspace_core::store::Store;
@@ -13,14 +14,28 @@ use crate::counters;
 use crate::errors::{argument, to_ruby, RbResult};
 use crate::nogvl::{wait_for, wait_until};
 
-/// `sites`: annotate records from `Native::Tracer`'s table; `since`: keep only
-/// objects from that GC generation on (a retained dump).
+/// The keywords both `Pipeline.new` and `Pipeline.streaming` take, all
+/// required (defaults live in Ruby): `redact:` drops string values,
+/// `gzip_level:` 0..9, `sites:` annotates records from `Native::Tracer`'s
+/// table, `since:` keeps only objects from that GC generation on (a retained
+/// dump; nil keeps all).
+const OPTIONS: [&str; 4] = ["redact", "gzip_level", "sites", "since"];
+
+/// `Pipeline.streaming`'s keywords: `OPTIONS`, then the store's URL, the
+/// dump's key and its metadata record's key.
+const STREAMING: [&str; 7] = [
+    "redact",
+    "gzip_level",
+    "sites",
+    "since",
+    "url",
+    "key",
+    "meta_key",
+];
+
 fn options(
     ruby: &Ruby,
-    redact: bool,
-    level: u32,
-    sites: bool,
-    since: Option<u64>,
+    (redact, level, sites, since): (bool, u32, bool, Option<u64>),
 ) -> RbResult<Options> {
     if level > 9 {
         return Err(argument(
@@ -48,15 +63,11 @@ struct RbPipeline {
 }
 
 impl RbPipeline {
-    /// `Pipeline.new(redact, level, sites, since)`: gzip into memory.
-    fn new(
-        ruby: &Ruby,
-        redact: bool,
-        level: u32,
-        sites: bool,
-        since: Option<u64>,
-    ) -> RbResult<Self> {
-        let pipeline = Pipeline::start(options(ruby, redact, level, sites, since)?, Sink::Memory)
+    /// `Pipeline.new(redact:, gzip_level:, sites:, since:)`: gzip into memory.
+    fn new(ruby: &Ruby, args: &[Value]) -> RbResult<Self> {
+        let args = scan_args::<(), (), (), (), RHash, ()>(args)?;
+        let kw = get_kwargs::<_, _, (), ()>(args.keywords, &OPTIONS, &[])?;
+        let pipeline = Pipeline::start(options(ruby, kw.required)?, Sink::Memory)
             .map_err(|e| to_ruby(ruby, e))?;
         Ok(RbPipeline {
             inner: Mutex::new(Some(pipeline)),
@@ -64,20 +75,21 @@ impl RbPipeline {
         })
     }
 
-    /// `Pipeline.streaming(redact, level, sites, since, url, key, meta_key)`:
+    /// `Pipeline.streaming(redact:, gzip_level:, sites:, since:, url:, key:, meta_key:)`:
     /// stream to a store; `finish` then stores the metadata record too.
-    #[allow(clippy::too_many_arguments)]
-    fn streaming(
-        ruby: &Ruby,
-        redact: bool,
-        level: u32,
-        sites: bool,
-        since: Option<u64>,
-        url: String,
-        key: String,
-        meta_key: String,
-    ) -> RbResult<Self> {
-        let options = options(ruby, redact, level, sites, since)?;
+    fn streaming(ruby: &Ruby, args: &[Value]) -> RbResult<Self> {
+        let args = scan_args::<(), (), (), (), RHash, ()>(args)?;
+        let kw = get_kwargs::<_, _, (), ()>(args.keywords, &STREAMING, &[])?;
+        let (redact, level, sites, since, url, key, meta_key): (
+            bool,
+            u32,
+            bool,
+            Option<u64>,
+            String,
+            String,
+            String,
+        ) = kw.required;
+        let options = options(ruby, (redact, level, sites, since))?;
         let store = Store::open(&url).map_err(|e| to_ruby(ruby, e))?;
         let sink = Sink::Store {
             store: store.clone(),
@@ -298,8 +310,8 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
     native.const_set("DEFAULT_GZIP_LEVEL", pipeline::DEFAULT_LEVEL)?;
 
     let class = native.define_class("Pipeline", ruby.class_object())?;
-    class.define_singleton_method("new", function!(RbPipeline::new, 4))?;
-    class.define_singleton_method("streaming", function!(RbPipeline::streaming, 7))?;
+    class.define_singleton_method("new", function!(RbPipeline::new, -1))?;
+    class.define_singleton_method("streaming", function!(RbPipeline::streaming, -1))?;
     class.define_method("write_fd", method!(RbPipeline::write_fd, 0))?;
     class.define_method("close_write", method!(RbPipeline::close_write, 0))?;
     class.define_method("finish", method!(RbPipeline::finish, 1))?;

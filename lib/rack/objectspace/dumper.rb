@@ -204,11 +204,12 @@ module Rack
 
       def new_pipeline(meta, dump_key = nil, meta_key = nil)
         native = @config.trace == :native
-        args = [@config.redact, @config.gzip_level, native, native ? meta[:baseline_generation] : nil]
+        options = { redact: @config.redact, gzip_level: @config.gzip_level, sites: native,
+                    since: native ? meta[:baseline_generation] : nil }
         if dump_key
-          Native::Pipeline.streaming(*args, @config.store_url, dump_key, meta_key)
+          Native::Pipeline.streaming(**options, url: @config.store_url, key: dump_key, meta_key: meta_key)
         else
-          Native::Pipeline.new(*args)
+          Native::Pipeline.new(**options)
         end
       end
 
