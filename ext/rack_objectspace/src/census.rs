@@ -24,24 +24,9 @@ use rustc_hash::FxHashMap;
 
 use crate::counters;
 use crate::errors::{to_ruby, RbResult};
+use crate::ffi::{rb_obj_memsize_of, rb_objspace_each_objects};
 use crate::nogvl::{nogvl, wait_until};
 use crate::tracer;
-
-extern "C" {
-    // Exported by libruby, not declared in its public headers.
-    pub(crate) fn rb_objspace_each_objects(
-        callback: unsafe extern "C" fn(*mut c_void, *mut c_void, usize, *mut c_void) -> c_int,
-        data: *mut c_void,
-    );
-    fn rb_obj_memsize_of(obj: VALUE) -> usize;
-}
-
-thread_local! {
-    /// The number of the request this thread serves (or served last; 0: none),
-    /// recorded with the objects it allocates: with puma's threads the latest
-    /// request begun in the process is often another thread's.
-    pub(crate) static THREAD_REQUEST: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
 
 /// The census writer of this process: (pid, url, writer).
 static WRITER: Mutex<Option<(u32, String, Writer)>> = Mutex::new(None);
@@ -109,7 +94,7 @@ fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
     let mut c = census::global().lock();
     let mut t = sites::global().lock();
     let n = c.begin_request(&mut t, &method, &path, gc, at);
-    THREAD_REQUEST.set(u32::try_from(n).unwrap_or(u32::MAX));
+    tracer::THREAD_REQUEST.set(u32::try_from(n).unwrap_or(u32::MAX));
     Ok(n)
 }
 
@@ -119,7 +104,7 @@ fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
 /// kept env is then put down to the endpoint that kept it. `input` is the
 /// String inside `rack.input` when it is a StringIO (or nil).
 fn claim(env: RHash, input: Value) {
-    let request = THREAD_REQUEST.get();
+    let request = tracer::THREAD_REQUEST.get();
     if request == 0 {
         return;
     }

@@ -8,6 +8,7 @@ mod census;
 mod child;
 mod counters;
 mod errors;
+mod ffi;
 mod nogvl;
 mod tracer;
 
@@ -30,11 +31,6 @@ unsafe fn string_bytes<'a>(v: VALUE) -> Option<&'a [u8]> {
     }
 }
 
-extern "C" {
-    // Exported by every libruby: the running Ruby's API version (3, 3, 0).
-    static ruby_api_version: [std::ffi::c_int; 3];
-}
-
 /// The Ruby version this extension was built for (see build.rs).
 const BUILT_FOR: &str = env!("RACK_OBJECTSPACE_BUILT_FOR");
 
@@ -42,7 +38,7 @@ const BUILT_FOR: &str = env!("RACK_OBJECTSPACE_BUILT_FOR");
 /// only a plain exported array: nothing whose layout depends on the version.
 fn wrong_ruby() -> Option<String> {
     // SAFETY: a static array of three ints that libruby exports and never changes.
-    let running = unsafe { ruby_api_version };
+    let running = unsafe { ffi::ruby_api_version };
     let built: Vec<i32> = BUILT_FOR
         .split('.')
         .filter_map(|p| p.parse().ok())

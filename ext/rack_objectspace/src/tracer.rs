@@ -32,6 +32,13 @@ use rb_sys::{
 use crate::counters;
 use crate::errors::RbResult;
 
+thread_local! {
+    /// The number of the request this thread serves (or served last; 0: none),
+    /// recorded with the objects it allocates: with puma's threads the latest
+    /// request begun in the process is often another thread's.
+    pub(crate) static THREAD_REQUEST: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// Whether the NEWOBJ hook is installed.
 static NEWOBJ_HOOK: AtomicBool = AtomicBool::new(false);
 /// The census's GC_START + GC_END_SWEEP TracePoint (0 until first needed).
@@ -75,7 +82,7 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
         let generation = rb_gc_count() as u64;
         // The flags (and so the type) are set before NEWOBJ fires.
         let ty = RB_BUILTIN_TYPE(object) as u8;
-        let request = crate::census::THREAD_REQUEST.get();
+        let request = THREAD_REQUEST.get();
         let mut table = sites::global().lock();
         if let Some(site) = table.record_at(object as u64, file, line, ty, generation, request) {
             sample_caller(&mut table, site);
@@ -220,7 +227,7 @@ pub fn reconcile() {
     // SAFETY: with the GVL, outside GC (a postponed job or a Ruby method); the
     // callback allocates no Ruby object.
     let (gc, major, full) = unsafe {
-        crate::census::rb_objspace_each_objects(collect_page, &mut pages as *mut _ as *mut c_void);
+        crate::ffi::rb_objspace_each_objects(collect_page, &mut pages as *mut _ as *mut c_void);
         let key = MAJOR_KEY.load(Ordering::Acquire);
         let majors = if key == 0 {
             u64::MAX
