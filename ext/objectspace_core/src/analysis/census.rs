@@ -658,7 +658,7 @@ pub fn leaks(
         });
         kept.add(found);
     }
-    let (sites, hidden_sites) = kept.ranked();
+    let (sites, hidden_sites, members) = kept.ranked();
     Ok(Some(Leaks {
         command: "leaks",
         source: source.to_string(),
@@ -666,6 +666,9 @@ pub fn leaks(
         hidden_sites,
         processes,
         warnings,
+        growing_sites: 0,
+        findings: Vec::new(),
+        members,
     }))
 }
 

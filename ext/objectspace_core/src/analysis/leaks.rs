@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::findings::Finding;
 use super::heap::{is_own_file, Heap, NO_GENERATION};
 use super::report::Site;
 use super::source::{Input, Progress};
@@ -539,6 +540,29 @@ pub struct Leaks {
     pub processes: Vec<ProcessReport>,
     /// Human-readable warnings (skipped dumps, too few dumps).
     pub warnings: Vec<String>,
+    /// Growing sites above the noise floor, a site in several processes once.
+    pub growing_sites: usize,
+    /// The leaks: the sites that grow together, one finding each, most
+    /// objects per request first (see [`super::findings`]).
+    pub findings: Vec<Finding>,
+    /// Every growing site above the floor, one per process, series left out:
+    /// what the findings are made of.
+    #[serde(skip)]
+    pub members: Vec<LeakSite>,
+}
+
+impl Leaks {
+    /// Group the sites into findings (after the sites' paths are attached),
+    /// keeping the `top` (0: all).
+    pub(super) fn conclude(&mut self, top: usize) {
+        let members = std::mem::take(&mut self.members);
+        self.growing_sites = members
+            .iter()
+            .map(|m| (&m.site.location, &m.site.ty, &m.site.class))
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        self.findings = super::findings::findings(&members, &mut self.sites, top);
+    }
 }
 
 /// The noise floor: growing sites below it are counted, not reported.
@@ -558,6 +582,8 @@ pub(super) struct Kept {
     top: usize,
     pub sites: Vec<LeakSite>,
     pub hidden: usize,
+    /// Every site above the floor, without its series (see [`Leaks::members`]).
+    pub members: Vec<LeakSite>,
 }
 
 impl Kept {
@@ -567,17 +593,26 @@ impl Kept {
             top,
             sites: Vec::new(),
             hidden: 0,
+            members: Vec::new(),
         }
     }
 
     pub fn add(&mut self, found: Vec<LeakSite>) {
-        for site in found {
+        for mut site in found {
             let below = self
                 .floor
                 .is_some_and(|f| site.per_request < f.per_request || site.site.count < f.objects);
             if below {
                 self.hidden += 1;
             } else {
+                site.endpoints = super::findings::group_endpoints(&site.endpoints);
+                // Every site above the floor, without its series, for the findings.
+                self.members.push(LeakSite {
+                    series: Vec::new(),
+                    memsize_series: Vec::new(),
+                    census_steps: None,
+                    ..site.clone()
+                });
                 self.sites.push(site);
             }
         }
@@ -588,10 +623,11 @@ impl Kept {
         }
     }
 
-    /// Every site kept, ranked, the best `top` (0: all).
-    pub fn ranked(mut self) -> (Vec<LeakSite>, usize) {
+    /// Every site kept, ranked, the best `top` (0: all); the hidden count;
+    /// every site above the floor, series left out.
+    pub fn ranked(mut self) -> (Vec<LeakSite>, usize, Vec<LeakSite>) {
         rank(&mut self.sites, self.top);
-        (self.sites, self.hidden)
+        (self.sites, self.hidden, self.members)
     }
 }
 
@@ -735,6 +771,7 @@ pub fn leaks_above(
                     &mut found.warnings,
                 )?;
             }
+            found.conclude(top);
             return Ok(found);
         }
     }
@@ -877,16 +914,21 @@ pub fn leaks_above(
         });
         kept.add(found);
     }
-    let (mut sites, hidden_sites) = kept.ranked();
+    let (mut sites, hidden_sites, members) = kept.ranked();
     super::paths::attach_to_leaks(&mut sites, &path_dumps, progress, &mut warnings)?;
-    Ok(Leaks {
+    let mut report = Leaks {
         command: "leaks",
         source: session.name,
         sites,
         hidden_sites,
         processes,
         warnings,
-    })
+        growing_sites: 0,
+        findings: Vec::new(),
+        members,
+    };
+    report.conclude(top);
+    Ok(report)
 }
 
 /// Name a site's class the same in every dump of a process. A retained dump
@@ -1225,7 +1267,7 @@ mod kept_tests {
             kept.add(found);
             assert!(kept.sites.len() <= 4 * 3, "{}", kept.sites.len());
         }
-        let (sites, hidden) = kept.ranked();
+        let (sites, hidden, _) = kept.ranked();
         assert_eq!(hidden, 60);
         rank(&mut all, 3);
         let key = |s: &LeakSite| (s.pid, s.site.location.clone());

@@ -5,6 +5,7 @@
 //! - [`heap`]: one dump as a compact object table; gem names from paths.
 //! - [`summary`], [`diff`], [`leaks`]: the analyses; each returns a
 //!   serialisable report whose `sites` array is most significant first.
+//! - [`findings`]: `leaks`' sites that grow together, one finding a leak.
 //! - [`paths`]: what holds a site's objects (retention paths from the roots),
 //!   for the sites of `diff` and `leaks`.
 //!
@@ -12,6 +13,7 @@
 
 pub mod census;
 pub mod diff;
+pub mod findings;
 pub mod heap;
 pub mod leaks;
 pub mod paths;

@@ -281,6 +281,11 @@ pub struct Step {
     /// On an "ELIDED" step: how many steps it stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elided: Option<u64>,
+    /// The holder that matters: the last step, from the root, before the
+    /// first object of a growing site (the leak's own objects and their
+    /// containers); set by [`super::findings`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub leak_holder: bool,
 }
 
 impl Step {
@@ -296,6 +301,7 @@ impl Step {
             outside_dump: false,
             holds: None,
             elided: None,
+            leak_holder: false,
         }
     }
 }
@@ -707,6 +713,7 @@ pub fn object_step(heap: &Heap, v: u32) -> Step {
         outside_dump: false,
         holds: None,
         elided: None,
+        leak_holder: false,
     }
 }
 
