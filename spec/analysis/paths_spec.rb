@@ -43,11 +43,22 @@ RSpec.describe "What holds the leak (held_by)" do
     # EVENTS was allocated before tracing began: the module is the nearest named holder.
     expect(mod["holds"]).to eq(20)
     expect(mod["address"]).to match(/\A0x\h+\z/)
-    expect(top[top.index(mod) + 1]).to include("type" => "ARRAY", "class" => "Array")
+    # The holder that matters: EVENTS, the Array under the module, the last
+    # object before the leaked Strings.
+    expect(top[top.index(mod) + 1]).to include("type" => "ARRAY", "class" => "Array", "leak_holder" => true)
+    expect(top.count { |step| step["leak_holder"] }).to eq(1)
+    finding = report["findings"].find { |f| f["sites"].any? { |s| s["location"] == site["location"] } }
+    expect(finding["holder"]).to include("objects" => 20)
+    expect(finding["holder"]["within"]).to include("name" => "PathsSpecAudit")
 
+    # The chain once, named by class and site, without addresses.
     text = Rack::Objectspace::Analysis::Text.render(report)
-    expect(text).to include("What holds them", "20 held by PathsSpecAudit (MODULE)", "-> PathsSpecAudit (MODULE) -> Array 0x")
+    expect(text).to include("What holds them", "20 held by Array in PathsSpecAudit (MODULE)",
+                            "-> PathsSpecAudit (MODULE) -> Array -> String (paths_spec.rb:")
+    expect(text[/^What holds them.*/m]).not_to match(/0x\h+/)
+    sites = Rack::Objectspace::Analysis::Text.render(report, sites: true)
+    expect(sites).to include("20 held by Array in PathsSpecAudit (MODULE)")
     html = Rack::Objectspace::Analysis::Html.render(report)
-    expect(html).to include('<tr class="held">', "20 held by PathsSpecAudit (MODULE)", "<b>PathsSpecAudit (MODULE)</b>")
+    expect(html).to include('<tr class="held">', "20 held by Array in PathsSpecAudit (MODULE)", "<b>Array</b>")
   end
 end

@@ -17,7 +17,8 @@ module Rack
           Usage: rack-objectspace COMMAND [options] ARGS
 
           Commands:
-            leaks SOURCE        sites whose live objects keep growing across a session
+            leaks SOURCE        the leaks of a session: sites whose live objects keep growing,
+                                those that grow together as one leak (--sites: one row a site)
                                 (SOURCE: the folder or store URL the middleware writes to)
             diff A B C          objects in dump B, not in dump A, still in dump C
             diff SOURCE K1 K2 K3  the same, for keys of SOURCE as `ls` prints them
@@ -55,7 +56,7 @@ module Rack
         def run(argv)
           return Export.run(argv.drop(1), out: @out, err: @err) if argv.first == "export"
 
-          options = { format: "text", top: DEFAULT_TOP, output: nil, all: false }
+          options = { format: "text", top: DEFAULT_TOP, output: nil, all: false, sites: false }
           parser = option_parser(options)
           args = parser.parse(argv)
           return 0 if options[:help]
@@ -105,6 +106,7 @@ module Rack
             o.on("-o", "--output FILE", "write the report to FILE instead of stdout") { |v| options[:output] = v }
             o.on("-a", "--all", "leaks: also sites under the noise floor (< #{NOISE_PER_REQUEST} objects/request " \
                                 "or < #{NOISE_OBJECTS} live objects)") { options[:all] = true }
+            o.on("--sites", "leaks: one row a growing site of a process, not one finding a leak") { options[:sites] = true }
             o.on("-h", "--help", "show this help") do
               @out.puts o.help
               options[:help] = true
@@ -148,8 +150,8 @@ module Rack
         def emit(report, options)
           text = case options[:format]
                  when "json" then JSON.pretty_generate(report) + "\n"
-                 when "html" then Html.render(report)
-                 else Text.render(report, width: width(options))
+                 when "html" then Html.render(report, sites: options[:sites])
+                 else Text.render(report, width: width(options), sites: options[:sites])
                  end
           if options[:output]
             File.write(options[:output], text)

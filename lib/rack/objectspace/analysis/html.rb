@@ -24,10 +24,11 @@ module Rack
         end
 
         # @param report [Hash] a report from Analysis
+        # @param sites [Boolean] leaks: the growing sites first, not the findings
         # @return [String] the page
-        def render(report)
+        def render(report, sites: false)
           body = case report["command"]
-                 when "leaks" then leaks(report)
+                 when "leaks" then leaks(report, sites: sites)
                  when "summary" then summary(report)
                  when "diff" then diff(report)
                  else "<pre>#{h(JSON.pretty_generate(report))}</pre>"
@@ -41,22 +42,28 @@ module Rack
             <html lang="en"><head><meta charset="utf-8">
             <title>#{h(title)}</title>
             <style>
-              body { font: 14px/1.4 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px; color: #222; }
+              body { font: 14px/1.4 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px; color: #222; max-width: 1340px; }
               h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
               .sub { color: #666; margin-bottom: 16px; }
-              table { border-collapse: collapse; margin: 8px 0; }
+              table { border-collapse: collapse; margin: 8px 0; max-width: 100%; }
+              td { overflow-wrap: break-word; }
+              td.loc { max-width: 400px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+              td.ep { max-width: 320px; min-width: 110px; }
+              td.cls { max-width: 220px; min-width: 70px; overflow-wrap: anywhere; }
+              svg { max-width: 100%; height: auto; }
               th, td { padding: 4px 10px; border-bottom: 1px solid #e4e4e4; text-align: left; vertical-align: top; }
               th { background: #f6f6f6; font-weight: 600; }
               td.n { text-align: right; font-variant-numeric: tabular-nums; }
               td.loc { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12.5px; }
               .charts { display: flex; flex-wrap: wrap; gap: 16px; }
-              .chart { border: 1px solid #e4e4e4; border-radius: 6px; padding: 8px; }
+              .chart { border: 1px solid #e4e4e4; border-radius: 6px; padding: 8px; max-width: 100%; box-sizing: border-box; }
               .warn { color: #8a5a00; background: #fff7e0; padding: 6px 10px; border-radius: 4px; }
               .legend span { display: inline-block; margin-right: 14px; font-size: 12.5px; }
               .legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -1px; }
               tr.held td { border-bottom: 1px solid #e4e4e4; font-size: 12.5px; color: #444; padding-top: 0; }
               tr.held ul { margin: 4px 0; padding-left: 18px; } tr.held .holds { font-weight: 600; }
               tr.held .path { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; overflow-wrap: anywhere; }
+              tr.members td { font-size: 12.5px; color: #444; padding-top: 0; } tr.members table { margin: 2px 0 6px; }
             </style></head>
             <body>
             #{body}
@@ -157,12 +164,17 @@ module Rack
           rows = sites.each_with_index.map do |s, i|
             cells = [%(<td class="n">#{i + 1}</td>), %(<td class="n">#{Text.num(s['count'])}</td>),
                      %(<td class="n">#{h(Text.bytes(s['memsize']))}</td>), "<td>#{h(s['type'])}</td>",
-                     "<td>#{h(s['class'] || '-')}</td>", "<td>#{h(s['gem'] || '-')}</td>",
-                     %(<td class="loc">#{h(s['location'])}</td>)]
-            cells += extra.map { |(_, fn)| "<td>#{fn.call(s)}</td>" }
+                     %(<td class="cls">#{h(s['class'] || '-')}</td>), "<td>#{h(s['gem'] || '-')}</td>",
+                     loc_cell(s)]
+            cells += extra.map { |(name, fn)| name == "allocated by" ? %(<td class="ep">#{fn.call(s)}</td>) : "<td>#{fn.call(s)}</td>" }
             "<tr>#{cells.join}</tr>#{held_by_row(s, head.size)}"
           end
           "<table><tr>#{head.map { |c| "<th>#{h(c)}</th>" }.join}</tr>#{rows.join("\n")}</table>"
+        end
+
+        # A location cell: relative to the app or the gem, as in the text; the full path on hover.
+        def loc_cell(site)
+          %(<td class="loc" title="#{h(site['location'])}">#{h(Text.location(site))}</td>)
         end
 
         # A row under a site with what holds its objects (its held_by paths).
@@ -170,18 +182,56 @@ module Rack
           paths = site["held_by"]
           return "" if paths.nil? || paths.empty?
 
-          items = paths.map do |path|
-            holder = path.find { |step| step["holds"] }
-            steps = path.map do |step|
-              label = h(Text.step_label(step))
-              step["holds"] ? "<b>#{label}</b>" : label
-            end
-            %(<li><span class="holds">#{Text.num(holder ? holder['holds'] : 0)} held by #{h(holder ? Text.holder_label(holder) : "-")}</span>) +
-              %(<div class="path">#{steps.join(' &rarr; ')}</div></li>)
-          end
+          chains = Text.distinct_chains(paths.map { |p| [p.find { |step| step["holds"] }&.fetch("holds") || 0, p] })
+          items = chains.map { |objects, path| chain_item(objects, path) }
           intro = "What holds them: #{Text.num(site['held_by_sampled'])} object(s) traced, " \
                   "shortest paths from a GC root in #{site['held_by_dump']}"
           %(<tr class="held"><td></td><td colspan="#{columns - 1}">#{h(intro)}<ul>#{items.join}</ul></td></tr>)
+        end
+
+        # One distinct chain: who holds how many, then its steps named by class and site.
+        def chain_item(objects, path)
+          holder = Text.path_holder(path)
+          name = Text.chain_holder(path)
+          steps = path.map do |step|
+            label = h(Text.chain_label(step))
+            step.equal?(holder) ? "<b>#{label}</b>" : label
+          end
+          %(<li><span class="holds">#{Text.num(objects)} held by #{h(name)}</span>) +
+            %(<div class="path">#{steps.join(' &rarr; ')}</div></li>)
+        end
+
+        # The findings: one row a leak, its member sites and what holds it beneath.
+        def finding_table(findings)
+          head = ["#", "objects/request", "bytes/request", "live", "memsize", "sites", "leak (the app's line first)",
+                  "held by", "allocated by"]
+          rows = findings.each_with_index.map do |f, i|
+            ep = (f["allocated_by"] || []).first(3).map { |e| h("#{e['method']} #{e['path']} (#{e['count']})") }.join("<br>")
+            procs = f["processes"].size > 1 ? "<br>" + f["processes"].map { |p| h("#{p['pid']} #{format('%.2f', p['per_request'])}/req") }.join("<br>") : ""
+            holder = f["holder"] ? h(Text.leak_holder_label(f["holder"])) : "-"
+            cells = [%(<td class="n">#{i + 1}</td>), %(<td class="n">#{h(format('%.2f', f['per_request']))}#{procs}</td>),
+                     %(<td class="n">#{h(Text.bytes(f['bytes_per_request']))}</td>), %(<td class="n">#{Text.num(f['count'])}</td>),
+                     %(<td class="n">#{h(Text.bytes(f['memsize']))}</td>), %(<td class="n">#{f['sites'].size}</td>),
+                     %(<td class="loc" title="#{h(f['headline']['location'])}">#{h("#{Text.location(f['headline'])} #{f['headline']['type']}")}</td>),
+                     %(<td class="ep">#{holder}</td>), %(<td class="ep">#{ep.empty? ? '-' : ep}</td>)]
+            "<tr>#{cells.join}</tr>#{members_row(f, head.size)}"
+          end
+          "<table><tr>#{head.map { |c| "<th>#{h(c)}</th>" }.join}</tr>#{rows.join("\n")}</table>"
+        end
+
+        # The member sites of a finding, and its distinct retention chains.
+        def members_row(finding, columns)
+          rows = finding["sites"].map do |s|
+            procs = s["processes"].map { |p| "#{p['pid']} #{format('%.2f', p['per_request'])}/req" }.join(", ")
+            %(<tr><td class="n">#{h(format('%.2f', s['per_request']))}</td><td class="n">#{Text.num(s['count'])}</td>) +
+              %(<td class="n">#{h(Text.bytes(s['memsize']))}</td><td>#{h(s['type'])}</td><td class="cls">#{h(s['class'] || '-')}</td>) +
+              %(#{loc_cell(s)}<td>#{h(procs)}</td></tr>)
+          end
+          sites = "<table><tr><th>objects/request</th><th>live</th><th>memsize</th><th>type</th><th>class</th>" \
+                  "<th>location</th><th>processes</th></tr>#{rows.join}</table>"
+          chains = Text.distinct_chains((finding["held_by"] || []).map { |c| [c["objects"], c["steps"]] })
+          held = chains.empty? ? "" : "What holds them (distinct paths from a GC root)<ul>#{chains.map { |o, p| chain_item(o, p) }.join}</ul>"
+          %(<tr class="members held"><td></td><td colspan="#{columns - 1}">#{sites}#{held}</td></tr>)
         end
 
         def group_table(title, groups)
@@ -193,12 +243,18 @@ module Rack
           "<h2>#{h(title)}</h2><table><tr><th>objects</th><th>memsize</th><th>name</th></tr>#{rows.join}</table>"
         end
 
-        def leaks(r)
+        def leaks(r, sites: false)
           out = +"<h1>Leaks</h1>"
           processes = r["processes"] || []
-          out << %(<div class="sub">#{h(r['source'])}: #{r['sites'].size} growing site(s), #{processes.size} process(es), ) +
-                 %(#{processes.sum { |p| p['dumps'].size }} dump(s)</div>)
+          findings = r["findings"]
+          distinct = r["growing_sites"] || r["sites"].size
+          what = findings ? "#{findings.size} leak(s) from #{distinct} growing site(s)" : "#{distinct} growing site(s)"
+          out << %(<div class="sub">#{h(r['source'])}: #{h(what)} (#{h(Text.read(r, processes))})</div>)
           (r["warnings"] || []).each { |w| out << %(<p class="warn">#{h(w)}</p>) }
+          if findings && !sites
+            out << "<h2>Leaks (sites that grow together)</h2>"
+            out << (findings.empty? ? "<p>No site keeps growing through the later half of the session.</p>" : finding_table(findings))
+          end
           processes.each do |p|
             if p["census_requests"]
               out << "<h2>Process #{h(p['host'])}/#{h(p['pid'])}</h2>" << census_chart(r, p)
@@ -208,29 +264,35 @@ module Rack
             out << "<h2>Process #{h(p['host'])}/#{h(p['pid'])}</h2><div class=\"charts\">"
             out << line_chart("Live objects per request", [{ name: "live objects", xs: xs, ys: p["dumps"].map { |d| d["objects"].to_i }, color: "#1f77b4" }])
             out << line_chart("Memsize per request", [{ name: "memsize", xs: xs, ys: p["dumps"].map { |d| d["memsize"].to_i }, color: "#2ca02c" }], bytes: true)
-            sites = r["sites"].select { |s| s["host"] == p["host"] && s["pid"] == p["pid"] }.first(6)
-            unless sites.empty?
-              series = sites.each_with_index.map do |s, i|
-                { name: "#{s['location']} #{s['type']}", xs: xs, ys: s["series"], color: COLORS[i % COLORS.size] }
+            top = r["sites"].select { |s| s["host"] == p["host"] && s["pid"] == p["pid"] }.first(6)
+            unless top.empty?
+              series = top.each_with_index.map do |s, i|
+                { name: "#{Text.location(s)} #{s['type']}", xs: xs, ys: s["series"], color: COLORS[i % COLORS.size] }
               end
               out << line_chart("Top growing sites: live objects", series, width: 1096, height: 300)
-              out << %(<div class="legend" style="width:100%">) +
-                     series.map { |s| %(<span><i style="background:#{s[:color]}"></i>#{h(s[:name])}</span>) }.join + "</div>"
+              out << legend(series)
             end
             out << "</div>"
           end
-          out << "<h2>Growing sites</h2>"
+          out << "<h2>Growing sites (one row a site and process)</h2>"
           if r["sites"].empty?
             out << "<p>No site keeps growing through the later half of the session.</p>"
           else
             endpoints = lambda do |s|
               (s["allocated_by"] || []).first(3).map { |e| h("#{e['method']} #{e['path']} (#{e['count']})") }.join("<br>")
             end
-            out << site_table(r["sites"], [["objects/request", ->(s) { h(format('%.2f', s['per_request'])) }],
-                                           ["growth", ->(s) { "+#{Text.num(s['growth'])}" }],
-                                           ["allocated by", endpoints]])
+            extra = [["objects/request", ->(s) { h(format('%.2f', s['per_request'])) }],
+                     ["growth", ->(s) { "+#{Text.num(s['growth'])}" }],
+                     ["allocated by", endpoints]]
+            extra.unshift(["pid", ->(s) { h(s["pid"]) }]) if processes.size > 1
+            out << site_table(r["sites"], extra)
           end
           out
+        end
+
+        def legend(series)
+          %(<div class="legend" style="width:100%">) +
+            series.map { |s| %(<span><i style="background:#{s[:color]}"></i>#{h(s[:name])}</span>) }.join + "</div>"
         end
 
         # The census of one process: live objects of its top sites at every
@@ -251,7 +313,7 @@ module Rack
             end
             # The last count holds to the last request.
             drawn = steps[-1][0] < last ? steps + [[last, steps[-1][1]]] : steps
-            { name: "#{s['location']} #{s['type']}", xs: drawn.map(&:first), ys: drawn.map(&:last),
+            { name: "#{Text.location(s)} #{s['type']}", xs: drawn.map(&:first), ys: drawn.map(&:last),
               color: COLORS[i % COLORS.size],
               data: { "site" => "#{s['location']} #{s['type']}", "requests" => steps.map(&:first),
                       "objects" => steps.map(&:last) } }
@@ -260,8 +322,7 @@ module Rack
                  %(data-last-request="#{last}" data-downsampled="#{thinned}">)
           out << line_chart("Census: live objects of the top sites over requests", series, width: 1096, height: 320,
                                                                                           steps: true)
-          out << %(<div class="legend" style="width:100%">) +
-                 series.map { |s| %(<span><i style="background:#{s[:color]}"></i>#{h(s[:name])}</span>) }.join + "</div>"
+          out << legend(series)
           note = "Every request of this process's census (#{Text.num(last)} requests): a count is exact at each GC and holds until the next."
           if thinned
             note += " Series of more than #{Text.num(CENSUS_MAX_POINTS)} counts are downsampled: the lowest and the highest " \
