@@ -690,6 +690,24 @@ mod tests {
     /// also replaces one entry of an LRU cache of 10 (lru.rb:4): the evicted
     /// entries have grown old, and only a major GC frees them.
     fn session_with(dir: &Path, requests: u64, lru: bool, major: impl Fn(u64) -> bool) {
+        session_in(dir, requests, lru, major, 9, false);
+    }
+
+    /// A gem's subscriber, allocated with the leak (see `session_in`).
+    const FANOUT: &str =
+        "/var/lib/gems/3.1.0/gems/activesupport-6.1.7/lib/active_support/notifications/fanout.rb";
+
+    /// [`session_with`] for process `pid`; with `companions`, each /leak
+    /// request also keeps a Hash at env.rb:5 and a gem's object at
+    /// [`FANOUT`]:104, as one leak allocated on three lines.
+    fn session_in(
+        dir: &Path,
+        requests: u64,
+        lru: bool,
+        major: impl Fn(u64) -> bool,
+        pid: u32,
+        companions: bool,
+    ) {
         let census = parking_lot::Mutex::new(Census::default());
         let table = parking_lot::Mutex::new(SiteTable::default());
         let mut next = 0x10_0000u64;
@@ -710,6 +728,12 @@ mod tests {
                     "/leak" => {
                         t.record_object(next, Some((1, b"/app/leak.rb")), 1, 5, 0);
                         next += 40;
+                        if companions {
+                            t.record_object(next, Some((5, b"/app/env.rb")), 5, 8, 0);
+                            next += 40;
+                            t.record_object(next, Some((6, FANOUT.as_bytes())), 104, 1, 0);
+                            next += 40;
+                        }
                     }
                     "/cache" if cache < 20 => {
                         t.record_object(next, Some((2, b"/app/cache.rb")), 2, 8, 0);
@@ -746,7 +770,7 @@ mod tests {
             }
             if i % 50 == 0 || i == requests {
                 // The last batch, as at exit (none when the 50th took them all).
-                let Some(b) = Census::take_batch(&census, &table, "h", 9) else {
+                let Some(b) = Census::take_batch(&census, &table, "h", pid) else {
                     continue;
                 };
                 let path = dir.join(&b.key);
@@ -820,6 +844,39 @@ mod tests {
         assert_eq!(steps.last().unwrap().1, top.site.count);
         assert!(steps.last().unwrap().0 <= 300);
         assert_eq!(report.processes[0].census_requests, Some(300));
+    }
+
+    #[test]
+    fn a_leak_on_three_lines_in_two_processes_is_one_finding() {
+        let dir = tempfile::tempdir().unwrap();
+        session_in(dir.path(), 300, false, |gc| gc % 4 == 0, 41, true);
+        session_in(dir.path(), 300, false, |gc| gc % 4 == 0, 42, true);
+        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+            .unwrap()
+            .unwrap();
+        // One row a site and process, as before.
+        assert_eq!(report.sites.len(), 6, "{:?}", report.sites);
+        let mut report = report;
+        report.conclude(0);
+        assert_eq!(report.growing_sites, 3);
+        assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+        let leak = &report.findings[0];
+        assert_eq!(leak.sites.len(), 3);
+        // The app's biggest line heads it, not the gem's.
+        assert_eq!(leak.headline.gem.as_deref(), Some("app"));
+        assert_ne!(leak.headline.file.as_deref(), Some(FANOUT));
+        let pids: Vec<u32> = leak.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![41, 42]);
+        for p in &leak.processes {
+            assert_eq!(p.sites, 3);
+            assert!((p.per_request - 1.0).abs() < 0.15, "{}", p.per_request);
+        }
+        assert!(leak.sites.iter().all(|s| s.processes.len() == 2));
+        assert_eq!(
+            leak.count,
+            report.sites.iter().map(|s| s.site.count).sum::<u64>()
+        );
+        assert_eq!(leak.endpoints[0].path, "/leak");
     }
 
     #[test]
