@@ -166,7 +166,7 @@ RSpec.describe "rack-objectspace export" do
       @redis = TestServers.redis(name: "redis-export")
       @url = "redis://127.0.0.1:#{@redis.port}/0"
     rescue TestServers::Missing => e
-      skip(e.message)
+      skip_outside_ci(e.message)
     end
     after(:all) { @redis&.stop }
 
