@@ -38,7 +38,7 @@ RSpec.describe "rack-objectspace export" do
   end
 
   before(:all) do
-    raise "#{Rack::Objectspace::Analysis::Export::NAME} is not built: run `rake compile:export` (bin/setup does)" \
+    raise "#{Rack::Objectspace::Analysis::Export::NAME} is not built: run `ruby -S rake compile:export` (bin/setup does)" \
       unless Rack::Objectspace::Analysis::Export.binary
   end
 
@@ -237,12 +237,38 @@ RSpec.describe "rack-objectspace export" do
       expect([status, err]).to match([2, /export takes 2 arguments/])
     end
 
-    it "says how to build the binary when it is missing" do
+    # A checkout without the binary (its Ruby files, this Ruby's extension, Rakefile
+    # and rakelib/): the command named is the rake task, run from the checkout
+    # (spec/gem_spec.rb checks the installed gem's). Running it dry proves the task is there.
+    it "says how to build the binary when it is missing, with a command that works in a checkout" do
+      checkout = path("checkout")
+      extension = "lib/rack/objectspace/#{RUBY_VERSION[/\A\d+\.\d+/]}/*"
+      Dir.glob(["lib/**/*.rb", extension, "exe/*", "Rakefile", "rakelib/*"], base: root).each do |f|
+        from = File.join(root, f)
+        to = File.join(checkout, f)
+        FileUtils.mkdir_p(File.dirname(to))
+        # The scripts are copied (a symlinked script's __dir__ is the original's); the .so is linked.
+        File.extname(f) == ".#{RbConfig::CONFIG['DLEXT']}" ? FileUtils.ln_s(from, to) : FileUtils.cp(from, to)
+      end
+      out, err, status = Open3.capture3({ "RACK_OBJECTSPACE_EXPORT" => nil }, RbConfig.ruby,
+                                        File.join(checkout, "exe/rack-objectspace"), "export", path("x"), path("y"))
+      expect(out).to eq("")
+      expect(status.exitstatus).to eq(1)
+      expect(err).to include("export needs rack-objectspace-export, which is not built")
+      command = err[/To fix this, run `(.*)`\./, 1]
+      expect(command).to eq("cd #{checkout} && #{RbConfig.ruby} -S rake compile:export")
+      dry, status = Open3.capture2e(command.sub(" rake ", " rake --dry-run "))
+      expect(status).to be_success, dry
+      expect(dry).to include("Execute (dry run) compile:export")
+    end
+
+    it "says what is wrong with a RACK_OBJECTSPACE_EXPORT that is not a program" do
       out, err, status = Open3.capture3({ "RACK_OBJECTSPACE_EXPORT" => path("none") }, RbConfig.ruby,
                                         AnalysisHelpers::EXE, "export", path("x"), path("y"))
       expect(out).to eq("")
       expect(status.exitstatus).to eq(1)
-      expect(err).to include("rake compile:export")
+      expect(err).to include("RACK_OBJECTSPACE_EXPORT=#{path('none')} is not a program",
+                             "unset it to run the one the gem builds")
     end
   end
 end

@@ -1,25 +1,42 @@
 # frozen_string_literal: true
 
 require "rbconfig"
+require "rack/objectspace/rebuild"
 
 module Rack
   class Objectspace
     module Analysis
       # `rack-objectspace export SOURCE OUTDIR`: runs the rack-objectspace-export
       # binary (ext/objectspace_export), a crate of its own so that the Parquet
-      # writer does not add to the extension's compile time. `rake compile:export`
-      # (and bin/setup) builds it into lib/rack/objectspace/.
+      # writer does not add to the extension's compile time. `gem install` builds
+      # it into lib/rack/objectspace/, as `rake compile:export` (and bin/setup) does
+      # in a checkout.
       module Export
         NAME = "rack-objectspace-export"
         INSTALLED = ::File.expand_path("../#{NAME}", __dir__)
-        ROOT = ::File.expand_path("../../../..", __dir__)
 
         module_function
 
-        # The binary to run: RACK_OBJECTSPACE_EXPORT, else the installed one; nil if neither.
+        # Where the binary is looked for: RACK_OBJECTSPACE_EXPORT, else the installed one.
+        def wanted
+          ENV.fetch("RACK_OBJECTSPACE_EXPORT", INSTALLED)
+        end
+
+        # The binary to run; nil if there is none where it is looked for.
         def binary
-          path = ENV.fetch("RACK_OBJECTSPACE_EXPORT", INSTALLED)
+          path = wanted
           ::File.file?(path) && ::File.executable?(path) ? path : nil
+        end
+
+        # What to say when there is no binary to run, and how to fix it.
+        def missing
+          if ENV.key?("RACK_OBJECTSPACE_EXPORT")
+            return "RACK_OBJECTSPACE_EXPORT=#{wanted} is not a program: point it at a #{NAME}, " \
+                   "or unset it to run the one the gem builds (#{INSTALLED})"
+          end
+
+          "export needs #{NAME}, which is not built (no program at #{INSTALLED}). " \
+            "To fix this, run `#{Rebuild.command('compile:export')}`."
         end
 
         # Options of the binary that take a value (the rest of the arguments are SOURCE and OUTDIR).
@@ -29,8 +46,7 @@ module Rack
         def run(args, out: $stdout, err: $stderr)
           path = binary
           unless path
-            err.puts "rack-objectspace: export needs #{NAME}, which is not built: run `rake compile:export` " \
-                     "in #{ROOT} (cargo; a crate of its own, so the extension compiles without Parquet)"
+            err.puts "rack-objectspace: #{missing}"
             return 1
           end
           source = source_index(args)
