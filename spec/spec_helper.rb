@@ -38,6 +38,9 @@ RSpec.configure { |c| c.include GCStress }
 # and bin/test leaves it out on that Ruby alone:
 #   debian_ruby_only: needs a gem's C extension that Debian builds for its own
 #   Ruby (3.1) only; the Rubies bin/setup-rubies builds have none (--tag ~debian_ruby_only).
+# Specs that take tens of seconds or more (the gem build, real servers, Rails,
+# Spark, big heaps) are tagged :slow: `bin/test --fast` (rspec --tag ~slow)
+# leaves them out for day-to-day work; bin/test and CI run everything.
 module SkipOutsideCI
   def skip_outside_ci(reason)
     raise "#{reason} (CI=#{ENV.fetch('CI')}: nothing that can run is skipped)" unless ENV.fetch("CI", "").empty?

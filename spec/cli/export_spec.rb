@@ -109,7 +109,7 @@ RSpec.describe "rack-objectspace export" do
       expect(rows.map { |r| r[1] }).not_to include(cache_line)
     end
 
-    it "gives the same rows with the documented query, unchanged, on Spark SQL (local mode)" do
+    it "gives the same rows with the documented query, unchanged, on Spark SQL (local mode)", :slow do
       # Spark reads the files its own way (the docs' one engine-specific
       # part); the query after DuckDB's CREATE VIEW runs as written.
       spark_query = query.split(";\n").reject { |s| s.strip.empty? }.last

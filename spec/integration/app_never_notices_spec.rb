@@ -7,7 +7,7 @@ require "rack/objectspace/analysis"
 # copy of the app's process: it must let go of the client's socket and every
 # other socket at once, never run the app's signal handlers or fork hooks, and
 # die at its deadline. Waits in the native glue stop on Thread#raise.
-RSpec.describe "Rack::Objectspace leaves the app alone" do
+RSpec.describe "Rack::Objectspace leaves the app alone", :slow do
   let(:app) { ->(_env) { [200, { "content-type" => "text/plain" }, ["ok"]] } }
 
   def serve(app, n, path: "/r")

@@ -7,7 +7,7 @@ require "securerandom"
 # az://container/prefix against Azurite (the Azure Storage emulator), through
 # object_store's Azure client with AZURE_STORAGE_USE_EMULATOR: accepted at boot
 # and written for real, in fork and inline modes.
-RSpec.describe "Rack::Objectspace with an Azure Blob store (Azurite)" do
+RSpec.describe "Rack::Objectspace with an Azure Blob store (Azurite)", :slow do
   # Azurite's well-known development account.
   ACCOUNT = "devstoreaccount1" # rubocop:disable Lint/ConstantDefinitionInBlock
   ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==" # rubocop:disable Lint/ConstantDefinitionInBlock

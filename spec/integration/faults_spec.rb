@@ -7,7 +7,7 @@ require "rbconfig"
 # Faults: the app's responses never change, failures and drops are counted in
 # #stats and logged once per burst; fork children are bounded and reaped; at
 # exit pending dumps get flush_timeout, then are abandoned with a log line.
-RSpec.describe "Rack::Objectspace under faults" do
+RSpec.describe "Rack::Objectspace under faults", :slow do
   LIB = File.expand_path("../../lib", __dir__) # rubocop:disable Lint/ConstantDefinitionInBlock
 
   let(:app) { ->(_env) { [200, { "Content-Type" => "text/plain" }, ["served"]] } }

@@ -6,7 +6,7 @@ require "rack/objectspace/analysis"
 # cluster mode (2 workers, app preloaded in the master, so the middleware is
 # built before the fork): each process's dumps go under its own pid, and every
 # request served is dumped exactly once, to the right folder.
-RSpec.describe "Rack::Objectspace under a real puma" do
+RSpec.describe "Rack::Objectspace under a real puma", :slow do
   around do |example|
     @dir = Dir.mktmpdir("objectspace-puma-")
     example.run

@@ -7,7 +7,7 @@ require "open3"
 # A real Rails 6.1 app (spec/fixtures/rails_app) served by puma, with
 # `config.middleware.insert_after ActionDispatch::Static, Rack::Objectspace, store: ...`:
 # requests go through the whole stack and their dumps are stored.
-RSpec.describe "Rack::Objectspace in a Rails app",
+RSpec.describe "Rack::Objectspace in a Rails app", :slow,
                debian_ruby_only: "Rails 6.1 needs nokogiri, whose C extension Debian builds for Ruby 3.1 only" do
   RAILS_APP = File.join(TestServers::FIXTURES, "rails_app") # rubocop:disable Lint/ConstantDefinitionInBlock
 

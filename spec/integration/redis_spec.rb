@@ -6,7 +6,7 @@ require "securerandom"
 
 # Moneta over a real redis-server as the []= store (the line users know:
 # `store: Moneta.new(:Redis)`), in fork and inline modes, and Redis failing.
-RSpec.describe "Rack::Objectspace with Moneta over a real Redis" do
+RSpec.describe "Rack::Objectspace with Moneta over a real Redis", :slow do
   # An app holding a known secret on the heap, as a session store or config would.
   class SecretHoldingApp # rubocop:disable Lint/ConstantDefinitionInBlock
     attr_reader :secret

@@ -5,7 +5,7 @@ require "rexml/document"
 
 # s3://bucket/prefix against a real S3-compatible server (moto's server mode),
 # in fork mode (the child streams the upload) and inline mode (the native writer).
-RSpec.describe "Rack::Objectspace with an S3 store (moto server)" do
+RSpec.describe "Rack::Objectspace with an S3 store (moto server)", :slow do
   before(:all) do
     @moto = start_server!(:moto)
     @endpoint = "http://127.0.0.1:#{@moto.port}"
