@@ -38,8 +38,14 @@ RSpec.describe "The app's line behind a library's leak" do
      debian_ruby_only: "activesupport is Debian's, for Ruby 3.1" do
     report, sites = library_sites("subscriber", "/active_support/")
     expect_the_apps_line(sites, "subscribe")
+    # One finding, and it names the app's line first.
+    expect(report["findings"].size).to eq(1)
+    expect(report["findings"].first["app_line"]).to include("location" => sites.first["called_from"].first["location"])
     text = Rack::Objectspace::Analysis::Text.render(report)
-    expect(text).to include("The app's line").and include("<- #{app.delete_prefix("#{Dir.pwd}/")}:")
+    short = "#{app.delete_prefix("#{Dir.pwd}/")}:"
+    expect(text).to include("the app's line: #{short}").and include("#{short}").and include("(calls activesupport)")
+    sites_text = Rack::Objectspace::Analysis::Text.render(report, sites: true)
+    expect(sites_text).to include("The app's line").and include("<- #{short}")
   end
 
   it "names the line that keeps a Set for the Hash Ruby's set.rb allocates" do

@@ -68,6 +68,26 @@ pub struct Finding {
     /// Each distinct retention chain of the members once (addresses aside),
     /// with how many traced objects follow it, most first.
     pub held_by: Vec<Chain>,
+    /// For a leak allocated in a library: the app's line that leads there
+    /// (the first app frame of the census's sampled stacks, summed over the
+    /// members), the line to change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_line: Option<AppLine>,
+}
+
+/// The app's line behind a finding's library sites.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppLine {
+    pub file: String,
+    pub line: u32,
+    /// `file:line`.
+    pub location: String,
+    /// Sampled allocations at the member sites whose first app frame it was.
+    pub samples: u64,
+    /// Samples at the member sites in all.
+    pub of: u64,
+    /// The member site it led to most.
+    pub via: Site,
 }
 
 /// A member site of a finding, over every process it grows in.
@@ -575,6 +595,7 @@ fn finding<'a>(
     }
     holders.sort_by_key(|h| std::cmp::Reverse(h.1.objects));
     held_by.truncate(MAX_CHAINS);
+    let app_line = app_line(&sites);
 
     Finding {
         headline: headline.site,
@@ -588,7 +609,40 @@ fn finding<'a>(
         processes,
         holder: holders.into_iter().next().map(|(_, h)| h),
         held_by,
+        app_line,
     }
+}
+
+/// The app line with the most samples over the members' `called_from`, and
+/// the member it led to most.
+fn app_line(sites: &[&Across]) -> Option<AppLine> {
+    let mut lines: BTreeMap<&str, (u64, &super::leaks::Caller, BTreeMap<&str, (u64, &Site)>)> =
+        BTreeMap::new();
+    let mut of = 0;
+    for a in sites {
+        for m in &a.members {
+            for c in &m.called_from {
+                of += c.samples;
+                let e = lines
+                    .entry(&c.location)
+                    .or_insert_with(|| (0, c, BTreeMap::new()));
+                e.0 += c.samples;
+                e.2.entry(&m.site.location).or_insert((0, &m.site)).0 += c.samples;
+            }
+        }
+    }
+    let (_, (samples, caller, via)) = lines.into_iter().max_by_key(|(_, e)| e.0)?;
+    let (_, (_, via)) = via.into_iter().max_by_key(|(_, v)| v.0)?;
+    let mut via = via.clone();
+    via.paths = None;
+    Some(AppLine {
+        file: caller.file.clone(),
+        line: caller.line,
+        location: caller.location.clone(),
+        samples,
+        of,
+        via,
+    })
 }
 
 #[cfg(test)]

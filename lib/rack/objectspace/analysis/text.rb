@@ -142,7 +142,7 @@ module Rack
           else
             rows = findings.each_with_index.map do |f, i|
               [i + 1, format("%.2f", f["per_request"]), bytes(f["bytes_per_request"]), num(f["count"]),
-               bytes(f["memsize"]), f["sites"].size, "#{location(f['headline'])} #{f['headline']['type']}",
+               bytes(f["memsize"]), f["sites"].size, leak_cell(f),
                endpoints(f["allocated_by"], 2)]
             end
             out << table(["#", "objects/req", "bytes/req", "live", "memsize", "sites", "leak (the app's line first)",
@@ -155,13 +155,26 @@ module Rack
           out << footer(r, processes)
         end
 
+        # The summary table's leak: the app's line behind a library's sites
+        # when the census sampled it, else the headline site.
+        def leak_cell(f)
+          line = f["app_line"]
+          return "#{location(f['headline'])} #{f['headline']['type']}" unless line
+
+          "#{short_path(line['file'])}:#{line['line']} (calls #{line['via']['gem'] || 'a library'})"
+        end
+
         # One finding: its headline, its holder, its processes and its sites.
         def finding(f, rank, nprocesses, width)
           head = f["headline"]
           more = f["sites"].size - 1
           out = +"\n##{rank} #{location(head)} #{head['type']}#{head['class'] ? " (#{head['class']})" : ''}"
-          out << (head["gem"] == "app" ? ", the app's line" : "")
+          out << (head["gem"] == "app" && !f["app_line"] ? ", the app's line" : "")
           out << (more.positive? ? ", and #{more} more site(s) growing with it" : "") << "\n"
+          if (line = f["app_line"])
+            out << "   the app's line: #{short_path(line['file'])}:#{line['line']}, #{num(line['samples'])} of " \
+                   "#{num(line['of'])} sampled allocations (calls #{location(line['via'])})\n"
+          end
           out << wrapped("   held by ", leak_holder_label(f["holder"]).split(/(?= in )/, 2), width) if f["holder"]
           out << "   allocated by #{endpoints(f['allocated_by'], 6)}\n" if f["allocated_by"].size > 2
           if nprocesses > 1 || f["processes"].size > 1
