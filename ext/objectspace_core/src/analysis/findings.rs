@@ -613,11 +613,18 @@ fn finding<'a>(
     }
 }
 
+/// One app line's samples, its caller record, and its samples by the member
+/// site it led to.
+type LineSamples<'a> = (
+    u64,
+    &'a super::leaks::Caller,
+    BTreeMap<&'a str, (u64, &'a Site)>,
+);
+
 /// The app line with the most samples over the members' `called_from`, and
 /// the member it led to most.
 fn app_line(sites: &[&Across]) -> Option<AppLine> {
-    let mut lines: BTreeMap<&str, (u64, &super::leaks::Caller, BTreeMap<&str, (u64, &Site)>)> =
-        BTreeMap::new();
+    let mut lines: BTreeMap<&str, LineSamples> = BTreeMap::new();
     let mut of = 0;
     for a in sites {
         for m in &a.members {
