@@ -142,7 +142,7 @@ RSpec.describe "leaks: one leak, one finding",
   end
 
   it "fits the HTML page to a 1,400 px window" do
-    skip "chromium is not installed (apt-get install -y chromium)" unless chromium
+    skip_outside_ci "chromium is not installed (apt-get install -y chromium, or bin/setup)" unless chromium
 
     serve(@dir, { every: 300 }, 600)
     serve(@dir, { every: nil }, 600)
