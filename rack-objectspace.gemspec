@@ -15,7 +15,6 @@ Gem::Specification.new do |spec|
   source = "https://github.com/rack-objectspace/rack-objectspace"
   spec.homepage = source
   spec.metadata = {
-    "homepage_uri" => source,
     "source_code_uri" => source,
     "changelog_uri" => "#{source}/blob/main/CHANGELOG.md"
   }
