@@ -5,16 +5,16 @@ require "rack/objectspace/analysis"
 require "rack/objectspace/analysis/text"
 
 # Leaks a library allocates and the app causes: the census names the app's line
-# that leads there (spec/fixtures/subscriber_app.rb), from the stacks it samples
-# at library sites whose count keeps rising.
+# that leads there (spec/fixtures/notifications_app.rb, spec/fixtures/set_app.rb),
+# from the stacks it samples at library sites whose count keeps rising.
 RSpec.describe "The app's line behind a library's leak" do
   include_context "a temporary folder"
 
-  let(:app) { File.expand_path("../fixtures/subscriber_app.rb", __dir__) }
+  def fixture(name) = File.expand_path("../fixtures/#{name}", __dir__)
 
-  # The report's sites in `library` (a path fragment), after 600 requests of `kind`.
-  def library_sites(kind, library)
-    _, err, status = Open3.capture3(RbConfig.ruby, app, @dir, "600", kind)
+  # The report's sites in `library` (a path fragment), after running `app` with `args`.
+  def library_sites(app, args, library)
+    _, err, status = Open3.capture3(RbConfig.ruby, app, @dir, *args)
     expect(status).to be_success, err
     report = Rack::Objectspace::Analysis.leaks("file://#{@dir}", top: 0)
     sites = report["sites"].select { |s| s["file"].include?(library) }
@@ -25,8 +25,9 @@ RSpec.describe "The app's line behind a library's leak" do
     [report, sites]
   end
 
-  def expect_the_apps_line(sites, kind)
-    line = File.readlines(app).index { |l| l.include?("# the app's line") && l.include?(kind) } + 1
+  # Every site names `app`'s line that holds `call` as its first caller.
+  def expect_the_apps_line(sites, app, call)
+    line = File.readlines(app).index { |l| l.include?(call) } + 1
     sites.each do |site|
       callers = site["called_from"] || []
       expect(callers.first&.fetch("location")).to eq("#{app}:#{line}"), "#{site['location']} #{site['type']}: #{callers}"
@@ -36,8 +37,9 @@ RSpec.describe "The app's line behind a library's leak" do
 
   it "names the subscribe call for the subscriber activesupport allocates, census only",
      debian_ruby_only: "activesupport is Debian's, for Ruby 3.1" do
-    report, sites = library_sites("subscriber", "/active_support/")
-    expect_the_apps_line(sites, "subscribe")
+    app = fixture("notifications_app.rb")
+    report, sites = library_sites(app, ['{"every":null}', "600"], "/active_support/")
+    expect_the_apps_line(sites, app, "Notifications.subscribe(")
     # One finding, and it names the app's line first.
     expect(report["findings"].size).to eq(1)
     expect(report["findings"].first["app_line"]).to include("location" => sites.first["called_from"].first["location"])
@@ -49,7 +51,8 @@ RSpec.describe "The app's line behind a library's leak" do
   end
 
   it "names the line that keeps a Set for the Hash Ruby's set.rb allocates" do
-    _, sites = library_sites("set", "set.rb")
-    expect_the_apps_line(sites, "Set.new")
+    app = fixture("set_app.rb")
+    _, sites = library_sites(app, ["600"], "set.rb")
+    expect_the_apps_line(sites, app, "Set.new(")
   end
 end
