@@ -102,10 +102,6 @@ impl Callers {
         }
         out
     }
-
-    pub fn clear(&mut self) {
-        *self = Callers::default();
-    }
 }
 
 #[cfg(test)]

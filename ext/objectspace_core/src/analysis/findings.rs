@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use super::leaks::{Endpoint, LeakSite};
+use super::leaks::{Caller, Endpoint, LeakSite};
 use super::paths::Step;
 use super::report::Site;
 
@@ -78,12 +78,10 @@ pub struct Finding {
 /// The app's line behind a finding's library sites.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppLine {
-    pub file: String,
-    pub line: u32,
-    /// `file:line`.
-    pub location: String,
-    /// Sampled allocations at the member sites whose first app frame it was.
-    pub samples: u64,
+    /// The line, with the sampled allocations at the member sites whose
+    /// first app frame it was.
+    #[serde(flatten)]
+    pub caller: Caller,
     /// Samples at the member sites in all.
     pub of: u64,
     /// The member site it led to most.
@@ -615,11 +613,7 @@ fn finding<'a>(
 
 /// One app line's samples, its caller record, and its samples by the member
 /// site it led to.
-type LineSamples<'a> = (
-    u64,
-    &'a super::leaks::Caller,
-    BTreeMap<&'a str, (u64, &'a Site)>,
-);
+type LineSamples<'a> = (u64, &'a Caller, BTreeMap<&'a str, (u64, &'a Site)>);
 
 /// The app line with the most samples over the members' `called_from`, and
 /// the member it led to most.
@@ -643,10 +637,10 @@ fn app_line(sites: &[&Across]) -> Option<AppLine> {
     let mut via = via.clone();
     via.paths = None;
     Some(AppLine {
-        file: caller.file.clone(),
-        line: caller.line,
-        location: caller.location.clone(),
-        samples,
+        caller: Caller {
+            samples,
+            ..caller.clone()
+        },
         of,
         via,
     })
