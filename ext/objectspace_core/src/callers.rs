@@ -8,6 +8,13 @@
 //! then one allocation in [`SAMPLE_EVERY`] there has its frames read (the
 //! glue's `rb_profile_frames`), at most [`SAMPLES_PER_GC`] in all between two
 //! GCs. A site stops being sampled when its count falls.
+//!
+//! What counts is the sampled objects still alive: a library site that grows
+//! is also reached from lines whose objects die (a query parsed for one
+//! request and dropped), and those would outnumber the leaking line if
+//! allocations were counted. Each sample remembers its object; after every
+//! GC the samples whose objects were freed are counted out
+//! ([`Callers::prune`]), at most [`MAX_SAMPLES`] kept.
 
 use rustc_hash::FxHashMap;
 
@@ -23,6 +30,8 @@ pub const MAX_CALLERS: usize = 50_000;
 pub const CALLERS_PER_SITE: usize = 5;
 /// Frames read per sample, innermost first.
 pub const MAX_FRAMES: usize = 96;
+/// Most sampled objects followed at once (16 bytes each).
+pub const MAX_SAMPLES: usize = 1 << 16;
 
 /// Whether a file is a library's rather than the app's: a gem's (any
 /// `.../gems/<name>-<version>/`), Debian's or a site's Ruby libraries,
@@ -45,10 +54,24 @@ pub fn is_library(path: &[u8]) -> bool {
             .any(|part| memchr::memmem::find(path, part).is_some())
 }
 
-/// Samples per (site, path id, line): the first app frame of each.
+/// One sampled object: where it is, its site and request (to tell it from a
+/// later object in the same slot), and its caller (an index into `keys`).
+#[derive(Clone, Copy)]
+struct Sample {
+    address: u64,
+    site: u32,
+    request: u32,
+    caller: u32,
+}
+
+/// Live sampled objects per (site, path id, line): the first app frame of each.
 #[derive(Default)]
 pub struct Callers {
     counts: FxHashMap<(u32, u32, u32), u64>,
+    /// (site, path id, line) of each caller index.
+    keys: Vec<(u32, u32, u32)>,
+    index: FxHashMap<(u32, u32, u32), u32>,
+    samples: Vec<Sample>,
     /// Samples taken since the last GC.
     taken: u32,
 }
@@ -57,7 +80,7 @@ impl Callers {
     /// A sample is due at a sampled site: take it if the budget allows.
     #[inline]
     pub fn take(&mut self) -> bool {
-        if self.taken >= SAMPLES_PER_GC {
+        if self.taken >= SAMPLES_PER_GC || self.samples.len() >= MAX_SAMPLES {
             return false;
         }
         self.taken += 1;
@@ -69,14 +92,45 @@ impl Callers {
         self.taken = 0;
     }
 
-    /// One sample at `site`: its first app frame was `path`:`line`.
-    pub fn add(&mut self, site: u32, path: u32, line: u32) {
+    /// One sample: the object at `address`, allocated at `site` by
+    /// `request`; its first app frame was `path`:`line`.
+    pub fn add(&mut self, address: u64, site: u32, request: u32, path: u32, line: u32) {
         let key = (site, path, line);
-        if let Some(n) = self.counts.get_mut(&key) {
-            *n += 1;
-        } else if self.counts.len() < MAX_CALLERS {
-            self.counts.insert(key, 1);
-        }
+        let caller = match self.index.get(&key) {
+            Some(&i) => i,
+            None if self.keys.len() < MAX_CALLERS => {
+                self.keys.push(key);
+                self.index.insert(key, self.keys.len() as u32 - 1);
+                self.keys.len() as u32 - 1
+            }
+            None => return,
+        };
+        *self.counts.entry(key).or_insert(0) += 1;
+        self.samples.push(Sample {
+            address,
+            site,
+            request,
+            caller,
+        });
+    }
+
+    /// After a GC: count out the samples whose objects are gone
+    /// (`alive(address, site, request)` is false). O(samples).
+    pub fn prune(&mut self, alive: impl Fn(u64, u32, u32) -> bool) {
+        let (keys, counts) = (&self.keys, &mut self.counts);
+        self.samples.retain(|s| {
+            let keep = alive(s.address, s.site, s.request);
+            if !keep {
+                let key = keys[s.caller as usize];
+                if let Some(n) = counts.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(&key);
+                    }
+                }
+            }
+            keep
+        });
     }
 
     /// Each sampled site's callers as `(site, path id, line, samples)`,
@@ -138,15 +192,34 @@ mod tests {
         c.gc();
         assert!(c.take());
         for _ in 0..3 {
-            c.add(7, 2, 8);
+            c.add(0x28, 7, 1, 2, 8);
         }
-        c.add(7, 2, 9);
+        c.add(0x50, 7, 1, 2, 9);
         for line in 0..10 {
-            c.add(9, 3, line);
+            c.add(0x78, 9, 1, 3, line);
         }
         let top = c.top();
         assert_eq!(top[0], (7, 2, 8, 3));
         assert_eq!(top[1], (7, 2, 9, 1));
         assert_eq!(top.iter().filter(|t| t.0 == 9).count(), CALLERS_PER_SITE);
+    }
+
+    #[test]
+    fn callers_count_the_sampled_objects_still_alive() {
+        let mut c = Callers::default();
+        // A leaking line (its objects stay) and a line whose objects die
+        // sample the same site; the dying one takes more samples.
+        for i in 0..3u64 {
+            c.add(0x1000 + 40 * i, 7, 1, 2, 38);
+        }
+        for i in 0..5u64 {
+            c.add(0x2000 + 40 * i, 7, 2, 2, 23);
+        }
+        assert_eq!(c.top()[0], (7, 2, 23, 5));
+        c.prune(|address, _, _| address < 0x2000);
+        assert_eq!(c.top(), vec![(7, 2, 38, 3)]);
+        // A slot reused by another request's object is not the sampled one.
+        c.prune(|address, _, request| address != 0x1000 || request != 1);
+        assert_eq!(c.top(), vec![(7, 2, 38, 2)]);
     }
 }

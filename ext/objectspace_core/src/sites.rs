@@ -50,6 +50,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use crate::callers::{is_library, Callers, RISES_TO_SAMPLE, SAMPLE_EVERY};
+
+/// GCs at which a site's count must have risen (with no fall between them)
+/// before the census calls its next rise growth (see
+/// [`SiteTable::growth_gcs`]). Counted at every GC: major GCs can be hours
+/// apart in a small heap.
+pub const GROWING_RISES: u8 = 8;
 use rustc_hash::FxHashMap;
 
 /// Smallest distance between two Ruby objects (sizeof(RVALUE) on 64-bit).
@@ -326,6 +332,8 @@ impl Chunk {
 /// The table. Not thread-safe by itself: share it as [`SharedSites`].
 #[derive(Default)]
 pub struct SiteTable {
+    /// xorshift64 state for the gaps between caller samples ([`sample_gap`]).
+    rng: u64,
     chunk_index: FxHashMap<u64, u32>,
     chunks: Vec<Chunk>,
     last_chunk: Option<(u64, u32)>,
@@ -360,6 +368,9 @@ pub struct SiteTable {
     swept_gc: u64,
     /// Whether the last sweep reconciled ended a major GC (see `set_swept_major`).
     swept_major: bool,
+    /// GCs at which a site that had risen at [`GROWING_RISES`] GCs without
+    /// falling rose again (see [`SiteTable::growth_gcs`]).
+    growth_gcs: u64,
     reconciles: u64,
     /// Heap slots read by reconciliations.
     slots_read: u64,
@@ -400,10 +411,27 @@ pub struct SiteStats {
     pub slots_read: u64,
     /// Recorded objects followed to a new address by GC compaction.
     pub moved: u64,
+    /// GCs at which the census saw growth ([`SiteTable::growth_gcs`]).
+    pub growth_gcs: u64,
     /// Which caps were reached.
     pub site_cap: bool,
     pub file_cap: bool,
     pub byte_cap: bool,
+}
+
+/// Allocations until the next caller sample at a sampled site: uniform in
+/// 1..=2*SAMPLE_EVERY-1 (mean [`SAMPLE_EVERY`]). A fixed gap aliases with
+/// a periodic request mix (two requests allocating here in turn, one sample
+/// in every 4 allocations: always the same request's) and samples one caller
+/// only; a random one samples each in proportion to its allocations.
+fn sample_gap(state: &mut u64) -> u32 {
+    if *state == 0 {
+        *state = 0x9E37_79B9_7F4A_7C15;
+    }
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    1 + (*state % u64::from(2 * SAMPLE_EVERY - 1)) as u32
 }
 
 /// The process's table, shared between the allocation hook and dump pipelines.
@@ -569,20 +597,31 @@ impl SiteTable {
         if s.countdown > 0 {
             return None;
         }
-        s.countdown = SAMPLE_EVERY;
+        s.countdown = sample_gap(&mut self.rng);
         self.callers.take().then_some(site)
     }
 
     /// One sample of the stack that allocated at `site` (from
     /// [`Self::record_at`]): the first frame in the app's own code was
     /// `file`:`line`. Never allocates Ruby objects.
-    pub fn add_caller(&mut self, site: u32, file: &[u8], line: u32) {
+    pub fn add_caller(&mut self, address: u64, site: u32, file: &[u8], line: u32) {
         let path = match self.by_bytes.get(file) {
             Some(&path) => path,
             None if self.raw_paths.len() < MAX_FILES => self.intern(file),
             None => return,
         };
-        self.callers.add(site, path, line);
+        let Some(entry) = self.entry(address) else {
+            return;
+        };
+        let request = entry.request;
+        self.callers.add(address, site, request, path, line);
+    }
+
+    /// The entry recorded for `address`, if its chunk exists.
+    fn entry(&self, address: u64) -> Option<&Entry> {
+        let (chunk, slot) = Self::split(address);
+        let index = *self.chunk_index.get(&chunk)?;
+        Some(&self.chunks[index as usize].entries[slot])
     }
 
     /// The sampled sites' app lines as `(site, JSON-escaped file, line,
@@ -850,6 +889,7 @@ impl SiteTable {
         } else {
             self.request
         };
+        let mut growing = false;
         for (i, s) in self.sites.iter_mut().enumerate() {
             let young = if self.in_gc && s.epoch == epoch {
                 s.young
@@ -870,6 +910,7 @@ impl SiteTable {
                 // A library site that keeps rising: sample who calls it.
                 if survivors > s.at_gc {
                     s.rises = s.rises.saturating_add(1);
+                    growing |= s.rises > GROWING_RISES;
                     if s.rises >= RISES_TO_SAMPLE
                         && s.countdown == 0
                         && s.path > NO_FILE
@@ -889,10 +930,19 @@ impl SiteTable {
                 }
             }
         }
+        self.growth_gcs += u64::from(growing);
         self.in_gc = false;
         self.sweeps += 1;
         self.swept_gc = gc_count;
         self.callers.gc();
+        let (chunk_index, chunks) = (&self.chunk_index, &self.chunks);
+        self.callers.prune(|address, site, request| {
+            let (chunk, slot) = Self::split(address);
+            chunk_index.get(&chunk).is_some_and(|&i| {
+                let e = &chunks[i as usize].entries[slot];
+                e.site == site && e.request == request
+            })
+        });
     }
 
     /// Whether the GC of the last [`Self::end_sweep`] was major (its marking
@@ -906,6 +956,14 @@ impl SiteTable {
     /// See [`Self::set_swept_major`].
     pub fn swept_major(&self) -> bool {
         self.swept_major
+    }
+
+    /// GCs at which the census saw growth: some site's count rose, for at
+    /// least the [`GROWING_RISES`]th GC without falling. A leak keeps adding
+    /// to it; a cache that filled stops. The middleware's `auto_dump:` takes
+    /// the dump that shows what holds it when this goes up.
+    pub fn growth_gcs(&self) -> u64 {
+        self.growth_gcs
     }
 
     /// The request sequence number recorded with objects allocated from now on.
@@ -1112,6 +1170,7 @@ impl SiteTable {
             reconciles: self.reconciles,
             slots_read: self.slots_read,
             moved: self.moved,
+            growth_gcs: self.growth_gcs,
             site_cap: self.site_cap,
             file_cap: self.file_cap,
             byte_cap: self.byte_cap,
@@ -1728,16 +1787,22 @@ mod tests {
                 for (key, file) in [(1usize, lib), (2, app)] {
                     if let Some(site) = t.record_at(address, Some((key, || file)), 9, 5, gc, 0) {
                         asked.push((gc, site));
-                        t.add_caller(site, b"/srv/app/app/controllers/reports_controller.rb", 8);
+                        t.add_caller(
+                            address,
+                            site,
+                            b"/srv/app/app/controllers/reports_controller.rb",
+                            8,
+                        );
                     }
                     address += 40;
                 }
             }
             t.end_sweep(gc);
         }
-        // Rising at the first 3 GCs: sampled from then on, 1 in SAMPLE_EVERY.
+        // Rising at the first 3 GCs: sampled from then on, 1 in SAMPLE_EVERY
+        // on average (24 allocations: 6 expected).
         assert_eq!(asked.first().map(|a| a.0), Some(4));
-        assert_eq!(asked.len(), 3 * 8 / SAMPLE_EVERY as usize);
+        assert!((3..=12).contains(&asked.len()), "{}", asked.len());
         assert!(asked.iter().all(|a| a.1 == asked[0].1));
         assert_eq!(
             t.callers(),
@@ -1756,6 +1821,61 @@ mod tests {
         let more =
             (0..16).filter_map(|i| t.record_at(address + 80 * i, Some((1, || lib)), 9, 5, 8, 0));
         assert_eq!(more.count(), 0);
+    }
+
+    #[test]
+    fn caller_samples_are_spread_over_callers_that_take_turns() {
+        // Two requests allocate here in turn (a fixed gap of 4 would sample
+        // the same one every time): both are sampled, about as often.
+        let mut t = SiteTable::default();
+        let file: &[u8] = b"/usr/lib/ruby/3.1.0/uri/common.rb";
+        let mut address = 0x28u64;
+        let mut by = [0u32; 2];
+        for gc in 1..=200u64 {
+            for samples in &mut by {
+                if let Some(site) = t.record_at(address, Some((1, || file)), 342, 5, gc, 0) {
+                    assert_eq!(site, 1);
+                    *samples += 1;
+                }
+                address += 40;
+            }
+            t.end_sweep(gc);
+        }
+        let all = by[0] + by[1];
+        assert!(all > 50, "{by:?}");
+        assert!(by.iter().all(|&n| n * 3 > all), "{by:?}");
+    }
+
+    #[test]
+    fn growth_is_a_rise_after_enough_rises_a_filled_cache_stops_it_a_fall_starts_over() {
+        let mut t = SiteTable::default();
+        let file: &[u8] = b"/srv/app/app/models/leak.rb";
+        let mut address = 0x28u64;
+        let mut seen = Vec::new();
+        let rises = u64::from(GROWING_RISES);
+        // Rises at GCs 1..=rises+2, flat for two (a leak hit now and then keeps
+        // its streak but adds no growth), then one falls.
+        for gc in 1..=rises + 5 {
+            if gc <= rises + 2 {
+                t.record_at(address, Some((1, || file)), 9, 5, gc, 0);
+                address += 40;
+            } else if gc == rises + 5 {
+                t.free(0x28);
+            }
+            t.end_sweep(gc);
+            seen.push(t.growth_gcs());
+        }
+        let mut expected = vec![0; GROWING_RISES as usize];
+        expected.extend([1, 2, 2, 2, 2]);
+        assert_eq!(seen, expected);
+        assert_eq!(t.stats().growth_gcs, 2);
+        // After the fall it takes as many rises again.
+        for gc in rises + 6..=2 * rises + 6 {
+            t.record_at(address, Some((1, || file)), 9, 5, gc, 0);
+            address += 40;
+            t.end_sweep(gc);
+        }
+        assert_eq!(t.growth_gcs(), 3);
     }
 
     #[test]

@@ -137,6 +137,12 @@ fn reset() {
     c.reset(&mut t);
 }
 
+/// `Census.growth_gcs`: major GCs at which the census saw a site grow
+/// (`SiteTable::note_major`); the middleware's `auto_dump:` watches it.
+fn growth_gcs() -> u64 {
+    sites::global().lock().growth_gcs()
+}
+
 /// `Census.pending`: points waiting for a batch.
 fn pending() -> usize {
     census::global().lock().pending()
@@ -427,6 +433,7 @@ pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
     m.define_module_function("claim", function!(claim, 2))?;
     m.define_module_function("reset", function!(reset, 0))?;
     m.define_module_function("pending", function!(pending, 0))?;
+    m.define_module_function("growth_gcs", function!(growth_gcs, 0))?;
     m.define_module_function("walk", function!(walk, 0))?;
     m.define_module_function("finish_sweep", function!(finish_sweep, 0))?;
     m.define_module_function("take_batch", function!(take_batch, 2))?;

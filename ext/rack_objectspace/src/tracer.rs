@@ -85,7 +85,7 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
         let request = THREAD_REQUEST.get();
         let mut table = sites::global().lock();
         if let Some(site) = table.record_at(object as u64, file, line, ty, generation, request) {
-            sample_caller(&mut table, site);
+            sample_caller(&mut table, object as u64, site);
         }
     }
 }
@@ -97,7 +97,7 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
 ///
 /// # Safety
 /// From `on_newobj`, with the GVL.
-unsafe fn sample_caller(table: &mut sites::SiteTable, site: u32) {
+unsafe fn sample_caller(table: &mut sites::SiteTable, object: u64, site: u32) {
     const MAX: usize = objectspace_core::callers::MAX_FRAMES;
     let mut frames = [0 as VALUE; MAX];
     let mut lines = [0 as c_int; MAX];
@@ -114,7 +114,7 @@ unsafe fn sample_caller(table: &mut sites::SiteTable, site: u32) {
             continue;
         };
         if !objectspace_core::callers::is_library(bytes) {
-            table.add_caller(site, bytes, line.max(0) as u32);
+            table.add_caller(object, site, bytes, line.max(0) as u32);
             return;
         }
     }
@@ -597,6 +597,7 @@ fn stats(ruby: &Ruby) -> RbResult<RHash> {
             ("full_reconciles", FULL_RECONCILES.load(Ordering::Relaxed)),
             ("slots_read", s.slots_read),
             ("moved", s.moved),
+            ("growth_gcs", s.growth_gcs),
         ],
     )?;
     hash.aset(

@@ -78,7 +78,7 @@ pub struct Finding {
 /// The app's line behind a finding's library sites.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppLine {
-    /// The line, with the sampled allocations at the member sites whose
+    /// The line, with the sampled live objects at the member sites whose
     /// first app frame it was.
     #[serde(flatten)]
     pub caller: Caller,

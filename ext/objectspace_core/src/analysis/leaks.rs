@@ -442,7 +442,7 @@ pub struct LeakSite {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub census_steps: Option<Vec<(u64, u64)>>,
     /// From the census only, for a site in a gem or Ruby's library: the first
-    /// frames in the app's own code of sampled allocations there, most
+    /// frames in the app's own code of sampled objects there still alive, most
     /// samples first (see [`crate::callers`]): the line to change.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub called_from: Vec<Caller>,
@@ -456,7 +456,7 @@ pub struct Caller {
     pub line: u32,
     /// `file:line`.
     pub location: String,
-    /// Sampled allocations at the site whose first app frame was this line.
+    /// Sampled objects of the site still alive whose first app frame was this line.
     pub samples: u64,
 }
 

@@ -173,7 +173,7 @@ module Rack
           out << (more.positive? ? ", and #{more} more site(s) growing with it" : "") << "\n"
           if (line = f["app_line"])
             out << "   the app's line: #{short_path(line['file'])}:#{line['line']}, #{num(line['samples'])} of " \
-                   "#{num(line['of'])} sampled allocations (calls #{location(line['via'])})\n"
+                   "#{num(line['of'])} sampled live objects (calls #{location(line['via'])})\n"
           end
           out << wrapped("   held by ", leak_holder_label(f["holder"]).split(/(?= in )/, 2), width) if f["holder"]
           out << "   allocated by #{endpoints(f['allocated_by'], 6)}\n" if f["allocated_by"].size > 2
