@@ -105,6 +105,7 @@ end
 # (census: false; a token, so that every: nil is allowed), census on. Dumps off.
 def puma_configs(store, heap)
   common = { "RACK_OBJECTSPACE_STORE" => "file://#{store}", "RACK_OBJECTSPACE_EVERY" => "never",
+             "RACK_OBJECTSPACE_AUTO_DUMP" => "false",
              "APP_HEAP_OBJECTS" => heap.to_s }
   {
     "none" => { "OBJECTSPACE_OFF" => "1", "APP_HEAP_OBJECTS" => heap.to_s },

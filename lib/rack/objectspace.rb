@@ -51,16 +51,24 @@ module Rack
       # The request's number in this process: the census's when it is on (the
       # tracer stamps each object with it, "request": N in dumps), else ours.
       served = @census ? @census.request(env) : @lock.synchronize { @served += 1 }
-      return @app.call(env) unless dump?(env)
+      trigger = dump?(env)
+      return @app.call(env) unless trigger
 
       request = {
         method: utf8(env["REQUEST_METHOD"], 16),
         path: request_path(env),
         started_at_ms: (Time.now.to_f * 1000).to_i,
         gc_generation: GC.count,
-        requests: served
+        requests: served,
+        trigger: trigger
       }
-      @dumper.begin_request(request[:gc_generation])
+      # What the census asks for is a full dump: paths need the old objects
+      # that hold the new ones, whatever `dump:` says.
+      if trigger == :census
+        request[:dump] = :full
+      else
+        @dumper.begin_request(request[:gc_generation])
+      end
       started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       status, headers, body = @app.call(env)
       request[:status] = status.to_i
@@ -126,15 +134,17 @@ module Rack
       @census ? stats.merge(census: @census.stats) : stats
     end
 
+    # Why this request is dumped (:token, :census, :every), or nil.
     def dump?(env)
       triggered = trigger(env)
-      return triggered unless triggered.nil?
-      return false if @config.every.nil?
-      return false if @config.paths && !path_matches?(env["PATH_INFO"].to_s)
-      return false if @config.filter && !@config.filter.call(env)
+      return triggered && :token unless triggered.nil?
+      return :census if @census&.dump_due?
+      return nil if @config.every.nil?
+      return nil if @config.paths && !path_matches?(env["PATH_INFO"].to_s)
+      return nil if @config.filter && !@config.filter.call(env)
 
       n = @lock.synchronize { @requests += 1 }
-      ((n - 1) % @config.every).zero?
+      :every if ((n - 1) % @config.every).zero?
     end
 
     # true: a valid token asked for a dump; false: a token was sent but is wrong;

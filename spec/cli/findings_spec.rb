@@ -34,7 +34,7 @@ RSpec.describe "leaks: one leak, one finding",
   end
 
   it "reports the sites of a census-only session that grow together as one finding, the per-site view one flag away" do
-    serve(@dir, { every: nil }, 600)
+    serve(@dir, { every: nil, auto_dump: false }, 600)
     report = leaks_json(@dir)
     sites = report["sites"]
     # The subscriber, its Proc and the env with its parts: several sites, one pace.
@@ -67,6 +67,19 @@ RSpec.describe "leaks: one leak, one finding",
     per_site = leaks_text(@dir, "--sites")
     expect(per_site.lines.first).to start_with("Leaks in #{@dir}: #{sites.size} growing site(s) (")
     expect(per_site.lines.grep(/\A\s+\d+\s+\d+\.\d\d\s/).size).to eq(sites.size)
+  end
+
+  it "says what holds the leak on the defaults, with no dump by count: the census asks for one" do
+    stats = serve(@dir, {}, 600)
+    # One dump, when the census first saw a site keep growing; the next would be 600 s later.
+    expect(stats).to include("dumped" => 1, "stored" => 1, "dropped" => 0)
+    report = leaks_json(@dir)
+    expect(report["findings"].size).to eq(1), report["findings"].map { |f| f["headline"]["location"] }.inspect
+    holder = report["findings"].first["holder"]
+    expect(holder).not_to be_nil, report["warnings"].inspect
+    expect(holder["within"]).to include("type" => "MODULE", "name" => "ActiveSupport::Notifications")
+    meta = Dir.glob("#{@dir}/**/*.meta.json").map { |f| JSON.parse(File.read(f)) }
+    expect(meta.map { |m| m.values_at("trigger", "dump") }).to eq([%w[census full]])
   end
 
   it "names the holder that matters and each distinct path once, when a dump says what holds the leak" do
@@ -119,8 +132,8 @@ RSpec.describe "leaks: one leak, one finding",
   end
 
   it "counts a site growing in several processes once, with each process's figures beside it" do
-    serve(@dir, { every: nil }, 600)
-    serve(@dir, { every: nil }, 600)
+    serve(@dir, { every: nil, auto_dump: false }, 600)
+    serve(@dir, { every: nil, auto_dump: false }, 600)
     report = leaks_json(@dir, "--top", "0")
     pids = report["processes"].map { |p| p["pid"] }
     expect(pids.size).to eq(2)

@@ -130,7 +130,7 @@ RSpec.describe "Rack::Objectspace in a Rails app", :slow,
       dir = Dir.mktmpdir("objectspace-railtie-env-")
       rails = boot_rails("OBJECTSPACE_WIRING" => "railtie-env", "OBJECTSPACE_STATIC" => "off",
                          "RACK_OBJECTSPACE_ENABLED" => "1", "RACK_OBJECTSPACE_STORE" => "file://#{dir}",
-                         "RACK_OBJECTSPACE_MODE" => "inline")
+                         "RACK_OBJECTSPACE_MODE" => "inline", "RACK_OBJECTSPACE_EVERY" => "1")
       expect_file_dumps(dir, rails, exercise(rails.port, static: false))
       expect(events(rails.log, "started").first).to include("mode=inline")
     ensure

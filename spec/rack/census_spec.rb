@@ -171,7 +171,9 @@ RSpec.describe "Rack::Objectspace census" do
 
   describe "leaks from the census" do
     # In a fresh process, as a server would be (no state from other specs).
-    [{}, { every: nil }].each do |options|
+    # Defaults (the census asks for a dump: auto_dump), a dump after every
+    # request (most dropped by max_children: 2), and the census alone.
+    [{}, { every: 1 }, { auto_dump: false }].each do |options|
       it "ranks the leaking line first and leaves the bounded cache out, after a burst of 300 (#{options.inspect})" do
         script = File.expand_path("../fixtures/census_app.rb", __dir__)
         out = IO.popen([RbConfig.ruby, script, dir, JSON.generate(options), "300"], &:read)
@@ -193,8 +195,17 @@ RSpec.describe "Rack::Objectspace census" do
         # The header says what was read: the census, and a dump only where one
         # was read (for what holds the leak).
         text = Rack::Objectspace::Analysis::Text.render(report)
-        read = options.empty? ? "census of 300 requests, 1 dump(s) read for what holds them)" : "census of 300 requests)"
+        # The newest dump of each process is the one read.
+        read = options[:auto_dump] == false ? "census of 300 requests)" : "census of 300 requests, 1 dump(s) read for what holds them)"
         expect(text.lines.first).to end_with("(1 process(es), #{read}\n")
+        expect(stats[:dumped]).to eq(0) if options[:auto_dump] == false
+        if options.empty?
+          # The census asked early (a site risen at 8 GCs), and once: the next may come 600 s later.
+          expect(stats).to include(dumped: 1, stored: 1, dropped: 0)
+          path = report["sites"].first["held_by"].first
+          expect(path.map { |step| step["name"] }).to include("CensusApp")
+          expect(path.last).to include("type" => "STRING", "line" => CensusApp::LEAK_LINE)
+        end
         # How many GCs it saw is the process's line, not a warning: nothing went wrong.
         expect(report["warnings"]).to eq([])
         gcs = report["processes"].first["census_gcs"]

@@ -12,7 +12,7 @@ RSpec.describe "Rack::Objectspace's life in a process" do
   it "costs a process that never serves nothing: the tracer starts with the first request" do
     Rack::Objectspace::Native::Tracer.stop
     Dir.mktmpdir("lazy-") do |dir|
-      middleware = Rack::Objectspace.new(app, store: "file://#{dir}", mode: :inline, dump: :full, trace: :native,
+      middleware = Rack::Objectspace.new(app, store: "file://#{dir}", mode: :inline, dump: :full, trace: :native, every: 1,
                                               logger: quiet_logger)
       expect(Rack::Objectspace::Native::Tracer.enabled?).to be(false)
       expect(Rack::Objectspace::Native::Tracer.stats[:recorded]).to eq(0)

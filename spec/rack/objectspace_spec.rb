@@ -174,7 +174,7 @@ RSpec.describe Rack::Objectspace do
 
     it "writes into the memory:// store of this process in both modes" do
       %i[inline fork].each do |mode|
-        middleware = described_class.new(LEAKY_APP, store: "memory://spec-#{mode}", mode: mode, logger: quiet_logger)
+        middleware = described_class.new(LEAKY_APP, store: "memory://spec-#{mode}", mode: mode, every: 1, logger: quiet_logger)
         Rack::MockRequest.new(middleware).get("/m")
         expect(middleware.flush(30)).to include(stored: 1, failed: 0)
       end
@@ -183,7 +183,7 @@ RSpec.describe Rack::Objectspace do
     it "writes one record per object with layout: :object" do
       store = {}
       middleware = described_class.new(LEAKY_APP, store: store, mode: :inline, dump: :retained, layout: :object,
-                                                  logger: quiet_logger)
+                                                  every: 1, logger: quiet_logger)
       Rack::MockRequest.new(middleware).get("/leak")
       middleware.flush(10)
       dump_key = store.keys.find { |k| k.end_with?(".meta.json") }.sub(".meta.json", ".jsonl.gz")
@@ -201,7 +201,7 @@ RSpec.describe Rack::Objectspace do
         KEPT_FOREVER.clear
         store = {}
         middleware = described_class.new(LEAKY_APP, store: store, mode: mode, dump: :retained, trace: trace,
-                                                    logger: quiet_logger)
+                                                    every: 1, logger: quiet_logger)
         request = Rack::MockRequest.new(middleware)
         5.times do |i|
           request.get("/leak/#{i}")
@@ -231,7 +231,7 @@ RSpec.describe Rack::Objectspace do
     it "takes an inline dump into a String first while other threads run, on Ruby < 3.4 (it crashes streaming)" do
       busy = Thread.new { sleep }
       store = {}
-      middleware = described_class.new(LEAKY_APP, store: store, mode: :inline, logger: quiet_logger)
+      middleware = described_class.new(LEAKY_APP, store: store, mode: :inline, every: 1, logger: quiet_logger)
       Rack::MockRequest.new(middleware).get("/threads")
       expect(middleware.flush(10)).to include(stored: 1)
       meta = JSON.parse(store.find { |k, _| k.end_with?(".meta.json") }[1])
@@ -245,7 +245,7 @@ RSpec.describe Rack::Objectspace do
 
     it "in :full dumps, holds the whole heap" do
       store = {}
-      middleware = described_class.new(LEAKY_APP, store: store, mode: :inline, dump: :full, logger: quiet_logger)
+      middleware = described_class.new(LEAKY_APP, store: store, mode: :inline, dump: :full, every: 1, logger: quiet_logger)
       Rack::MockRequest.new(middleware).get("/x")
       middleware.flush(10)
       heap = records(store[store.keys.grep(/jsonl\.gz\z/).first])
@@ -271,7 +271,7 @@ RSpec.describe Rack::Objectspace do
       it "never stores a string value under default options (#{mode}, Hash and file://)" do
         [{}, "#{dir}/#{mode}"].each do |store|
           middleware = described_class.new(SECRET_APP, store: store.is_a?(String) ? "file://#{store}" : store,
-                                                       mode: mode, logger: quiet_logger)
+                                                       mode: mode, every: 1, logger: quiet_logger)
           Rack::MockRequest.new(middleware).get("/login?password=#{SECRET}")
           expect(middleware.flush(30)).to include(stored: 1)
           text = stored_text(store)
@@ -284,7 +284,7 @@ RSpec.describe Rack::Objectspace do
 
     it "stores string values only when redaction is turned off" do
       store = {}
-      middleware = described_class.new(SECRET_APP, store: store, mode: :inline, redact: false, logger: quiet_logger)
+      middleware = described_class.new(SECRET_APP, store: store, mode: :inline, redact: false, every: 1, logger: quiet_logger)
       Rack::MockRequest.new(middleware).get("/")
       middleware.flush(10)
       expect(stored_text(store)).to include(SECRET)
@@ -295,7 +295,7 @@ RSpec.describe Rack::Objectspace do
     ["/../../x", "/..", "/x\0/../../etc", "/#{'a' * 20_000}", "/ünïcødé/☃/..", "//etc/passwd", "/%2e%2e/%2f"].each do |path|
       it "keeps #{path[0, 30].inspect} inside the store with a short key" do
         root = File.join(dir, "store")
-        middleware = described_class.new(LEAKY_APP, store: "file://#{root}", mode: :inline, gc: false, logger: quiet_logger)
+        middleware = described_class.new(LEAKY_APP, store: "file://#{root}", mode: :inline, gc: false, every: 1, logger: quiet_logger)
         env = Rack::MockRequest.env_for("/")
         env["PATH_INFO"] = path.dup.force_encoding(Encoding::BINARY)
         status, _headers, body = middleware.call(env)
@@ -318,7 +318,7 @@ RSpec.describe Rack::Objectspace do
   describe "fork mode" do
     it "leaves no zombies and drops dumps beyond max_children" do
       store = {}
-      middleware = described_class.new(LEAKY_APP, store: store, mode: :fork, max_children: 1, logger: quiet_logger)
+      middleware = described_class.new(LEAKY_APP, store: store, mode: :fork, max_children: 1, every: 1, logger: quiet_logger)
       request = Rack::MockRequest.new(middleware)
       5.times { request.get("/burst") }
       stats = middleware.flush(30)

@@ -30,7 +30,7 @@ RSpec.describe Rack::Objectspace::Options do
 
   it "rejects unknown keywords, naming them and every option it takes" do
     expect { Rack::Objectspace.new(app, store: {}, evry: 2, gzip: 1) }
-      .to raise_error(ArgumentError, /\Aunknown keywords: :evry, :gzip; Rack::Objectspace takes store:, mode:, .*census:\z/)
+      .to raise_error(ArgumentError, /\Aunknown keywords: :evry, :gzip; Rack::Objectspace takes store:, mode:, .*layout:\z/)
   end
 
   # For each option that has a variable: what the variable says and what the
@@ -41,7 +41,8 @@ RSpec.describe Rack::Objectspace::Options do
     mode: ["inline", :inline, "fork", :fork], dump: ["retained", :retained, :full, :full],
     every: ["7", 7, 2, 2], token: ["e" * 16, "e" * 16, "k" * 16, "k" * 16], gc: ["off", false, true, true],
     redact: ["no", false, "yes", true], max_children: ["3", 3, 5, 5], child_timeout: ["1.5", 1.5, 4, 4.0],
-    queue_size: ["9", 9, 6, 6], flush_timeout: ["2", 2.0, 3, 3.0], census: ["0", false, true, true]
+    queue_size: ["9", 9, 6, 6], flush_timeout: ["2", 2.0, 3, 3.0], census: ["0", false, true, true],
+    auto_dump: ["30", 30.0, false, nil]
   }
 
   it "takes each option that has a variable from it, unless the keyword is given" do
@@ -66,5 +67,28 @@ RSpec.describe Rack::Objectspace::Options do
         .to eq(defaults.public_send(name)), name.to_s
     end
     expect(Rack::Objectspace.new(app, store: {}, logger: quiet_logger, every: nil).config.every).to be_nil
+  end
+
+  describe "dumps with the census on" do
+    define_method(:config) do |**options|
+      Rack::Objectspace.new(app, store: {}, logger: quiet_logger, **options).config
+    end
+
+    it "takes no dump by count and lets the census ask for its own, unless every: is given" do
+      expect(config).to have_attributes(census: true, every: nil, auto_dump: 600.0)
+      expect(config(every: 100)).to have_attributes(every: 100, auto_dump: nil)
+      expect(config(every: 100, auto_dump: true)).to have_attributes(every: 100, auto_dump: 600.0)
+      expect(config(auto_dump: 5)).to have_attributes(auto_dump: 5.0)
+      expect(config(census: false)).to have_attributes(every: 1, auto_dump: nil)
+      expect(config(trace: false)).to have_attributes(census: false, every: 1, auto_dump: nil)
+    end
+
+    it "refuses auto_dump: without the census, or a value that is not a boolean or seconds" do
+      expect { config(census: false, auto_dump: true) }
+        .to raise_error(ArgumentError, /\Aauto_dump: must be false unless the census is on/)
+      expect { config(auto_dump: "soon") }
+        .to raise_error(ArgumentError, /\Aauto_dump: must be true, false or the least number of seconds .*got "soon"/)
+      expect { config(auto_dump: 0) }.to raise_error(ArgumentError, /\Aauto_dump: must be true, false or/)
+    end
   end
 end

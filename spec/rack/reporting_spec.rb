@@ -27,12 +27,12 @@ RSpec.describe "Rack::Objectspace reporting" do
     FileUtils.rm_rf(dir) if dir
   end
 
-  it "says at boot whether the census is on, and that every: nil without a token never dumps" do
+  it "says at boot whether the census is on, and that every: nil dumps only on demand or when the census asks" do
     Rack::Objectspace.new(app, store: {}, logger: quiet_logger, every: nil)
     Rack::Objectspace.new(app, store: {}, logger: quiet_logger, every: nil, token: "t" * 32, census: false)
     census_only, on_demand = events(logged, "started")
-    expect(census_only).to include("every=never", "census=on")
-    expect(on_demand).to include("every=on_demand", "census=off")
+    expect(census_only).to include("every=never", "auto_dump=600", "census=on")
+    expect(on_demand).to include("every=on_demand", "auto_dump=off", "census=off")
   end
 
   it "names a []= store by its class and keeps credentials of a URL out of the log" do

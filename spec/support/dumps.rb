@@ -57,9 +57,11 @@ module DumpHelpers
     Dir.glob("**/*", base: dir).select { |f| File.file?(File.join(dir, f)) && !f.end_with?(".ndjson.gz") }.sort
   end
 
-  # A Rack app wrapped in Rack::Lint on both sides of the middleware.
+  # A Rack app wrapped in Rack::Lint on both sides of the middleware. These
+  # specs are about dumps: every request is dumped unless they say otherwise
+  # (with the census on, the middleware's own default is every: nil).
   def linted(app, **options)
-    middleware = Rack::Objectspace.new(Rack::Lint.new(app), logger: quiet_logger, **options)
+    middleware = Rack::Objectspace.new(Rack::Lint.new(app), logger: quiet_logger, every: 1, **options)
     [Rack::Lint.new(middleware), middleware]
   end
 

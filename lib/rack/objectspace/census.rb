@@ -30,6 +30,8 @@ module Rack
       # Most of the wall time spent walking the heap for memsize (0.2%).
       WALK_BUDGET = 0.002
       STAT_KEYS = %i[requests points batches stored failed dropped dropped_points pending walks].freeze
+      # Requests between two looks at the census's growth (auto_dump:).
+      GROWTH_CHECK_EVERY = 16
 
       class << self
         # The Census that owns this process's native census (one per process:
@@ -48,6 +50,8 @@ module Rack
         @lock = Mutex.new
         @wake = ConditionVariable.new
         @pid = nil
+        @due_lock = Mutex.new
+        @dump_due = false
         Native::Census.enable
       end
 
@@ -61,7 +65,20 @@ module Rack
         input = env["rack.input"]
         Native::Census.claim(env, defined?(::StringIO) && input.is_a?(::StringIO) ? input.string : nil)
         @wake.signal if (n % BATCH_POINTS).zero?
+        watch_growth if @config.auto_dump && (n % GROWTH_CHECK_EVERY).zero?
         n
+      end
+
+      # True once for each dump the census asks for (auto_dump:): the request
+      # that asks is dumped. A plain read when nothing is due.
+      def dump_due?
+        return false unless @dump_due
+
+        @due_lock.synchronize do
+          due = @dump_due
+          @dump_due = false
+          due
+        end
       end
 
       # Run a full GC, store what is waiting and wait up to `timeout` seconds
@@ -120,6 +137,24 @@ module Rack
         Process.clock_gettime(Process::CLOCK_MONOTONIC)
       end
 
+      # auto_dump: since the last dump the census asked for (at least
+      # auto_dump seconds ago), a GC saw a site rise that had risen at 8 GCs
+      # without falling (Native::Census.growth_gcs went up): this request is
+      # dumped (full, for paths).
+      def watch_growth
+        growth = Native::Census.growth_gcs
+        @due_lock.synchronize do
+          @growth_seen = growth if growth < @growth_seen # the site table started over
+          return if growth == @growth_seen
+          return if @asked_at && now - @asked_at < @config.auto_dump
+
+          @growth_seen = growth
+          @asked_at = now
+          @dump_due = true
+        end
+        @log.info("census_asks_dump", growth_gcs: growth)
+      end
+
       # First request of this process (or of a fork child of it): fresh counts and a thread.
       def start_process
         @lock.synchronize do
@@ -127,6 +162,11 @@ module Rack
 
           Census.owner = self
           Native::Census.reset # a new series: this process, this middleware
+          @due_lock.synchronize do
+            @growth_seen = Native::Census.growth_gcs
+            @asked_at = nil
+            @dump_due = false
+          end
           @pid = Process.pid
           @stats = Hash.new(0)
           @queued = 0

@@ -125,14 +125,15 @@ module Rack
       def prepare(request)
         pid = Process.pid
         seq, baseline = state { |s| [s.seq += 1, s.baseline] }
-        since = @config.dump == :retained ? baseline : nil
+        kind = request[:dump] || @config.dump
+        since = kind == :retained ? baseline : nil
         dump_key, meta_key = Native.dump_keys(@host, pid, seq, request[:started_at_ms], request[:method].to_s,
                                               request[:path].to_s, SecureRandom.random_number(2**32))
         meta = {
           version: 1, key: dump_key, host: @host, pid: pid, seq: seq,
           request: { method: request[:method], path: request[:path], status: request[:status] },
           started_at_ms: request[:started_at_ms], gc_generation: request[:gc_generation], requests: request[:requests],
-          baseline_generation: since, dump: @config.dump, mode: @config.mode, redacted: @config.redact,
+          trigger: request[:trigger], baseline_generation: since, dump: kind, mode: @config.mode, redacted: @config.redact,
           trace: @config.trace || false, tracer: (Native::Tracer.stats if @config.trace == :native),
           timings_ms: { request: request[:request_ms] }
         }

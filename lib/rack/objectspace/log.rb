@@ -33,12 +33,13 @@ module Rack
 
       # The one line at boot that says the middleware is on and how it is set
       # up: mode, dump, store (no credentials), every (with every: nil, dumps
-      # come only on demand, through a token, else never), tracer and census.
+      # come only on demand, through a token, else never), the seconds between
+      # the dumps the census asks for (auto_dump), tracer and census.
       def started(config)
         every = config.every || (config.token ? "on_demand" : "never")
         info("started", mode: config.mode, dump: config.dump, store: self.class.describe_store(config.store),
-                        every: every, tracer: config.trace || "off", census: config.census ? "on" : "off",
-                        pid: Process.pid)
+                        every: every, auto_dump: config.auto_dump&.round || "off", tracer: config.trace || "off",
+                        census: config.census ? "on" : "off", pid: Process.pid)
       end
 
       # Dumps stored, dropped and failed so far, at flush and at exit: one line,

@@ -52,6 +52,9 @@ module Rack
       # Seconds a dump child may take (GC, dump, gzip, upload) before it is
       # killed: twice the store's own request timeout (object_store: 30 s).
       DEFAULT_CHILD_TIMEOUT = 60
+      # Seconds between two dumps the census asks for (auto_dump: true): a
+      # fork child's full dump every 10 minutes at most, while growth lasts.
+      DEFAULT_AUTO_DUMP_INTERVAL = 600.0
 
       module_function
 
@@ -168,12 +171,30 @@ module Rack
         on
       end
 
+      # true: the census's own dumps, at most one per DEFAULT_AUTO_DUMP_INTERVAL
+      # seconds; a number: that many seconds apart; false: none. Needs the census.
+      def auto_dump(value, resolved)
+        return nil if FALSE_WORDS.include?(value)
+
+        interval = TRUE_WORDS.include?(value) ? DEFAULT_AUTO_DUMP_INTERVAL : auto_dump_interval(value)
+        unless resolved[:census]
+          invalid!("false unless the census is on (auto dumps are taken when the census sees growth)", value)
+        end
+        interval
+      end
+
+      def auto_dump_interval(value)
+        seconds(positive: true).call(value, nil)
+      rescue Invalid
+        invalid!("true, false or the least number of seconds between two auto dumps (> 0)", value)
+      end
+
       def check(name)
         method(name).to_proc
       end
 
       # In README order, which is also the order they are resolved in: trace
-      # after mode and dump, census after trace.
+      # after mode and dump, census after trace, every and auto_dump after census.
       TABLE = [
         Option.new(name: :store, default: "file://tmp/objectspace", env: "RACK_OBJECTSPACE_STORE", check: check(:store),
                    doc: "A store URL (`file://`, `memory://`, `s3://`, `gs://`, `az://`) or any object with `[]=` " \
@@ -186,8 +207,31 @@ module Rack
         Option.new(name: :dump, default: :full, env: "RACK_OBJECTSPACE_DUMP", check: one_of(:full, :retained),
                    doc: "`:full` heap, or `:retained`: objects allocated since the first dumped request that " \
                         "survived GC."),
-        Option.new(name: :every, default: 1, env: "RACK_OBJECTSPACE_EVERY", check: check(:every), nil_is_a_value: true,
-                   doc: "Dump every Nth eligible request (the 1st, N+1th, ...). `nil`: only on demand (`token:`)."),
+        Option.new(name: :trace, default: true, check: check(:trace),
+                   doc: "Record each allocation's file, line and GC generation, so dumps name the line that " \
+                        "allocated each object (`dump: :retained` needs it). `true` picks `:native`, our own " \
+                        "allocation hook (~5x cheaper per allocation than objspace's, see " \
+                        "[docs/census.md](docs/census.md#allocation-tracing-where-the-census-starts)), except for inline retained dumps, which get " \
+                        "`:objspace` (its `dump_all(since:)` formats only the new objects, on the request thread). " \
+                        "`false`: off."),
+        Option.new(name: :census, default: ->(resolved) { resolved[:trace] == :native },
+                   shown_default: "`true` with the native tracer", env: "RACK_OBJECTSPACE_CENSUS", check: check(:census),
+                   doc: "Live objects per allocation site at every request, stored in batches without a dump (see " \
+                        "[docs/census.md](docs/census.md)). `false`: off. `true` with " \
+                        "`trace: false` or `:objspace` is an error. With the census on, `every: nil` needs no " \
+                        "`token:`."),
+        Option.new(name: :every, default: ->(resolved) { resolved[:census] ? nil : 1 },
+                   shown_default: "`nil` with the census on, else `1`", env: "RACK_OBJECTSPACE_EVERY",
+                   check: check(:every), nil_is_a_value: true,
+                   doc: "Dump every Nth eligible request (the 1st, N+1th, ...). `nil`: no dumps by count; the census " \
+                        "asks for its own (`auto_dump:`), and `token:` takes one on demand."),
+        Option.new(name: :auto_dump, default: ->(resolved) { resolved[:census] && resolved[:every].nil? },
+                   shown_default: "`true` with the census on and `every: nil`", env: "RACK_OBJECTSPACE_AUTO_DUMP",
+                   check: check(:auto_dump),
+                   doc: "When the census sees a site keep growing (a rise after 8 GCs that raised it, none lowering " \
+                        "it), a full dump (fork child, " \
+                        "redacted) after the next request, for \"what holds it\": the first at once, then at most one " \
+                        "per #{DEFAULT_AUTO_DUMP_INTERVAL.to_i} s while growth lasts. A number: those seconds apart instead. `false`: off."),
         Option.new(name: :paths, default: nil, check: check(:paths),
                    doc: "Only requests whose path starts with one of these Strings or matches one of these Regexps."),
         Option.new(name: :filter, default: nil, check: check(:filter),
@@ -199,13 +243,6 @@ module Rack
                    doc: "The header for `token:`."),
         Option.new(name: :gc, default: true, env: "RACK_OBJECTSPACE_GC", check: boolean,
                    doc: "Run a full GC before each dump."),
-        Option.new(name: :trace, default: true, check: check(:trace),
-                   doc: "Record each allocation's file, line and GC generation, so dumps name the line that " \
-                        "allocated each object (`dump: :retained` needs it). `true` picks `:native`, our own " \
-                        "allocation hook (~5x cheaper per allocation than objspace's, see " \
-                        "[docs/census.md](docs/census.md#allocation-tracing-where-the-census-starts)), except for inline retained dumps, which get " \
-                        "`:objspace` (its `dump_all(since:)` formats only the new objects, on the request thread). " \
-                        "`false`: off."),
         Option.new(name: :redact, default: true, env: "RACK_OBJECTSPACE_REDACT", check: boolean,
                    doc: "Drop every string `value` from dumps (bytesize stays). `false` stores them: secrets!"),
         Option.new(name: :gzip_level, default: Native::DEFAULT_GZIP_LEVEL, check: integer(0..9),
@@ -224,13 +261,7 @@ module Rack
                    check: check(:logger), doc: "Where `key=value` log lines go."),
         Option.new(name: :layout, default: :dump, check: one_of(:dump, :object),
                    doc: "`[]=` stores only: `:object` also writes each record under `<dump-key>/<address>`, as " \
-                        "the original gem did."),
-        Option.new(name: :census, default: ->(resolved) { resolved[:trace] == :native },
-                   shown_default: "`true` with the native tracer", env: "RACK_OBJECTSPACE_CENSUS", check: check(:census),
-                   doc: "Live objects per allocation site at every request, stored in batches without a dump (see " \
-                        "[docs/census.md](docs/census.md)). `false`: off. `true` with " \
-                        "`trace: false` or `:objspace` is an error. With the census on, `every: nil` needs no " \
-                        "`token:`.")
+                        "the original gem did.")
       ].each(&:freeze).freeze
 
       # The keywords Rack::Objectspace.new takes (besides the app).
