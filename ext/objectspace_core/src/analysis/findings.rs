@@ -404,13 +404,17 @@ pub fn findings(members: &[LeakSite], traced: &mut [LeakSite], top: usize) -> Ve
     for (i, a) in across.iter().enumerate() {
         let joined = groups.iter_mut().find(|(g, known)| {
             let seed = &across[g[0]];
-            same_pace(seed.rate, a.rate)
-                && (seed.major.is_empty()
-                    || a.major.is_empty()
-                    || !seed.major.is_disjoint(&a.major))
-                && (known.is_empty()
-                    || a.holders.is_empty()
-                    || a.holders.iter().any(|h| known.contains(h)))
+            let shared_holder = a.holders.iter().any(|h| known.contains(h));
+            // Held by the same object, allocated by the same endpoints: one
+            // leak, whatever each site's pace (a subscriber, and the request
+            // and response its block keeps, 50 objects of them).
+            let held_together = shared_holder && !seed.major.is_disjoint(&a.major);
+            held_together
+                || (same_pace(seed.rate, a.rate)
+                    && (seed.major.is_empty()
+                        || a.major.is_empty()
+                        || !seed.major.is_disjoint(&a.major))
+                    && (known.is_empty() || a.holders.is_empty() || shared_holder))
         });
         match joined {
             Some((g, known)) => {
@@ -592,8 +596,19 @@ fn finding<'a>(
         }
     }
     holders.sort_by_key(|h| std::cmp::Reverse(h.1.objects));
+    // The objects the holders hold directly (the step after each holder):
+    // what the leaking line made. Their callers name it; the rest of the
+    // leak (what those objects keep) was allocated wherever it was.
+    let direct: FxHashSet<String> = held_by
+        .iter()
+        .filter_map(|c| {
+            let at = c.steps.iter().position(|s| s.leak_holder)?;
+            let next = c.steps.get(at + 1)?;
+            Some(format!("{}:{}", next.file.as_deref()?, next.line?))
+        })
+        .collect();
     held_by.truncate(MAX_CHAINS);
-    let app_line = app_line(&sites);
+    let app_line = app_line(&sites, &direct);
 
     Finding {
         headline: headline.site,
@@ -616,8 +631,18 @@ fn finding<'a>(
 type LineSamples<'a> = (u64, &'a Caller, BTreeMap<&'a str, (u64, &'a Site)>);
 
 /// The app line with the most samples over the members' `called_from`, and
-/// the member it led to most.
-fn app_line(sites: &[&Across]) -> Option<AppLine> {
+/// the member it led to most. Members at a `direct` location (held directly
+/// by the leak's holder) are asked first: where one has samples, the line is
+/// among theirs.
+fn app_line(sites: &[&Across], direct: &FxHashSet<String>) -> Option<AppLine> {
+    let held = |a: &&&Across| direct.contains(&a.members[0].site.location);
+    let sampled = |a: &&&Across| a.members.iter().any(|m| !m.called_from.is_empty());
+    let firsts: Vec<&Across> = sites.iter().filter(held).filter(sampled).copied().collect();
+    let sites = if firsts.is_empty() {
+        sites
+    } else {
+        &firsts[..]
+    };
     let mut lines: BTreeMap<&str, LineSamples> = BTreeMap::new();
     let mut of = 0;
     for a in sites {
