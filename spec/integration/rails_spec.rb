@@ -153,6 +153,56 @@ RSpec.describe "Rack::Objectspace in a Rails app", :slow,
     end
   end
 
+  # Issue 21's proof, as a user runs it: the Railtie on its defaults (the
+  # census, and the dumps it asks for) in a Rails app under puma -w 2 -t 4:4,
+  # a controller that subscribes on every GET /reports/:id, and `leaks` read
+  # cold after the server stopped.
+  it "names the subscribe line of a leak ActiveSupport allocates, as one finding over 2 workers, " \
+     "with its endpoint and holder" do
+    dir = Dir.mktmpdir("objectspace-rails-leak-")
+    rails = start_server!(:puma, rackup: File.join(RAILS_APP, "config.ru"), workers: 2, threads: 4, name: "rails-leak",
+                                 env: { "RAILS_ENV" => "production", "OBJECTSPACE_WIRING" => "railtie-env",
+                                        "OBJECTSPACE_STATIC" => "off", "RACK_OBJECTSPACE_ENABLED" => "1",
+                                        "RACK_OBJECTSPACE_STORE" => "file://#{dir}" })
+    # 3,000 requests on 4 connections: a third subscribe, the rest go to /items/:id.
+    4.times.map do |t|
+      Thread.new do
+        Net::HTTP.start("127.0.0.1", rails.port) do |http|
+          750.times do |i|
+            k = t * 750 + i
+            response = http.get((k % 3).zero? ? "/reports/#{k}" : "/items/#{k % 50}")
+            raise "#{response.code} #{response.body[0, 200]}" unless response.code == "200"
+          end
+        end
+      end
+    end.each(&:join)
+    rails.stop(grace: 60) # the workers' last census batches and dumps land at exit
+
+    out, err, status = Open3.capture3(RbConfig.ruby, File.join(TestServers::ROOT, "exe", "rack-objectspace"),
+                                      "leaks", dir, "--format", "json")
+    expect(status).to be_success, err
+    report = JSON.parse(out)
+    expect(report["processes"].size).to eq(2)
+    subscribe = report["findings"].find { |f| f.dig("app_line", "file")&.end_with?("reports_controller.rb") }
+    expect(subscribe).not_to be_nil, report["findings"].map { |f| f["headline"]["location"] }.inspect
+    controller = File.join(RAILS_APP, "app", "controllers", "reports_controller.rb")
+    line = File.readlines(controller).index { |l| l.include?("# the subscribe leak") } + 1
+    expect(subscribe["app_line"]).to include("file" => controller, "line" => line)
+    # One leak, one finding: the subscriber, its Proc, the controller, request,
+    # response and env its block keeps, in both workers, each with its figures.
+    expect(subscribe["sites"].size).to be >= 10
+    expect(subscribe["processes"].size).to eq(2)
+    expect(subscribe["allocated_by"].first).to include("method" => "GET", "path" => "/reports/:id")
+    expect(subscribe["holder"]["within"]).to include("name" => "ActiveSupport::Notifications")
+    # ItemsController's own small leak is the other finding; nothing else grows.
+    items = report["findings"] - [subscribe]
+    expect(items.map { |f| f["headline"]["location"] }).to eq([File.join(RAILS_APP, "app", "controllers",
+                                                                          "items_controller.rb:10")])
+  ensure
+    rails&.stop
+    FileUtils.rm_rf(dir) if dir
+  end
+
   # Boots the fixture app without a server (config/environment.rb) and prints the stack.
   def rails_runner(env)
     script = "require #{File.join(RAILS_APP, 'config', 'environment').inspect}; " \
