@@ -28,10 +28,30 @@ module RackObjectspaceBuild
     version = RUBY_VERSION[/\A\d+\.\d+/]
     File.join(ROOT, "lib", "rack", "objectspace", version, "#{CRATE}.#{RbConfig::CONFIG['DLEXT']}")
   end
+
+  # The files the extension is built from.
+  def sources
+    Dir.glob(File.join(ROOT, "{Cargo.toml,Cargo.lock,ext/{objectspace_core,rack_objectspace}/**/*.{rs,toml}}"))
+  end
+
+  # The running Ruby's library is newer than every source: nothing to build.
+  # cargo would find that out too, but only after rebuilding the crates that
+  # read RUBY (rb-sys and ours) whenever the last build was for another Ruby:
+  # bin/setup and bin/test compile for three Rubies in turn.
+  def up_to_date?
+    return false if ENV["FORCE"]
+
+    installed = installed_library
+    File.exist?(installed) && sources.all? { |f| File.mtime(f) <= File.mtime(installed) }
+  end
 end
 
-desc "Compile the Rust extension into lib/rack/objectspace/"
+desc "Compile the Rust extension into lib/rack/objectspace/ (FORCE=1: even when it is newer than its sources)"
 task :compile do
+  if RackObjectspaceBuild.up_to_date?
+    puts "#{RackObjectspaceBuild.installed_library}: up to date"
+    next
+  end
   Dir.chdir(RackObjectspaceBuild::ROOT) do
     sh RackObjectspaceBuild.cargo_env, "cargo", "build", "--release", "-p", RackObjectspaceBuild::CRATE
   end
