@@ -5,7 +5,8 @@
 #
 #   load     wrk against puma serving spec/fixtures/puma/config.ru, dumps off
 #            (every: nil): no middleware, tracing alone (census: false, a
-#            token so that every: nil is allowed), census on. Alternating
+#            token so that every: nil is allowed), census on, the sampled
+#            census (census: :sampled, default sample_rate). Alternating
 #            rounds, each starting with the next configuration; throughput
 #            and p99 ratios (of medians, and each round's range).
 #   request  the request thread's time in Census#request, p50/p99, with 10k
@@ -14,7 +15,7 @@
 #   table    the site table's bytes against GC.stat(:heap_allocated_pages) * 16 KiB
 #            for heaps of 600k (the fixture app under issue 9's load) and 1.2M strings,
 #            and the heap walk's time.
-#   instructions  the load section's three configurations counted in
+#   instructions  the load section's four configurations counted in
 #            instructions per request (puma under callgrind): no noise, user
 #            space only.
 #
@@ -53,7 +54,7 @@ def request_bench
   native::Tracer.start
   sites.times { |i| mod.send(:"site_#{i}", keep) }
   GC.start
-  census = Rack::Objectspace::Census.new(Struct.new(:store_url, :queue_size).new(nil, 4), nil, nil)
+  census = Rack::Objectspace::Census.new(Struct.new(:store_url, :queue_size, :census, :sample_rate, :sample_seed).new(nil, 4, true, 1, nil), nil, nil)
   census.instance_variable_set(:@pid, Process.pid) # no thread: batches taken below
   Rack::Objectspace::Census.owner = census
   env = { "REQUEST_METHOD" => "GET", "PATH_INFO" => "/page", "SCRIPT_NAME" => "" }
@@ -110,7 +111,8 @@ def puma_configs(store, heap)
   {
     "none" => { "OBJECTSPACE_OFF" => "1", "APP_HEAP_OBJECTS" => heap.to_s },
     "tracing" => common.merge("RACK_OBJECTSPACE_CENSUS" => "false", "RACK_OBJECTSPACE_TOKEN" => SecureRandom.hex(16)),
-    "census" => common.merge("RACK_OBJECTSPACE_CENSUS" => "true")
+    "census" => common.merge("RACK_OBJECTSPACE_CENSUS" => "true"),
+    "sampled" => common.merge("RACK_OBJECTSPACE_CENSUS" => "sampled")
   }
 end
 
@@ -175,6 +177,10 @@ def instructions_bench
               (census - tracing) / allocations)
   puts format("by instructions: tracing %.3fx none, census %.3fx tracing alone, %.3fx none (user space only)",
               none / tracing, tracing / census, none / census)
+  sampled = per_request["sampled"].first
+  puts format("sampled census (census: :sampled, 1 in %d): %.0f per request (+%.0f over none, %.1f per allocation), " \
+              "%.3fx none by instructions", Rack::Objectspace::Native::Tracer::DEFAULT_SAMPLE_RATE, sampled,
+              sampled - none, (sampled - none) / allocations, none / sampled)
 end
 
 def load_bench
@@ -188,6 +194,7 @@ def load_bench
   lua = File.expand_path("load.lua", __dir__)
   store = Dir.mktmpdir("objectspace-census-bench-")
   configs = puma_configs(store, heap)
+  Object.const_set(:LOAD_BEFORE, File.read("/proc/loadavg").split.first(3).join(" "))
   results = configs.keys.to_h { |k| [k, []] }
   rounds.times do |round|
     # Each round starts with another configuration: none is not always first.
@@ -229,6 +236,10 @@ def load_bench
   puts format("census throughput: %.2fx tracing alone (target >= 0.95), %.2fx no middleware (target >= 0.85); " \
               "census p99: %.2fx tracing alone (target <= 1.1)", rps.("census") / rps.("tracing"),
               rps.("census") / rps.("none"), p99.("census") / p99.("tracing"))
+  puts format("sampled census (1 in %d): throughput %.3fx no middleware (target >= 0.98), p99 %.3fx (target <= 1.05); " \
+              "by round %.2f-%.2fx", Rack::Objectspace::Native::Tracer::DEFAULT_SAMPLE_RATE,
+              rps.("sampled") / rps.("none"), p99.("sampled") / p99.("none"), *by_round.("sampled", "none"))
+  puts format("load average before/after: %s / %s", LOAD_BEFORE, File.read("/proc/loadavg").split.first(3).join(" "))
   puts format("puma CPU per request (steadier than req/s on a shared machine): tracing +%.1f us (%.2fx none), " \
               "census +%.1f us over tracing (%.2fx none)", cpu.("tracing") - cpu.("none"), cpu.("none") / cpu.("tracing"),
               cpu.("census") - cpu.("tracing"), cpu.("none") / cpu.("census"))

@@ -3,7 +3,8 @@
 # What tracing and the census cost per allocation, in instructions executed
 # (valgrind's callgrind): unlike time, a busy shared machine does not blur it.
 # bench/trace.rb's request-like work runs ITERATIONS times on a 200k-string heap
-# with no tracing, the native tracer, and the tracer plus the census; each mode
+# with no tracing, the native tracer, the tracer plus the census, and the
+# sampled census (one allocation in SAMPLE_RATE, default the option's); each mode
 # is run again with 0 iterations, and the difference is divided by the
 # allocations made.
 #
@@ -20,7 +21,8 @@ if ARGV.first == "--child"
   require_relative "request_work"
   keep = keep_heap
   native = Rack::Objectspace::Native
-  native::Census.enable if mode == "census"
+  native::Census.enable if %w[census sampled].include?(mode)
+  native::Tracer.sample(Integer(ENV.fetch("SAMPLE_RATE", native::Tracer::DEFAULT_SAMPLE_RATE)), 1) if mode == "sampled"
   native::Tracer.start unless mode == "none"
   GC.start
   allocated = GC.stat(:total_allocated_objects)
@@ -43,7 +45,7 @@ def run(mode, iterations)
   [Integer(err[/Collected : (\d+)/, 1]), Integer(err[/ALLOCATED (\d+)/, 1]), Integer(err[/GCS (\d+)/, 1])]
 end
 
-marginal = %w[none native census].to_h do |mode|
+marginal = %w[none native census sampled].to_h do |mode|
   boot, = run(mode, 0)
   total, allocations, gcs = run(mode, ITERATIONS)
   [mode, [total - boot, allocations, gcs]]
@@ -53,4 +55,6 @@ puts "#{ITERATIONS} iterations of bench/trace.rb's work, #{allocations} allocati
      "GCs: #{marginal.map { |m, (_, _, g)| "#{m} #{g}" }.join(', ')} (#{ENV.fetch('LIB', 'this checkout')})"
 per = ->(mode) { marginal[mode][0].fdiv(allocations) }
 puts format("instructions per allocation: untraced %.0f; native tracer +%.0f over untraced; " \
-            "census +%.0f over the tracer", per.("none"), per.("native") - per.("none"), per.("census") - per.("native"))
+            "census +%.0f over the tracer; sampled census (1 in %s) +%.0f over untraced",
+            per.("none"), per.("native") - per.("none"), per.("census") - per.("native"),
+            ENV.fetch("SAMPLE_RATE", "the default rate"), per.("sampled") - per.("none"))

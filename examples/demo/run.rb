@@ -26,12 +26,14 @@ module Demo
   # `auto_dump: false` leaves the census alone; `every: 1` dumps each request
   # (retained dumps, one at a time).
   # @return [Hash] the leaks report
-  def run(dir:, requests: 400, mode: :fork, every: nil, auto_dump: true, out: $stdout)
+  # `sampling` (census: :sampled, sample_rate:, sample_seed:) runs the sampled census.
+  def run(dir:, requests: 400, mode: :fork, every: nil, auto_dump: true, out: $stdout, **sampling)
     FileUtils.rm_rf(dir)
     FileUtils.mkdir_p(dir)
     options = every ? { every: every, dump: :retained } : { auto_dump: auto_dump }
     # Rack::Lint on both sides, as a real server would check.
-    middleware = Rack::Objectspace.new(Rack::Lint.new(Demo::App.new), store: "file://#{dir}", mode: mode, **options)
+    middleware = Rack::Objectspace.new(Rack::Lint.new(Demo::App.new), store: "file://#{dir}", mode: mode, **options,
+                                                                      **sampling)
     app = Rack::Lint.new(middleware)
     mock = Rack::MockRequest.new(app)
     requests.times do |i|

@@ -82,4 +82,19 @@ RSpec.describe "the demo app's leak hunt" do
       expect(cached.sum { |s| s["count"] }).to be >= Demo::CACHE_SIZE
     end
   end
+
+  it "finds both leaks from the sampled census within 1,000 requests, whatever the seed, and never the cache" do
+    rate = Rack::Objectspace::Native::Tracer::DEFAULT_SAMPLE_RATE
+    (1..10).each do |seed|
+      Dir.mktmpdir("demo-sampled") do |dir|
+        # A fresh process each: the sampler's seed, the app's leaks and cache are process-wide.
+        report = demo(dir, requests: 1000, auto_dump: false, census: :sampled, sample_seed: seed)
+        found = Demo.found(report)
+        expect(found.values_at(:leak, :search).sort).to eq([1, 2]), "seed #{seed}: #{found}"
+        expect(found[:cache]).to be_nil, "seed #{seed}"
+        expect(report["processes"].first).to include("census_sample" => rate)
+        expect(report["warnings"]).to include(a_string_matching(/sampled census, 1 allocation in #{rate} recorded/))
+      end
+    end
+  end
 end

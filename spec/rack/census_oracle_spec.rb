@@ -42,6 +42,26 @@ RSpec.describe "The census against the heap", :oracle do
     end
   end
 
+  # The sampled census records one allocation in N: it must count exactly
+  # the recorded objects still alive (a slot freed and reused by an
+  # allocation it left out counts its object out), and its counts scaled by
+  # N land within the interval the report gives (1.96 sqrt(N n), 95%).
+  it "counts the sampled objects exactly and lands within the stated interval, scaled" do
+    rate = 8
+    results = [41, 42, 43].map do |seed|
+      result = oracle(seed, requests: 600, checkpoint: 100, mode: "none", sample: rate)
+      expect_exact(result, "seed #{seed}, sample #{rate}")
+      result["estimates"]
+    end
+    sites = results.flatten(1)
+    within = sites.count { |_, heap, scaled| (scaled - heap).abs <= 1.96 * Math.sqrt(rate * heap) }
+    expect(within.fdiv(sites.size)).to be >= 0.9, "#{within} of #{sites.size} site counts within 95%"
+    # Summed over the sites at each run's last checkpoint: unbiased.
+    last = results.flat_map { |r| r.select { |request, *| request == r.last[0] } }
+    heap, scaled = last.map { |_, h, s| [h, s] }.transpose.map(&:sum)
+    expect((scaled - heap).abs).to be <= 1.96 * Math.sqrt(rate * heap), "scaled #{scaled}, heap #{heap}"
+  end
+
   it "counts exactly under GC.stress" do
     expect_exact(oracle(21, requests: 120, checkpoint: 30, mode: "fork", stress: 1, threads: 1), "seed 21")
   end

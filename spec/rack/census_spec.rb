@@ -58,9 +58,30 @@ RSpec.describe "Rack::Objectspace census" do
 
     it "rejects bad values at boot, naming the option" do
       expect { Rack::Objectspace.new(CensusApp, store: {}, census: "maybe") }
-        .to raise_error(ArgumentError, /census: must be true or false, got "maybe"/)
+        .to raise_error(ArgumentError, /census: must be true \(every allocation\), :sampled \(one in sample_rate:\) or false, got "maybe"/)
       expect { Rack::Objectspace.new(CensusApp, store: {}, census: true, trace: false) }
         .to raise_error(ArgumentError, /census: must be false unless trace: is true or :native/)
+      expect { Rack::Objectspace.new(CensusApp, store: {}, census: :sampled, sample_rate: 0) }
+        .to raise_error(ArgumentError, /sample_rate: must be an Integer in 1..1000000, got 0/)
+      expect { Rack::Objectspace.new(CensusApp, store: {}, census: :sampled, sample_seed: -1) }
+        .to raise_error(ArgumentError, /sample_seed: must be nil \(random\) or an Integer >= 0, got -1/)
+      # Retained dumps keep objects by the generation the tracer recorded for each.
+      expect { Rack::Objectspace.new(CensusApp, store: {}, census: :sampled, dump: :retained, every: 1, mode: :fork) }
+        .to raise_error(ArgumentError, /census: must be true or false with dump: :retained and every: set/)
+    end
+
+    it "takes census: :sampled (or RACK_OBJECTSPACE_CENSUS=sampled) with its rate and seed" do
+      sampled = Rack::Objectspace.new(CensusApp, store: {}, census: "sampled", sample_rate: "100", sample_seed: 7,
+                                                 every: nil, logger: logger)
+      expect(sampled.config).to have_attributes(census: :sampled, sample_rate: 100, sample_seed: 7)
+      expect(Rack::Objectspace::Native::Tracer.sample_rate).to eq(100)
+      default = Rack::Objectspace.new(CensusApp, store: {}, census: :sampled, every: nil, logger: logger)
+      expect(default.config.sample_rate).to eq(Rack::Objectspace::Native::Tracer::DEFAULT_SAMPLE_RATE)
+      # The exact census (the default) records every allocation again.
+      Rack::Objectspace.new(CensusApp, store: {}, every: nil, logger: logger)
+      expect(Rack::Objectspace::Native::Tracer.sample_rate).to eq(1)
+    ensure
+      Rack::Objectspace::Native::Tracer.sample(1, nil)
     end
 
     it "lets every: nil go without a token (the census alone), but not with census: false" do

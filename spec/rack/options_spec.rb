@@ -42,7 +42,7 @@ RSpec.describe Rack::Objectspace::Options do
     every: ["7", 7, 2, 2], token: ["e" * 16, "e" * 16, "k" * 16, "k" * 16], gc: ["off", false, true, true],
     redact: ["no", false, "yes", true], max_children: ["3", 3, 5, 5], child_timeout: ["1.5", 1.5, 4, 4.0],
     queue_size: ["9", 9, 6, 6], flush_timeout: ["2", 2.0, 3, 3.0], census: ["0", false, true, true],
-    auto_dump: ["30", 30.0, false, nil]
+    auto_dump: ["30", 30.0, false, nil], sample_rate: ["100", 100, 50, 50], sample_seed: ["7", 7, 9, 9]
   }
 
   it "takes each option that has a variable from it, unless the keyword is given" do

@@ -26,6 +26,10 @@
 //! {"requests":103,"gc_count":13,"swept_gc":13,"major":true,"at":1764400000031,"endpoints":[["GET","/users",1]],"counts":[[7,122,4880]]}
 //! ```
 //!
+//! A sampled census (see [`crate::sample`]) adds `"sample":N` to the header:
+//! its counts and memsizes are of the one allocation in N it recorded, and the
+//! reader scales them by N.
+//!
 //! `counts` are `[site, live objects, memsize]`; `base.counts` lists every site
 //! with live objects; a point's `counts` list only the sites that changed since
 //! the previous point (a site not listed keeps its value). A batch may end on a
@@ -495,7 +499,7 @@ impl Census {
             .chain(changes.iter().map(|c| c.0))
             .chain(walk.iter().flat_map(|w| w.counts.iter().map(|c| c.0)))
             .collect();
-        let (names, capped, callers): (Vec<_>, Vec<&str>, Vec<_>) = {
+        let (names, capped, callers, sample): (Vec<_>, Vec<&str>, Vec<_>, u64) = {
             let t = table.lock();
             let callers: Vec<(u32, String, u32, u64)> = t
                 .callers()
@@ -515,6 +519,7 @@ impl Census {
                 ids.iter().map(|&id| (id, t.site_name(id))).collect(),
                 caps.iter().filter(|c| c.0).map(|c| c.1).collect(),
                 callers,
+                t.sample(),
             )
         };
         let mut text =
@@ -532,6 +537,11 @@ impl Census {
         }
         if !capped.is_empty() {
             let _ = write!(text, ",\"capped\":{:?}", capped);
+        }
+        // A sampled census: its counts are of one allocation in `sample`
+        // (the reader scales them, see crate::sample).
+        if sample > 1 {
+            let _ = write!(text, ",\"sample\":{sample}");
         }
         text.push_str("}\n");
         for (id, name) in &names {

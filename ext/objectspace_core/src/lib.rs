@@ -5,6 +5,7 @@
 //! - [`store`], [`keys`], [`redact`]: store URLs, key naming, string-value redaction.
 //! - [`sites`]: file, line and GC generation of traced allocations, by address.
 //! - [`census`]: live objects per allocation site at every request, in batches.
+//! - [`sample`]: the sampled census's random countdown of allocations.
 //! - [`analysis`]: reading dumps back and naming the sites that leak.
 
 pub mod analysis;
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod pipeline;
 pub mod redact;
 pub mod runtime;
+pub mod sample;
 pub mod sites;
 pub mod spill;
 pub mod store;

@@ -56,6 +56,8 @@ use crate::callers::{is_library, Callers, RISES_TO_SAMPLE, SAMPLE_EVERY};
 /// [`SiteTable::growth_gcs`]). Counted at every GC: major GCs can be hours
 /// apart in a small heap.
 pub const GROWING_RISES: u8 = 8;
+
+use crate::sample::Countdown;
 use rustc_hash::FxHashMap;
 
 /// Smallest distance between two Ruby objects (sizeof(RVALUE) on 64-bit).
@@ -384,6 +386,10 @@ pub struct SiteTable {
     byte_limit: Option<u64>,
     /// The app's lines behind rising library sites.
     callers: Callers,
+    /// The sampled census's countdown (None: every allocation is recorded).
+    /// The glue draws from it at each sampled allocation; the batches say
+    /// its rate.
+    sampler: Option<Countdown>,
 }
 
 /// Statistics for logs and `Native::Tracer.stats`.
@@ -632,6 +638,60 @@ impl SiteTable {
             .into_iter()
             .map(|(site, path, line, n)| (site, &*self.json_paths[(path - 2) as usize], line, n))
             .collect()
+    }
+
+    /// The sampled census left the allocation at `address` out: if a
+    /// recorded object's entry is still there (freed, and its slot reused
+    /// before a reconciliation saw it free), count that object out, as
+    /// [`Self::record_at`] does for a recorded allocation. Only a cache hit
+    /// or one map look-up per call: no chunk is made, no site looked up.
+    #[inline]
+    pub fn skip(&mut self, address: u64) {
+        let (chunk, slot) = Self::split(address);
+        let index = match self.last_chunk {
+            Some((c, i)) if c == chunk => i,
+            _ => match self.chunk_index.get(&chunk) {
+                Some(&i) => {
+                    self.last_chunk = Some((chunk, i));
+                    i
+                }
+                None => return,
+            },
+        };
+        let c = &mut self.chunks[index as usize];
+        if c.entries[slot].site != 0 {
+            take_out(
+                &mut self.sites,
+                &mut c.entries[slot],
+                &mut c.occupied[slot / 64],
+                slot % 64,
+            );
+            self.freed += 1;
+        }
+    }
+
+    /// The sampled census records the allocations `sampler` picks (None:
+    /// all, the exact census). Kept by [`Self::clear`].
+    pub fn set_sampler(&mut self, sampler: Option<Countdown>) {
+        self.sampler = sampler;
+    }
+
+    /// Allocations until (and including) the next one to record, drawn from
+    /// the sampler; 0 without one (record every allocation).
+    pub fn next_sample(&mut self) -> u64 {
+        self.sampler.as_mut().map_or(0, Countdown::next_interval)
+    }
+
+    /// Mix `salt` into the sampler's random state (a fork child's pid).
+    pub fn reseed_sample(&mut self, salt: u64) {
+        if let Some(s) = self.sampler.as_mut() {
+            s.reseed(salt);
+        }
+    }
+
+    /// One allocation in this many is recorded (1: all).
+    pub fn sample(&self) -> u64 {
+        self.sampler.as_ref().map_or(1, Countdown::rate)
     }
 
     /// Count out one freed object (tests and session generators: the running
@@ -1144,7 +1204,9 @@ impl SiteTable {
 
     /// Forget everything (tracing restarted, or objects moved by GC.compact).
     pub fn clear(&mut self) {
+        let sampler = self.sampler.take();
         *self = SiteTable::default();
+        self.sampler = sampler;
     }
 
     /// The GC count of the last sweep reconciled (cheap, unlike `stats`).
@@ -1361,6 +1423,23 @@ mod tests {
             t.lookup(0x40).unwrap().file_json,
             Some("a \\\"b\\\"\\\\c\\n\u{fffd}.rb")
         );
+    }
+
+    #[test]
+    fn a_skipped_allocation_counts_out_a_recorded_object_whose_slot_it_reuses() {
+        let mut t = SiteTable::default();
+        t.set_sampler(Some(Countdown::new(64, 1)));
+        t.record_object(0x1_0028, Some((1, b"a.rb")), 3, 5, 1);
+        t.record_object(0x1_0050, Some((1, b"a.rb")), 3, 5, 1);
+        // Freed in a lazy sweep and reused by an allocation the sample left out.
+        t.skip(0x1_0028);
+        t.skip(0x9_0000); // a chunk with nothing recorded: nothing made
+        assert_eq!(t.lookup(0x1_0028), None);
+        assert_eq!(live(&mut t, 1), vec![(1, 1, 40)]);
+        assert_eq!(t.stats().bytes, CHUNK_BYTES, "no chunk made by a skip");
+        // Kept by clear (the tracer restarting keeps its sampling).
+        t.clear();
+        assert_eq!(t.sample(), 64);
     }
 
     #[test]

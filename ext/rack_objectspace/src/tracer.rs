@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, prelude::*, RHash, RModule, Ruby, Value};
-use objectspace_core::{census, sites};
+use objectspace_core::{census, sample, sites};
 use rb_sys::{
     rb_add_event_hook2, rb_event_hook_flag_t, rb_gc_count, rb_gc_location,
     rb_gc_register_mark_object, rb_gc_stat, rb_profile_frame_path, rb_profile_frames,
@@ -38,6 +38,13 @@ thread_local! {
     /// request begun in the process is often another thread's.
     pub(crate) static THREAD_REQUEST: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
+
+/// The sampled census: allocations until the next one recorded, counting
+/// this one (0: every allocation is recorded, the exact census).
+static SAMPLE_LEFT: AtomicU64 = AtomicU64::new(0);
+/// Whether the sampled census's seed was given (else a fork child mixes its
+/// pid in: siblings would draw the same intervals).
+static SEEDED: AtomicBool = AtomicBool::new(false);
 
 /// Whether the NEWOBJ hook is installed.
 static NEWOBJ_HOOK: AtomicBool = AtomicBool::new(false);
@@ -66,6 +73,15 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
     // path string is owned by the running iseq and outlives this call.
     unsafe {
         let object = rb_tracearg_object(arg);
+        // The sampled census: allocations before the next sample are left
+        // out before anything is looked up (the allocating line is what costs).
+        // Plain load and store: hooks run with the GVL, one at a time.
+        let left = SAMPLE_LEFT.load(Ordering::Relaxed);
+        if left > 1 {
+            SAMPLE_LEFT.store(left - 1, Ordering::Relaxed);
+            sites::global().lock().skip(object as u64);
+            return;
+        }
         let path = rb_tracearg_path(arg);
         let line = rb_tracearg_lineno(arg);
         // The path's bytes are read only if the site cache misses.
@@ -84,6 +100,9 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
         let ty = RB_BUILTIN_TYPE(object) as u8;
         let request = THREAD_REQUEST.get();
         let mut table = sites::global().lock();
+        if left == 1 {
+            SAMPLE_LEFT.store(table.next_sample(), Ordering::Relaxed);
+        }
         if let Some(site) = table.record_at(object as u64, file, line, ty, generation, request) {
             sample_caller(&mut table, object as u64, site);
         }
@@ -550,6 +569,42 @@ extern "C" fn after_fork_child() {
         census::unlock_after_fork();
         sites::unlock_after_fork();
     }
+    if !SEEDED.load(Ordering::Acquire) {
+        sites::global()
+            .lock()
+            .reseed_sample(u64::from(std::process::id()));
+    }
+}
+
+/// `Tracer.sample(rate, seed)`: record one allocation in `rate`, chosen by
+/// a random countdown (`objectspace_core::sample`); rate 1 (or 0): every
+/// one, the exact census. `seed`: an Integer for a repeatable choice, or
+/// nil (random). Takes effect from the next allocation; the table keeps the
+/// rate for the census's batches.
+fn set_sample(rate: u64, seed: Option<u64>) {
+    let rate = rate.max(1);
+    if rate == 1 {
+        sites::global().lock().set_sampler(None);
+        SAMPLE_LEFT.store(0, Ordering::Relaxed);
+        return;
+    }
+    SEEDED.store(seed.is_some(), Ordering::Release);
+    let seed = seed.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        // The address of a stack local: ASLR makes it differ between runs too.
+        let local = 0u8;
+        nanos ^ (std::ptr::addr_of!(local) as u64).rotate_left(32) ^ u64::from(std::process::id())
+    });
+    let mut table = sites::global().lock();
+    table.set_sampler(Some(sample::Countdown::new(rate, seed)));
+    SAMPLE_LEFT.store(table.next_sample(), Ordering::Relaxed);
+}
+
+/// `Tracer.sample_rate`: one allocation in this many is recorded (1: all).
+fn sample_rate() -> u64 {
+    sites::global().lock().sample()
 }
 
 /// `Tracer.site(obj)`: `[file, line, generation]` recorded for `obj`, or nil.
@@ -635,6 +690,9 @@ pub fn init(ruby: &Ruby, native: RModule) -> RbResult<()> {
     tracer.define_module_function("clear", function!(clear, 0))?;
     tracer.define_module_function("site", function!(site, 1))?;
     tracer.define_module_function("stats", function!(stats, 0))?;
+    tracer.define_module_function("sample", function!(set_sample, 2))?;
+    tracer.define_module_function("sample_rate", function!(sample_rate, 0))?;
+    tracer.const_set("DEFAULT_SAMPLE_RATE", sample::DEFAULT_RATE)?;
     let compaction = tracer.define_class("Compaction", ruby.class_object())?;
     compaction.undef_default_alloc_func();
     tracer.const_set("COMPACTION", Compaction)?;

@@ -23,6 +23,10 @@ module Rack
           Options.fail!(:every, nil, "a positive Integer when token: is not set and census: is off " \
                                      "(nil dumps only on demand, with the token)")
         end
+        if census == :sampled && dump == :retained && !every.nil?
+          Options.fail!(:census, :sampled, "true or false with dump: :retained and every: set (retained dumps need " \
+                                           "every allocation traced; the sampled census records one in sample_rate:)")
+        end
         if dump == :retained && !trace
           Options.fail!(:trace, false, "true, :native or :objspace with dump: :retained " \
                                        "(it keeps objects by allocation generation)")

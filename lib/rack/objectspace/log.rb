@@ -37,9 +37,11 @@ module Rack
       # the dumps the census asks for (auto_dump), tracer and census.
       def started(config)
         every = config.every || (config.token ? "on_demand" : "never")
+        census = { true => "on", sampled: "sampled", false => "off" }.fetch(config.census)
+        sample = config.census == :sampled ? { sample_rate: config.sample_rate } : {}
         info("started", mode: config.mode, dump: config.dump, store: self.class.describe_store(config.store),
                         every: every, auto_dump: config.auto_dump&.round || "off", tracer: config.trace || "off",
-                        census: config.census ? "on" : "off", pid: Process.pid)
+                        census: census, **sample, pid: Process.pid)
       end
 
       # Dumps stored, dropped and failed so far, at flush and at exit: one line,

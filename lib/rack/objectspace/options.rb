@@ -163,8 +163,12 @@ module Rack
 
       # The census needs the native tracer: on by default wherever it runs;
       # census: true with another tracer is an error, not a silent no-op.
+      # `:sampled` records one allocation in `sample_rate:` (see
+      # ext/objectspace_core/src/sample.rs). Retained dumps keep objects by
+      # the generation the tracer recorded: with only a sample recorded they
+      # would lose the rest, so the two do not go together.
       def census(value, resolved)
-        on = boolean.call(value, resolved)
+        on = value.respond_to?(:to_sym) && value.to_sym == :sampled ? :sampled : boolean_or_sampled(value, resolved)
         if on && resolved[:trace] != :native
           invalid!("false unless trace: is true or :native (the census counts with the native tracer)", value)
         end
@@ -187,6 +191,20 @@ module Rack
         seconds(positive: true).call(value, nil)
       rescue Invalid
         invalid!("true, false or the least number of seconds between two auto dumps (> 0)", value)
+      end
+
+      def boolean_or_sampled(value, resolved)
+        boolean.call(value, resolved)
+      rescue Invalid
+        invalid!("true (every allocation), :sampled (one in sample_rate:) or false", value)
+      end
+
+      # An Integer or nil (a random seed).
+      def seed(value, _)
+        return nil if value.nil?
+
+        int = value.is_a?(String) && value.match?(/\A\d+\z/) ? value.to_i : value
+        int.is_a?(Integer) && int >= 0 && int < 2**64 ? int : invalid!("nil (random) or an Integer >= 0", value)
       end
 
       def check(name)
@@ -219,7 +237,16 @@ module Rack
                    doc: "Live objects per allocation site at every request, stored in batches without a dump (see " \
                         "[docs/census.md](docs/census.md)). `false`: off. `true` with " \
                         "`trace: false` or `:objspace` is an error. With the census on, `every: nil` needs no " \
-                        "`token:`."),
+                        "`token:`. `:sampled`: record one allocation in `sample_rate:` and scale the counts (for " \
+                        "every pod in production; see [docs/census.md](docs/census.md#the-sampled-census))."),
+        Option.new(name: :sample_rate, default: Native::Tracer::DEFAULT_SAMPLE_RATE, env: "RACK_OBJECTSPACE_SAMPLE_RATE",
+                   check: integer(1..1_000_000),
+                   doc: "With `census: :sampled`: one allocation in this many is recorded (on average, by a random " \
+                        "countdown, as Go's `MemProfileRate` and Datadog's heap profiler); counts are scaled by it " \
+                        "and a count C is within ±1.96·sqrt(rate·C) (95%)."),
+        Option.new(name: :sample_seed, default: nil, env: "RACK_OBJECTSPACE_SAMPLE_SEED", check: check(:seed),
+                   doc: "With `census: :sampled`: an Integer seeds the countdown (the same allocations are chosen " \
+                        "each run); `nil`: random."),
         Option.new(name: :every, default: ->(resolved) { resolved[:census] ? nil : 1 },
                    shown_default: "`nil` with the census on, else `1`", env: "RACK_OBJECTSPACE_EVERY",
                    check: check(:every), nil_is_a_value: true,

@@ -80,9 +80,18 @@ struct Replay {
     /// Sampled library sites: the app's lines that led there, with samples
     /// (as the latest batch says: its counts are the process's so far).
     callers: FxHashMap<Name, Vec<Caller>>,
+    /// A sampled census's rate (`"sample":N` in its header; 1: exact).
+    sample: u64,
 }
 
 impl Replay {
+    /// A count (or memsize) read from a batch, scaled to the whole: a sampled
+    /// census records one allocation in `sample` (see [`crate::sample`]).
+    /// The one place a sampled count is scaled.
+    fn scaled(&self, n: u64) -> u64 {
+        n.saturating_mul(self.sample.max(1))
+    }
+
     fn set(&mut self, name: &Name, value: (u64, u64)) {
         let old = self.current.insert(name.clone(), value);
         if old != Some(value) {
@@ -167,6 +176,7 @@ impl Replay {
                 // The header: what made the series partial so far.
                 let dropped = v.get("dropped").and_then(Value::as_u64).unwrap_or(0);
                 self.dropped_points = self.dropped_points.max(dropped);
+                self.sample = v.get("sample").and_then(Value::as_u64).unwrap_or(1);
                 for cap in v
                     .get("capped")
                     .and_then(Value::as_array)
@@ -221,6 +231,7 @@ impl Replay {
                     else {
                         continue;
                     };
+                    let n = self.scaled(n);
                     self.walked.entry(name.clone()).or_default().push((
                         m.to_string(),
                         p.to_string(),
@@ -238,7 +249,10 @@ impl Replay {
                     if let Some(name) = c.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i)) {
                         listed.insert(
                             name.clone(),
-                            (c[1].as_u64().unwrap_or(0), c[2].as_u64().unwrap_or(0)),
+                            (
+                                self.scaled(c[1].as_u64().unwrap_or(0)),
+                                self.scaled(c[2].as_u64().unwrap_or(0)),
+                            ),
                         );
                     }
                 }
@@ -259,10 +273,11 @@ impl Replay {
                 for c in v["counts"].as_array().into_iter().flatten() {
                     if let Some(name) = c.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i)) {
                         let name = name.clone();
-                        self.set(
-                            &name,
-                            (c[1].as_u64().unwrap_or(0), c[2].as_u64().unwrap_or(0)),
+                        let value = (
+                            self.scaled(c[1].as_u64().unwrap_or(0)),
+                            self.scaled(c[2].as_u64().unwrap_or(0)),
                         );
+                        self.set(&name, value);
                     }
                 }
                 // GCs that began since the previous point began during the
@@ -627,6 +642,13 @@ pub fn leaks(
                 replay.dropped_points
             ));
         }
+        if replay.sample > 1 {
+            warnings.push(format!(
+                "process {host}/{pid}: sampled census, 1 allocation in {n} recorded: counts are scaled by {n}, so a count C is C ± 1.96·sqrt({n}·C) (95%; ± {half} at 10,000)",
+                n = replay.sample,
+                half = crate::sample::interval(replay.sample, 10_000),
+            ));
+        }
         if !replay.capped.is_empty() {
             warnings.push(format!(
                 "process {host}/{pid}: the site table reached its cap on {}: allocations at sites it had no room for are counted under {}",
@@ -655,6 +677,7 @@ pub fn leaks(
             leaking_sites: found.len(),
             census_requests: Some(replay.requests),
             census_gcs: Some(replay.xs.len() as u64),
+            census_sample: (replay.sample > 1).then_some(replay.sample),
         });
         kept.add(found);
     }
@@ -708,8 +731,29 @@ mod tests {
         pid: u32,
         companions: bool,
     ) {
+        session_of(
+            dir,
+            requests,
+            lru,
+            major,
+            pid,
+            companions,
+            SiteTable::default(),
+        );
+    }
+
+    /// [`session_in`] recording into `table` (a sampled census's, say).
+    fn session_of(
+        dir: &Path,
+        requests: u64,
+        lru: bool,
+        major: impl Fn(u64) -> bool,
+        pid: u32,
+        companions: bool,
+        table: SiteTable,
+    ) {
         let census = parking_lot::Mutex::new(Census::default());
-        let table = parking_lot::Mutex::new(SiteTable::default());
+        let table = parking_lot::Mutex::new(table);
         let mut next = 0x10_0000u64;
         let mut cache = 0;
         let mut garbage = Vec::new();
@@ -778,6 +822,39 @@ mod tests {
                 std::fs::write(path, b.gzip).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn a_sampled_census_is_scaled_by_its_rate_and_says_so() {
+        let exact = tempfile::tempdir().unwrap();
+        session(exact.path(), 300);
+        let exact = leaks(exact.path().to_str().unwrap(), 0, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(exact.processes[0].census_sample, None);
+        // The same session, each allocation it records standing for 4 (as
+        // if the countdown had picked these among four times as many).
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = SiteTable::default();
+        table.set_sampler(Some(crate::sample::Countdown::new(4, 1)));
+        session_of(dir.path(), 300, false, |gc| gc % 4 == 0, 9, false, table);
+        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+            .unwrap()
+            .unwrap();
+        let (top, was) = (&report.sites[0], &exact.sites[0]);
+        assert_eq!(top.site.location, "/app/leak.rb:1");
+        assert_eq!(top.site.count, 4 * was.site.count);
+        assert_eq!(top.site.memsize, 4 * was.site.memsize);
+        assert!((top.per_request / was.per_request - 4.0).abs() < 0.01);
+        assert_eq!(report.processes[0].census_sample, Some(4));
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("sampled census, 1 allocation in 4 recorded")),
+            "{:?}",
+            report.warnings
+        );
     }
 
     #[test]

@@ -521,6 +521,10 @@ pub struct ProcessReport {
     /// GC seen (at least 4 are needed to rank anything).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub census_gcs: Option<u64>,
+    /// From a sampled census only: one allocation in this many was recorded
+    /// and its counts are scaled by it (see [`crate::sample::interval`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub census_sample: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -911,6 +915,7 @@ pub fn leaks_above(
             missing_dumps: missing,
             census_requests: None,
             census_gcs: None,
+            census_sample: None,
         });
         kept.add(found);
     }

@@ -256,6 +256,7 @@ module Rack
             if p["census_requests"]
               out << "\nprocess #{p['host']}/#{p['pid']}: census of #{p['census_requests']} requests, " \
                      "#{p['census_gcs']} GCs observed"
+              out << ", sampled 1 in #{p['census_sample']} (counts scaled, see the note below)" if p["census_sample"]
               next
             end
             series = p["dumps"].map { |d| d["objects"] }
