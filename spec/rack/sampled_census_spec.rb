@@ -25,10 +25,9 @@ RSpec.describe "The sampled census's smallest leak" do
       report = leaks(10, 5_000, seed)
       expect(report["sites"].map { |s| s["location"] }).to match([a_string_ending_with("sampled_leak.rb:23")]),
                                                           "seed #{seed}"
-      # 500 kept. Not asserted within the 95% interval: in this fixture the
-      # kept Strings are sampled ~1.2x as often as 1 in 8 (one every 15:
-      # counts 328-456 for 333 over nine runs), where a plain loop's are not
-      # (see docs/census.md).
+      # 500 kept. Not asserted within the 95% interval: with one kept every
+      # 15 requests this fixture's Strings were sampled ~1.2x as often as 1
+      # in 8 over nine runs, unexplained (docs/census.md, the sampled census).
       expect(report["sites"].first["count"]).to be_between(250, 1_000), "seed #{seed}"
       expect(report["processes"].first["census_sample"]).to eq(rate)
     end

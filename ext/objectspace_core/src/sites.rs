@@ -31,6 +31,12 @@
 //! is reused; stale entries are never read by the dump pipeline, which only
 //! asks about live objects.
 //!
+//! The sampled census records only the allocations its countdown picks
+//! ([`crate::sample`]); for each other one the glue calls
+//! [`SiteTable::skip`], which counts out a recorded object whose slot the
+//! new one reuses (as [`SiteTable::record_at`] does), so the counts stay
+//! exact for the objects recorded.
+//!
 //! A reconciliation after a minor GC reads only the chunks that hold objects
 //! not yet seen old (`RB_OBJ_PROMOTED`): a minor GC frees no old object, so a
 //! chunk of old objects cannot change. After a major GC it reads them all.
