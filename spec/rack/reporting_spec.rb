@@ -30,9 +30,14 @@ RSpec.describe "Rack::Objectspace reporting" do
   it "says at boot whether the census is on, and that every: nil dumps only on demand or when the census asks" do
     Rack::Objectspace.new(app, store: {}, logger: quiet_logger, every: nil)
     Rack::Objectspace.new(app, store: {}, logger: quiet_logger, every: nil, token: "t" * 32, census: false)
-    census_only, on_demand = events(logged, "started")
+    Rack::Objectspace.new(app, store: {}, logger: quiet_logger, every: nil, census: :sampled, sample_rate: 50)
+    census_only, on_demand, sampled = events(logged, "started")
     expect(census_only).to include("every=never", "auto_dump=600", "census=on")
+    expect(census_only).not_to include("sample_rate")
     expect(on_demand).to include("every=on_demand", "auto_dump=off", "census=off")
+    expect(sampled).to include("census=sampled", "sample_rate=50")
+  ensure
+    Rack::Objectspace::Native::Tracer.sample(1, nil)
   end
 
   it "names a []= store by its class and keeps credentials of a URL out of the log" do
