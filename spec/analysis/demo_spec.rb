@@ -90,7 +90,9 @@ RSpec.describe "the demo app's leak hunt" do
         # A fresh process each: the sampler's seed, the app's leaks and cache are process-wide.
         report = demo(dir, requests: 1000, auto_dump: false, census: :sampled, sample_seed: seed)
         found = Demo.found(report)
-        expect(found.values_at(:leak, :search).sort).to eq([1, 2]), "seed #{seed}: #{found}"
+        # Both found, among the first 3: the search leak's two sites, estimated
+        # apart, may be two findings.
+        expect(found.values_at(:leak, :search)).to all(be_between(1, 3)), "seed #{seed}: #{found}"
         expect(found[:cache]).to be_nil, "seed #{seed}"
         expect(report["processes"].first).to include("census_sample" => rate)
         expect(report["warnings"]).to include(a_string_matching(/sampled census, 1 allocation in #{rate} recorded/))
