@@ -224,10 +224,29 @@ RSpec.describe "rack-objectspace export" do
     end
 
     it "says what is wrong with a record that is not one" do
-      source = store_with(Zlib.gzip("{\"census\":1}\n{\"requests\":1,\"counts\":[[3,1,40]]}\n"))
+      header = '{"census":1,"host":"web-1","pid":42,"seq":1,"points":1,"sites":0}'
+      point = '{"requests":1,"gc_count":1,"swept_gc":1,"at":1,"counts":[[3,1,40]]}'
+      source = store_with(Zlib.gzip("#{header}\n#{point}\n"))
       _out, err, status = cli("export", source, path("out"))
       expect(status).to eq(1)
       expect(err).to include("line 2: site 3 is not named in this batch")
+    end
+
+    it "reads a field of the wrong type as an error naming the batch and the line, in export and leaks" do
+      lines = Zlib.gunzip(batch).lines
+      i = lines.index { |l| l.start_with?('{"requests":') }
+      lines[i] = lines[i].sub(/"swept_gc":(\d+)/, '"swept_gc":"\1"')
+      source = store_with(Zlib.gzip(lines.join))
+      said = "census-000001.ndjson.gz: line #{i + 1}: malformed point record: invalid type: string"
+      _out, err, status = cli("export", source, path("out"))
+      expect(status).to eq(1)
+      expect(err).to include(said)
+      no_backtrace(err)
+      # leaks leaves the batch out, as a missing one, and says why.
+      out, err, status = cli("leaks", source)
+      expect(status).to eq(0)
+      expect(out + err).to include("skipped census web-1/42/#{said}")
+      no_backtrace(err)
     end
 
     it "exits 1 for a missing folder and 2 for a usage error" do

@@ -14,7 +14,8 @@
 //! A background thread turns the buffer into a batch ([`Census::take_batch`]):
 //! one gzipped JSON-lines object, self-contained (it names its sites and starts
 //! from the state before its first point), stored under
-//! `<host>/<pid>/census-<seq>.ndjson.gz` (see [`crate::keys::census_key`]):
+//! `<host>/<pid>/census-<seq>.ndjson.gz` (see [`crate::keys::census_key`]).
+//! [`batch`] owns the format (its records, writer and reader):
 //!
 //! ```text
 //! {"census":1,"host":"web-1","pid":42,"seq":3,"points":2,"sites":2}
@@ -37,18 +38,16 @@
 //! marks a point whose swept GC was major: its counts are exact, where a minor
 //! GC's still hold the old objects that died since the last major one.
 
+pub mod batch;
+
+use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::fmt::Write as _;
-use std::io::Write;
 use std::sync::LazyLock;
 
 use rustc_hash::FxHashMap;
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
-
 use crate::keys::census_key;
-use crate::sites::{Change, SiteTable};
+use crate::sites::{Change, SiteName, SiteTable};
 
 /// Points waiting for a batch; past it, points are dropped (and counted).
 pub const MAX_PENDING_POINTS: usize = 50_000;
@@ -101,8 +100,6 @@ pub struct Census {
     last_swept: u64,
     shadow_at: (u64, u64, u64, u64),
     endpoint_names: Vec<(String, String)>,
-    /// Each endpoint as it is written in a point: `"GET","/users"`.
-    endpoint_json: Vec<String>,
     /// Endpoint ids by method, then path.
     endpoint_ids: FxHashMap<String, FxHashMap<String, u32>>,
     /// Endpoint id of each recent request: request `first_request + i`.
@@ -158,12 +155,10 @@ struct Taken {
     base_at: (u64, u64, u64, u64),
     points: Vec<Point>,
     point_endpoints: Vec<(u32, u64)>,
-    /// The JSON of the endpoints the points name.
-    endpoint_json: FxHashMap<u32, String>,
     changes: Vec<Change>,
     walk: Option<Walked>,
-    /// With a walk: every endpoint's (method, path), by id.
-    endpoint_names: Vec<(String, String)>,
+    /// The (method, path) of each endpoint the points and the walk name, by id.
+    endpoint_names: FxHashMap<u32, (String, String)>,
     /// Points dropped so far in this series (the buffer was full).
     dropped: u64,
 }
@@ -210,12 +205,6 @@ fn push_endpoint(list: &mut Vec<(u32, u64)>, from: usize, id: u32, n: u64, other
         let last = list.pop().map_or(0, |e| e.1);
         list.push((other, last + n));
     }
-}
-
-/// Append `n` in decimal (no formatting machinery: a point is written per request).
-#[inline]
-fn push_num(text: &mut String, n: u64) {
-    text.push_str(itoa::Buffer::new().format(n));
 }
 
 impl Census {
@@ -339,8 +328,6 @@ impl Census {
         let id = self.endpoint_names.len() as u32;
         self.endpoint_names
             .push((method.to_string(), path.to_string()));
-        self.endpoint_json
-            .push(format!("{},{}", json(method), json(path)));
         paths.insert(path.to_string(), id);
         id
     }
@@ -425,21 +412,20 @@ impl Census {
             return None;
         }
         let walk = self.walk.take();
-        let endpoint_names = if walk.is_some() {
-            self.endpoint_names.clone()
-        } else {
-            Vec::new()
-        };
         self.batches += 1;
         let points = std::mem::take(&mut self.pending);
         let point_endpoints = std::mem::take(&mut self.point_endpoints);
-        // The JSON of the endpoints these points name (a few, nearly always).
-        let mut ids: Vec<u32> = point_endpoints.iter().map(|e| e.0).collect();
+        // The endpoints these points and the walk name (a few, nearly always).
+        let mut ids: Vec<u32> = point_endpoints
+            .iter()
+            .map(|e| e.0)
+            .chain(walk.iter().flat_map(|w| w.counts.iter().map(|c| c.1)))
+            .collect();
         ids.sort_unstable();
         ids.dedup();
-        let endpoint_json = ids
+        let endpoint_names = ids
             .into_iter()
-            .filter_map(|id| Some((id, self.endpoint_json.get(id as usize)?.clone())))
+            .filter_map(|id| Some((id, self.endpoint_names.get(id as usize)?.clone())))
             .collect();
         let changes = std::mem::take(&mut self.changes);
         let base = self.shadow.clone();
@@ -462,7 +448,6 @@ impl Census {
             base_at,
             points,
             point_endpoints,
-            endpoint_json,
             changes,
             walk,
             endpoint_names,
@@ -485,7 +470,6 @@ impl Census {
             base_at,
             points,
             point_endpoints,
-            endpoint_json,
             changes,
             walk,
             endpoint_names,
@@ -499,13 +483,9 @@ impl Census {
             .chain(changes.iter().map(|c| c.0))
             .chain(walk.iter().flat_map(|w| w.counts.iter().map(|c| c.0)))
             .collect();
-        let (names, capped, callers, sample): (Vec<_>, Vec<&str>, Vec<_>, u64) = {
+        let (names, capped, callers, sample) = {
             let t = table.lock();
-            let callers: Vec<(u32, String, u32, u64)> = t
-                .callers()
-                .into_iter()
-                .map(|(site, file, line, n)| (site, file.to_string(), line, n))
-                .collect();
+            let callers = t.callers();
             ids.extend(callers.iter().map(|c| c.0));
             ids.sort_unstable();
             ids.dedup();
@@ -515,154 +495,105 @@ impl Census {
                 (stats.file_cap, "files"),
                 (stats.byte_cap, "bytes"),
             ];
-            (
-                ids.iter().map(|&id| (id, t.site_name(id))).collect(),
-                caps.iter().filter(|c| c.0).map(|c| c.1).collect(),
-                callers,
-                t.sample(),
-            )
+            let names: Vec<(u32, SiteName)> = ids
+                .iter()
+                .filter_map(|&id| Some((id, t.site_name(id)?)))
+                .collect();
+            let capped: Vec<String> = caps
+                .iter()
+                .filter(|c| c.0)
+                .map(|c| c.1.to_string())
+                .collect();
+            (names, capped, callers, t.sample())
         };
-        let mut text =
-            String::with_capacity(64 * (names.len() + points.len()) + 24 * changes.len());
-        let _ = write!(
-            text,
-            "{{\"census\":1,\"host\":{},\"pid\":{pid},\"seq\":{seq},\"points\":{},\"sites\":{}",
-            json(host),
-            points.len(),
-            names.len()
-        );
-        // What made the series partial, so far: the report says so.
-        if dropped > 0 {
-            let _ = write!(text, ",\"dropped\":{dropped}");
+        let mut w =
+            batch::Writer::with_capacity(64 * (names.len() + points.len()) + 24 * changes.len());
+        w.line(&batch::Header {
+            census: batch::VERSION,
+            host: host.to_string(),
+            pid,
+            seq,
+            points: points.len() as u64,
+            sites: names.len() as u64,
+            // What made the series partial, so far: the report says so.
+            dropped,
+            capped,
+            sample,
+        });
+        for (id, n) in names {
+            w.line(&batch::Site {
+                site: id,
+                file: n.file,
+                line: n.line,
+                ty: n.ty.to_string(),
+                class: n.class.filter(|c| !c.is_empty()),
+            });
         }
-        if !capped.is_empty() {
-            let _ = write!(text, ",\"capped\":{:?}", capped);
-        }
-        // A sampled census: its counts are of one allocation in `sample`
-        // (the reader scales them, see crate::sample).
-        if sample > 1 {
-            let _ = write!(text, ",\"sample\":{sample}");
-        }
-        text.push_str("}\n");
-        for (id, name) in &names {
-            let Some(n) = name else { continue };
-            let _ = writeln!(
-                text,
-                "{{\"site\":{id},\"file\":{},\"line\":{},\"type\":\"{}\",\"class\":{}}}",
-                n.file_json
-                    .as_deref()
-                    .map_or("null".to_string(), |f| format!("\"{f}\"")),
-                n.line,
-                n.ty,
-                n.class
-                    .as_deref()
-                    .filter(|c| !c.is_empty())
-                    .map_or("null".to_string(), json),
-            );
-        }
-        let _ =
-            write!(text,
-            "{{\"base\":{{\"requests\":{},\"gc_count\":{},\"swept_gc\":{},\"at\":{}}},\"counts\":[",
-            base_at.0, base_at.1, base_at.2, base_at.3
-        );
-        let mut first = true;
-        for (i, &(count, memsize)) in base.iter().enumerate() {
-            if count > 0 {
-                if !first {
-                    text.push(',');
-                }
-                first = false;
-                let _ = write!(text, "[{},{count},{memsize}]", i + 1);
-            }
-        }
-        text.push_str("]}\n");
-        if let Some(w) = &walk {
-            let _ = write!(
-                text,
-                "{{\"walk\":{{\"requests\":{},\"gc_count\":{}}},\"endpoints\":[",
-                w.requests, w.gc_count
-            );
-            for (i, &(site, e, n)) in w.counts.iter().enumerate() {
-                let Some((method, path)) = endpoint_names.get(e as usize) else {
-                    continue;
-                };
-                if i > 0 {
-                    text.push(',');
-                }
-                let _ = write!(text, "[{site},{},{},{n}]", json(method), json(path));
-            }
-            text.push_str("]}\n");
+        let (requests, gc_count, swept_gc, at) = base_at;
+        let counts: Vec<batch::Count> = base
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.0 > 0)
+            .map(|(i, &(count, memsize))| (i as u32 + 1, count, memsize))
+            .collect();
+        w.line(&batch::Base {
+            base: batch::Stamp {
+                requests,
+                gc_count,
+                swept_gc,
+                at,
+            },
+            counts: Cow::Owned(counts),
+        });
+        if let Some(walk) = &walk {
+            w.line(&batch::Walk {
+                walk: batch::WalkAt {
+                    requests: walk.requests,
+                    gc_count: walk.gc_count,
+                },
+                endpoints: walk
+                    .counts
+                    .iter()
+                    .filter_map(|&(site, e, n)| {
+                        let (method, path) = endpoint_names.get(&e)?;
+                        Some((site, method.as_str().into(), path.as_str().into(), n))
+                    })
+                    .collect(),
+            });
         }
         // The app's lines behind rising library sites: samples so far.
         if !callers.is_empty() {
-            text.push_str("{\"callers\":[");
-            for (i, (site, file, line, n)) in callers.iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                let _ = write!(text, "[{site},\"{file}\",{line},{n}]");
-            }
-            text.push_str("]}\n");
+            w.line(&batch::Callers {
+                callers: callers
+                    .iter()
+                    .map(|(site, file, line, n)| (*site, file.as_str().into(), *line, *n))
+                    .collect(),
+            });
         }
-        // One line per request: written by hand, not with write!.
         for p in &points {
-            text.push_str("{\"requests\":");
-            push_num(&mut text, p.requests);
-            text.push_str(",\"gc_count\":");
-            push_num(&mut text, p.gc_count);
-            text.push_str(",\"swept_gc\":");
-            push_num(&mut text, p.swept_gc);
-            if p.major {
-                text.push_str(",\"major\":true");
-            }
-            text.push_str(",\"at\":");
-            push_num(&mut text, p.at_ms);
-            text.push_str(",\"endpoints\":[");
-            let mut first = true;
-            for (id, n) in &point_endpoints[p.endpoints.clone()] {
-                let Some(endpoint) = endpoint_json.get(id) else {
-                    continue;
-                };
-                if !first {
-                    text.push(',');
-                }
-                first = false;
-                text.push('[');
-                text.push_str(endpoint);
-                text.push(',');
-                push_num(&mut text, *n);
-                text.push(']');
-            }
-            text.push_str("],\"counts\":[");
-            for (i, &(site, count, memsize)) in changes[p.changes.clone()].iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push('[');
-                push_num(&mut text, u64::from(site));
-                text.push(',');
-                push_num(&mut text, count);
-                text.push(',');
-                push_num(&mut text, memsize);
-                text.push(']');
-            }
-            text.push_str("]}\n");
+            w.line(&batch::Point {
+                requests: p.requests,
+                gc_count: p.gc_count,
+                swept_gc: p.swept_gc,
+                major: p.major,
+                at: p.at_ms,
+                endpoints: point_endpoints[p.endpoints.clone()]
+                    .iter()
+                    .filter_map(|(id, n)| {
+                        let (method, path) = endpoint_names.get(id)?;
+                        Some((method.as_str().into(), path.as_str().into(), *n))
+                    })
+                    .collect(),
+                counts: Cow::Borrowed(&changes[p.changes.clone()]),
+            });
         }
-        let mut gz = GzEncoder::new(Vec::with_capacity(text.len() / 8), Compression::new(1));
-        // Writing into a Vec cannot fail.
-        let _ = gz.write_all(text.as_bytes());
-        let gzip = gz.finish().unwrap_or_default();
         Some(Batch {
             key: census_key(host, pid, seq),
             seq,
             points: points.iter().filter(|p| !p.closing).count() as u64,
-            gzip,
+            gzip: w.gzip(),
         })
     }
-}
-
-fn json(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
 #[cfg(test)]

@@ -175,8 +175,9 @@ pub struct Site<'a> {
 /// A site as the census names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteName {
-    /// JSON-escaped file name; None for objects allocated with no Ruby frame.
-    pub file_json: Option<String>,
+    /// The file name (invalid UTF-8 replaced); None for objects allocated
+    /// with no Ruby frame.
+    pub file: Option<String>,
     pub line: u32,
     pub ty: &'static str,
     pub class: Option<String>,
@@ -636,13 +637,13 @@ impl SiteTable {
         Some(&self.chunks[index as usize].entries[slot])
     }
 
-    /// The sampled sites' app lines as `(site, JSON-escaped file, line,
-    /// samples)`, a few per site, most samples first.
-    pub fn callers(&self) -> Vec<(u32, &str, u32, u64)> {
+    /// The sampled sites' app lines as `(site, file, line, samples)`, a
+    /// few per site, most samples first.
+    pub fn callers(&self) -> Vec<(u32, String, u32, u64)> {
         self.callers
             .top()
             .into_iter()
-            .map(|(site, path, line, n)| (site, &*self.json_paths[(path - 2) as usize], line, n))
+            .map(|(site, path, line, n)| (site, self.path_text(path), line, n))
             .collect()
     }
 
@@ -698,6 +699,11 @@ impl SiteTable {
     /// One allocation in this many is recorded (1: all).
     pub fn sample(&self) -> u64 {
         self.sampler.as_ref().map_or(1, Countdown::rate)
+    }
+
+    /// An interned path as text (invalid UTF-8 replaced, as in `json_paths`).
+    fn path_text(&self, path: u32) -> String {
+        String::from_utf8_lossy(&self.raw_paths[(path - 2) as usize]).into_owned()
     }
 
     /// Count out one freed object (tests and session generators: the running
@@ -1133,8 +1139,7 @@ impl SiteTable {
     pub fn site_name(&self, id: u32) -> Option<SiteName> {
         let s = self.sites.get((id as usize).checked_sub(1)?)?;
         Some(SiteName {
-            file_json: (s.path != NO_FILE)
-                .then(|| self.json_paths[(s.path - 2) as usize].to_string()),
+            file: (s.path != NO_FILE).then(|| self.path_text(s.path)),
             line: s.line,
             ty: type_name(s.ty),
             class: s.class.as_deref().map(str::to_string),
@@ -1496,7 +1501,7 @@ mod tests {
         changes.sort();
         assert_eq!(changes, vec![(1, 5, 200), (2, 2, 80)]);
         assert_eq!(t.site_name(1).unwrap().ty, "STRING");
-        assert_eq!(t.site_name(2).unwrap().file_json.as_deref(), Some("a.rb"));
+        assert_eq!(t.site_name(2).unwrap().file.as_deref(), Some("a.rb"));
         assert_eq!(t.stats().freed, 4 + 1, "four frees and a reused slot");
         assert_eq!(t.stats().sweeps, 1 + 1);
     }
@@ -1893,7 +1898,7 @@ mod tests {
             t.callers(),
             vec![(
                 asked[0].1,
-                "/srv/app/app/controllers/reports_controller.rb",
+                "/srv/app/app/controllers/reports_controller.rb".to_string(),
                 8,
                 asked.len() as u64
             )]

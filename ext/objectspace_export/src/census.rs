@@ -26,18 +26,13 @@
 //! entry per site it ever named. Rows go to [`Parts`], which holds one row
 //! group.
 
-use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::rc::Rc;
 
 use objectspace_core::analysis::heap::gem_of;
-use objectspace_core::analysis::Input;
+use objectspace_core::census::batch::{self, GcPlacement, Record, Stamp};
 use parquet::data_type::ByteArray;
 use rustc_hash::FxHashMap;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
 
 use crate::parts::{bytes, put_i32, put_i64, put_opt_str, put_str, RowGroup, Rows};
 
@@ -103,37 +98,6 @@ impl Rows for CensusRow {
     }
 }
 
-/// One line of a batch; every field optional, unknown fields skipped.
-#[derive(Deserialize)]
-struct Line<'a> {
-    census: Option<IgnoredAny>,
-    site: Option<u64>,
-    #[serde(borrow, default)]
-    file: Option<Cow<'a, str>>,
-    line: Option<u64>,
-    #[serde(rename = "type", borrow, default)]
-    ty: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    class: Option<Cow<'a, str>>,
-    base: Option<Head>,
-    walk: Option<IgnoredAny>,
-    requests: Option<u64>,
-    gc_count: Option<u64>,
-    swept_gc: Option<u64>,
-    at: Option<u64>,
-    #[serde(default)]
-    counts: Vec<(u64, u64, u64)>,
-}
-
-#[derive(Deserialize, Clone, Copy, Default)]
-struct Head {
-    requests: u64,
-    #[serde(default)]
-    gc_count: u64,
-    #[serde(default)]
-    at: u64,
-}
-
 type Name = (String, u32, String, Option<String>);
 
 /// One process's census, replayed into rows.
@@ -150,15 +114,13 @@ pub struct Process {
     pending_at: FxHashMap<(u32, i64), usize>,
     /// The least `requests` of the pending rows (i64::MAX: none).
     pending_min: i64,
-    last: Option<Head>,
-    /// The `swept_gc` of the previous point.
-    last_swept: Option<u64>,
-    /// GCs `lo..=hi` began during the request that began at the head's point
-    /// (their counts are those of that moment), until their sweep is seen.
-    began: Vec<(u64, u64, Head)>,
+    /// The last point (or base): the anchor's place.
+    last: Option<Stamp>,
+    /// Where each GC's counts stand.
+    placement: GcPlacement,
     /// Where the latest GC's (or base's) rows stood: later ones never stand
     /// before it.
-    placed: Option<Head>,
+    placed: Option<Stamp>,
     pub requests: u64,
 }
 
@@ -180,15 +142,13 @@ impl Process {
             pending_at: FxHashMap::default(),
             pending_min: i64::MAX,
             last: None,
-            last_swept: None,
-            began: Vec::new(),
+            placement: GcPlacement::default(),
             placed: None,
             requests: 0,
         }
     }
 
-    fn site(&mut self, file: &str, line: u64, ty: &str, class: Option<&str>) -> u32 {
-        let line = u32::try_from(line).unwrap_or(u32::MAX);
+    fn site(&mut self, file: &str, line: u32, ty: &str, class: Option<&str>) -> u32 {
         let name = (
             file.to_string(),
             line,
@@ -213,7 +173,7 @@ impl Process {
 
     /// A row for site `i` as it is now, at `head`: pending (see `release`),
     /// in place of one already pending at that request.
-    fn row(&mut self, i: u32, head: Head) {
+    fn row(&mut self, i: u32, head: Stamp) {
         let s = &mut self.state[i as usize];
         s.2 = head.requests;
         let row = CensusRow {
@@ -263,7 +223,7 @@ impl Process {
         Ok(())
     }
 
-    fn set(&mut self, i: u32, value: (u64, u64), head: Head) {
+    fn set(&mut self, i: u32, value: (u64, u64), head: Stamp) {
         let s = &mut self.state[i as usize];
         if (s.0, s.1) != value {
             (s.0, s.1) = value;
@@ -272,135 +232,85 @@ impl Process {
     }
 
     /// Where a point's changed counts stand, as `leaks` places a GC's
-    /// observation: a sweep first seen at this point gives the counts of the
-    /// GC's start, so they stand at the request that GC began in (the point
-    /// that request began at: its `requests` and time; `gc_count` the GC's
-    /// own), however long its lazy sweep lasted. A GC that began before the census's first
-    /// point, or another change (the heap walk's memsizes), stands here.
-    fn place(&mut self, head: Head, swept: u64) -> Head {
-        if let Some(last) = self.last.filter(|last| head.gc_count > last.gc_count) {
-            self.began.push((last.gc_count + 1, head.gc_count, last));
-        }
-        if self.last_swept == Some(swept) {
-            return head;
-        }
-        self.last_swept = Some(swept);
-        let began = self
-            .began
-            .iter()
-            .find(|&&(lo, hi, _)| lo <= swept && swept <= hi)
-            .map(|&(_, _, began)| began);
-        self.began.retain(|&(_, hi, _)| hi > swept);
-        let place = match (began, self.placed) {
-            (Some(began), Some(placed)) if began.requests < placed.requests => Head {
-                gc_count: swept,
+    /// observation ([`GcPlacement`]): a sweep first seen at this point
+    /// stands at the request its GC began in (`gc_count` the GC's own), but
+    /// never before the rows of the previous GC or base. Another change (the
+    /// heap walk's memsizes) stands here.
+    fn place(&mut self, point: Stamp) -> Stamp {
+        let Some(began) = self.placement.point(point) else {
+            return point;
+        };
+        let place = match self.placed {
+            Some(placed) if began.requests < placed.requests => Stamp {
+                gc_count: began.gc_count,
                 ..placed
             },
-            (Some(began), _) => Head {
-                gc_count: swept,
-                ..began
-            },
-            (None, _) => head,
+            _ => began,
         };
         self.placed = Some(place);
         place
     }
 
-    /// Replay one batch (`bytes` as stored: gzipped or plain), emitting rows.
+    /// Replay one batch (`raw` as stored: gzipped or plain), emitting rows.
     pub fn batch(
         &mut self,
-        name: &str,
+        key: &str,
         raw: &[u8],
         out: &mut dyn FnMut(CensusRow) -> Result<(), String>,
     ) -> Result<(), String> {
-        let reader: Box<dyn Read + '_> = if raw.starts_with(&[0x1f, 0x8b]) {
-            Box::new(flate2::read::MultiGzDecoder::new(raw))
-        } else {
-            Box::new(raw)
-        };
-        let mut reader = BufReader::with_capacity(256 * 1024, reader);
-        let mut ids: FxHashMap<u64, u32> = FxHashMap::default();
-        let mut buf = Vec::new();
-        let mut n = 0u64;
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Err(format!(
-                        "{name}: gzip stream truncated after line {n}; the batch was cut short"
-                    ))
+        let mut ids: FxHashMap<u32, u32> = FxHashMap::default();
+        batch::read(key, raw, &mut |record| {
+            match record {
+                Record::Site(site) => {
+                    let i = self.site(
+                        site.file.as_deref().unwrap_or(""),
+                        site.line,
+                        &site.ty,
+                        site.class.as_deref(),
+                    );
+                    ids.insert(site.site, i);
                 }
-                Err(e) => return Err(format!("{name}: line {}: {e}", n + 1)),
-            }
-            n += 1;
-            let complete = buf.ends_with(b"\n");
-            let text = buf.trim_ascii();
-            if text.is_empty() {
-                continue;
-            }
-            let line: Line = serde_json::from_slice(text).map_err(|e| {
-                if e.is_eof() || !complete && e.is_syntax() {
-                    format!("{name}: line {n}: record cut short at byte {} of the line; the batch was cut short", text.len())
-                } else {
-                    format!("{name}: line {n}: not a census record: {e}")
-                }
-            })?;
-            if let Some(id) = line.site {
-                let i = self.site(
-                    line.file.as_deref().unwrap_or(""),
-                    line.line.unwrap_or(0),
-                    line.ty.as_deref().unwrap_or("UNKNOWN"),
-                    line.class.as_deref(),
-                );
-                ids.insert(id, i);
-            } else if line.census.is_some() || line.walk.is_some() {
-                // The header, and the walk's endpoints: nothing to count.
-            } else if let Some(head) = line.base {
-                // The complete state before the batch's first point.
-                let mut listed = vec![false; self.sites.len()];
-                for &(id, count, memsize) in &line.counts {
-                    let i = *ids.get(&id).ok_or_else(|| {
-                        format!("{name}: line {n}: site {id} is not named in this batch")
-                    })?;
-                    listed[i as usize] = true;
-                    self.set(i, (count, memsize), head);
-                }
-                for (i, listed) in listed.into_iter().enumerate() {
-                    if !listed && self.state[i].0 > 0 {
-                        self.set(i as u32, (0, 0), head);
+                // The walk's endpoints and the callers: nothing to count.
+                Record::Header(_) | Record::Walk(_) | Record::Callers(_) => {}
+                Record::Base(base) => {
+                    // The complete state before the batch's first point.
+                    let head = base.base;
+                    let mut listed = vec![false; self.sites.len()];
+                    for &(id, count, memsize) in base.counts.iter() {
+                        let Some(&i) = ids.get(&id) else { continue };
+                        listed[i as usize] = true;
+                        self.set(i, (count, memsize), head);
                     }
+                    for (i, listed) in listed.into_iter().enumerate() {
+                        if !listed && self.state[i].0 > 0 {
+                            self.set(i as u32, (0, 0), head);
+                        }
+                    }
+                    self.placement.base(head);
+                    self.last = Some(head);
+                    self.placed = Some(head);
+                    self.requests = head.requests;
                 }
-                self.last = Some(head);
-                self.placed = Some(head);
-                self.requests = head.requests;
-            } else if let Some(requests) = line.requests {
-                let head = Head {
-                    requests,
-                    gc_count: line.gc_count.unwrap_or(0),
-                    at: line.at.unwrap_or(0),
-                };
-                let place = self.place(head, line.swept_gc.unwrap_or(0));
-                for &(id, count, memsize) in &line.counts {
-                    let i = *ids.get(&id).ok_or_else(|| {
-                        format!("{name}: line {n}: site {id} is not named in this batch")
-                    })?;
-                    self.set(i, (count, memsize), place);
+                Record::Point(point) => {
+                    let head = point.stamp();
+                    let place = self.place(head);
+                    for &(id, count, memsize) in point.counts.iter() {
+                        let Some(&i) = ids.get(&id) else { continue };
+                        self.set(i, (count, memsize), place);
+                    }
+                    self.last = Some(head);
+                    self.requests = point.requests;
+                    // Later changes stand here or later, or where a GC still
+                    // sweeping began.
+                    let until = self
+                        .placement
+                        .sweeping_since()
+                        .map_or(point.requests, |r| r.min(point.requests));
+                    self.release(until, out)?;
                 }
-                self.last = Some(head);
-                self.requests = requests;
-                // Later changes stand here or later, or where a GC still
-                // sweeping began.
-                let until = self
-                    .began
-                    .iter()
-                    .map(|b| b.2.requests)
-                    .fold(requests, u64::min);
-                self.release(until, out)?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The anchor: a row at the last point for every live site without one there.
@@ -418,27 +328,4 @@ impl Process {
         }
         self.release(u64::MAX, out)
     }
-}
-
-/// One stored batch: sequence number, key, where to read it.
-pub type Batch = (u64, String, Input);
-
-/// The batches of `found`, by host then process, in sequence order.
-pub fn by_process(found: Vec<(String, Input)>) -> BTreeMap<String, BTreeMap<u32, Vec<Batch>>> {
-    let mut out: BTreeMap<String, BTreeMap<u32, Vec<Batch>>> = BTreeMap::new();
-    for (key, input) in found {
-        if let Some((host, pid, seq)) = objectspace_core::keys::parse_census_key(&key) {
-            out.entry(host)
-                .or_default()
-                .entry(pid)
-                .or_default()
-                .push((seq, key, input));
-        }
-    }
-    for procs in out.values_mut() {
-        for batches in procs.values_mut() {
-            batches.sort_by_key(|b| b.0);
-        }
-    }
-    out
 }

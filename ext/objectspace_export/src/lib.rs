@@ -104,26 +104,20 @@ pub fn export(source: &str, out: &Path, limits: Limits) -> Result<Report, Error>
     }
 
     let mut hosts = std::collections::BTreeSet::new();
-    for (host, procs) in census::by_process(found) {
+    let series = objectspace_core::census::batch::series(found);
+    for procs in series.chunk_by(|a, b| a.host == b.host) {
+        let host = &procs[0].host;
         hosts.insert(host.clone());
         let mut parts = parts::Parts::<census::CensusRow>::new(
-            census_dir.join(format!("host={}", partition_value(&host))),
+            census_dir.join(format!("host={}", partition_value(host))),
             limits,
         )?;
-        for (pid, batches) in procs {
+        for series in procs {
             report.processes += 1;
-            let mut process = census::Process::new(&host, pid);
+            report.warnings.extend(series.gaps());
+            let mut process = census::Process::new(host, series.pid);
             let mut emit = |row: census::CensusRow| parts.push(row);
-            let mut last_seq = 0;
-            for (seq, _key, input) in &batches {
-                if *seq != last_seq + 1 {
-                    report.warnings.push(format!(
-                        "process {host}/{pid}: census batches {}..{} missing (dropped or not stored yet)",
-                        last_seq + 1,
-                        seq - 1
-                    ));
-                }
-                last_seq = *seq;
+            for (_, _, input) in &series.batches {
                 let raw = input.read_all()?;
                 process.batch(&input.name(), &raw, &mut emit)?;
                 report.batches += 1;
@@ -400,14 +394,30 @@ mod tests {
             e.starts_with("b.ndjson.gz: gzip stream truncated after line "),
             "{e}"
         );
-        let e = p
-            .batch("b", b"{\"requests\":1,\"counts\":[[5,1,40]]}\n", &mut sink)
-            .unwrap_err();
+        const POINT: &str =
+            r#"{"requests":1,"gc_count":1,"swept_gc":1,"at":1,"counts":[[5,1,40]]}"#;
+        let e = p.batch("b", POINT.as_bytes(), &mut sink).unwrap_err();
         assert_eq!(e, "b: line 1: site 5 is not named in this batch");
         let e = p
-            .batch("b", b"{\"requests\":1}\n[1,2\n", &mut sink)
+            .batch(
+                "b",
+                b"{\"requests\":1,\"gc_count\":1,\"swept_gc\":1,\"at\":1}\n[1,2\n",
+                &mut sink,
+            )
             .unwrap_err();
         assert!(e.starts_with("b: line 2: "), "{e}");
+        // A field of the wrong type is an error, not a zero.
+        let e = p
+            .batch(
+                "b",
+                b"{\"requests\":1,\"gc_count\":\"1\",\"swept_gc\":1,\"at\":1}\n",
+                &mut sink,
+            )
+            .unwrap_err();
+        assert!(
+            e.starts_with("b: line 1: malformed point record: invalid type: string"),
+            "{e}"
+        );
         // Arbitrary bytes: an error or nothing, never a panic.
         let mut x = 7u32;
         for len in 0..200 {

@@ -19,15 +19,13 @@
 //! in each interval (non-negative least squares); an endpoint that never
 //! comes with growth gets no share.
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap;
-use serde_json::Value;
 
 use super::leaks::{
     Caller, Endpoint, Floor, Kept, LeakSite, Leaks, ProcessReport, SiteName as Name,
 };
 use super::{local_path, AnalysisError, Input};
+use crate::census::batch::{self, GcPlacement, Record};
 use crate::keys::parse_census_key;
 use crate::store::Store;
 
@@ -61,12 +59,8 @@ struct Replay {
     /// The previous point's endpoints: the request in flight at a GC seen
     /// at this point, whose objects that GC did not count.
     in_flight: Vec<(u32, u64)>,
-    last_swept: Option<u64>,
-    /// The `gc_count` of the previous point.
-    last_gc: Option<u64>,
-    /// GCs `lo..=hi` began during the request that `x` requests ended with
-    /// (their counts are those of that moment), until their sweep is seen.
-    began: Vec<(u64, u64, u64)>,
+    /// Where each GC's observation stands.
+    placement: GcPlacement,
     /// The latest heap walk: live objects of each site by allocating endpoint.
     walked: FxHashMap<Name, Vec<(String, String, u64)>>,
     /// Each site's class, as the latest batch names it.
@@ -163,160 +157,115 @@ impl Replay {
         id
     }
 
-    /// Replay one batch (its lines). Sites are named by the batch itself.
-    fn batch(&mut self, text: &str, name: &str) -> Result<(), String> {
-        let mut ids: FxHashMap<u64, Name> = FxHashMap::default();
-        for (n, line) in text.lines().enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            let v: Value =
-                serde_json::from_str(line).map_err(|e| format!("{name}: line {}: {e}", n + 1))?;
-            if v.get("census").is_some() {
-                // The header: what made the series partial so far.
-                let dropped = v.get("dropped").and_then(Value::as_u64).unwrap_or(0);
-                self.dropped_points = self.dropped_points.max(dropped);
-                self.sample = v.get("sample").and_then(Value::as_u64).unwrap_or(1);
-                for cap in v
-                    .get("capped")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(cap) = cap.as_str().filter(|c| !self.capped.iter().any(|k| k == c))
-                    {
-                        self.capped.push(cap.to_string());
+    /// Replay one batch (as stored). Sites are named by the batch itself.
+    fn batch(&mut self, key: &str, raw: &[u8]) -> Result<(), String> {
+        let mut ids: FxHashMap<u32, Name> = FxHashMap::default();
+        batch::read(key, raw, &mut |record| {
+            match record {
+                Record::Header(header) => {
+                    // What made the series partial so far.
+                    self.dropped_points = self.dropped_points.max(header.dropped);
+                    self.sample = header.sample;
+                    for cap in header.capped {
+                        if !self.capped.contains(&cap) {
+                            self.capped.push(cap);
+                        }
                     }
                 }
-            } else if let Some(id) = v.get("site").and_then(Value::as_u64) {
-                // A site is its file, line and type; its class (that of most
-                // of its live objects at the last heap walk) is the latest named.
-                let name = Name {
-                    file: v["file"].as_str().unwrap_or("").to_string(),
-                    line: v["line"].as_u64().unwrap_or(0) as u32,
-                    ty: v["type"].as_str().unwrap_or("UNKNOWN").to_string(),
-                    class: None,
-                };
-                if let Some(class) = v["class"].as_str() {
-                    self.classes.insert(name.clone(), class.to_string());
-                }
-                ids.insert(id, name);
-            } else if let Some(list) = v.get("callers").and_then(Value::as_array) {
-                self.callers.clear();
-                for c in list {
-                    let Some(name) = c.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i))
-                    else {
-                        continue;
+                Record::Site(site) => {
+                    // A site is its file, line and type; its class (that of most
+                    // of its live objects at the last heap walk) is the latest named.
+                    let name = Name {
+                        file: site.file.unwrap_or_default(),
+                        line: site.line,
+                        ty: site.ty,
+                        class: None,
                     };
-                    let (Some(file), Some(line), Some(samples)) =
-                        (c[1].as_str(), c[2].as_u64(), c[3].as_u64())
-                    else {
-                        continue;
-                    };
-                    self.callers.entry(name.clone()).or_default().push(Caller {
-                        location: format!("{file}:{line}"),
-                        file: file.to_string(),
-                        line: line as u32,
-                        samples,
-                    });
+                    if let Some(class) = site.class {
+                        self.classes.insert(name.clone(), class);
+                    }
+                    ids.insert(site.site, name);
                 }
-            } else if v.get("walk").is_some() {
-                self.walked.clear();
-                for e in v["endpoints"].as_array().into_iter().flatten() {
-                    let Some(name) = e.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i))
-                    else {
-                        continue;
-                    };
-                    let (Some(m), Some(p), Some(n)) = (e[1].as_str(), e[2].as_str(), e[3].as_u64())
-                    else {
-                        continue;
-                    };
-                    let n = self.scaled(n);
-                    self.walked.entry(name.clone()).or_default().push((
-                        m.to_string(),
-                        p.to_string(),
-                        n,
-                    ));
-                }
-            } else if let Some(base) = v.get("base") {
-                // The state before the batch's first point: complete.
-                let base_requests = base["requests"].as_u64().unwrap_or(0);
-                if base_requests > self.requests {
-                    self.missing_requests += base_requests - self.requests;
-                }
-                let mut listed: FxHashMap<Name, (u64, u64)> = FxHashMap::default();
-                for c in v["counts"].as_array().into_iter().flatten() {
-                    if let Some(name) = c.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i)) {
-                        listed.insert(
-                            name.clone(),
-                            (
-                                self.scaled(c[1].as_u64().unwrap_or(0)),
-                                self.scaled(c[2].as_u64().unwrap_or(0)),
-                            ),
-                        );
+                Record::Callers(callers) => {
+                    self.callers.clear();
+                    for (site, file, line, samples) in callers.callers {
+                        let Some(name) = ids.get(&site) else { continue };
+                        self.callers.entry(name.clone()).or_default().push(Caller {
+                            location: format!("{file}:{line}"),
+                            file: file.to_string(),
+                            line,
+                            samples,
+                        });
                     }
                 }
-                let stale: Vec<Name> = self
-                    .current
-                    .iter()
-                    .filter(|(k, v)| v.0 > 0 && !listed.contains_key(*k))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for name in stale {
-                    self.set(&name, (0, 0));
+                Record::Walk(walk) => {
+                    self.walked.clear();
+                    for (site, method, path, n) in walk.endpoints {
+                        let Some(name) = ids.get(&site) else { continue };
+                        let n = self.scaled(n);
+                        self.walked.entry(name.clone()).or_default().push((
+                            method.to_string(),
+                            path.to_string(),
+                            n,
+                        ));
+                    }
                 }
-                for (name, value) in listed {
-                    self.set(&name, value);
-                }
-            } else if let Some(requests) = v.get("requests").and_then(Value::as_u64) {
-                let swept = v["swept_gc"].as_u64().unwrap_or(0);
-                for c in v["counts"].as_array().into_iter().flatten() {
-                    if let Some(name) = c.get(0).and_then(Value::as_u64).and_then(|i| ids.get(&i)) {
-                        let name = name.clone();
-                        let value = (
-                            self.scaled(c[1].as_u64().unwrap_or(0)),
-                            self.scaled(c[2].as_u64().unwrap_or(0)),
-                        );
+                Record::Base(base) => {
+                    // The state before the batch's first point: complete.
+                    if base.base.requests > self.requests {
+                        self.missing_requests += base.base.requests - self.requests;
+                    }
+                    self.placement.base(base.base);
+                    let mut listed: FxHashMap<Name, (u64, u64)> = FxHashMap::default();
+                    for &(site, count, memsize) in base.counts.iter() {
+                        if let Some(name) = ids.get(&site) {
+                            listed.insert(name.clone(), (self.scaled(count), self.scaled(memsize)));
+                        }
+                    }
+                    let stale: Vec<Name> = self
+                        .current
+                        .iter()
+                        .filter(|(k, v)| v.0 > 0 && !listed.contains_key(*k))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for name in stale {
+                        self.set(&name, (0, 0));
+                    }
+                    for (name, value) in listed {
                         self.set(&name, value);
                     }
                 }
-                // GCs that began since the previous point began during the
-                // previous request: their counts are those of that moment,
-                // however long their (lazy) sweep lasts.
-                let gc = v["gc_count"].as_u64().unwrap_or(0);
-                if let Some(last) = self.last_gc.filter(|&last| gc > last) {
-                    self.began.push((last + 1, gc, self.requests));
+                Record::Point(point) => {
+                    for &(site, count, memsize) in point.counts.iter() {
+                        if let Some(name) = ids.get(&site) {
+                            let name = name.clone();
+                            let value = (self.scaled(count), self.scaled(memsize));
+                            self.set(&name, value);
+                        }
+                    }
+                    // A sweep first seen here: observed where its GC began
+                    // (see [`GcPlacement`]), never before the last observation.
+                    if let Some(placed) = self.placement.point(point.stamp()) {
+                        let at = self
+                            .xs
+                            .last()
+                            .map_or(placed.requests, |&last| placed.requests.max(last));
+                        self.observe(at, point.major);
+                    }
+                    // The sweep ended during the previous request, whose
+                    // objects it left out: they belong to the next interval.
+                    for (id, n) in std::mem::take(&mut self.in_flight) {
+                        *self.interval.entry(id).or_insert(0) += n;
+                    }
+                    for (method, path, n) in &point.endpoints {
+                        let id = self.endpoint(method, path);
+                        self.in_flight.push((id, *n));
+                    }
+                    self.requests = point.requests;
                 }
-                self.last_gc = Some(self.last_gc.map_or(gc, |last| last.max(gc)));
-                // A sweep first seen here ended during the previous request,
-                // whose objects it left out: they belong to the next interval.
-                if self.last_swept != Some(swept) {
-                    self.last_swept = Some(swept);
-                    // Observed at the request its GC began in (else here: a GC
-                    // that began before the census's first point).
-                    let at = self
-                        .began
-                        .iter()
-                        .find(|&&(lo, hi, _)| lo <= swept && swept <= hi)
-                        .map_or(requests, |b| b.2);
-                    self.began.retain(|&(_, hi, _)| hi > swept);
-                    let at = self.xs.last().map_or(at, |&last| at.max(last));
-                    self.observe(at, v["major"].as_bool().unwrap_or(false));
-                }
-                for (id, n) in std::mem::take(&mut self.in_flight) {
-                    *self.interval.entry(id).or_insert(0) += n;
-                }
-                for e in v["endpoints"].as_array().into_iter().flatten() {
-                    let (Some(m), Some(p)) = (e[0].as_str(), e[1].as_str()) else {
-                        continue;
-                    };
-                    let id = self.endpoint(m, p);
-                    self.in_flight.push((id, e[2].as_u64().unwrap_or(1)));
-                }
-                self.requests = requests;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -568,22 +517,6 @@ pub fn list(source: &str) -> Result<Vec<(String, Input)>, AnalysisError> {
     }
 }
 
-fn gunzip(bytes: &[u8]) -> Result<String, String> {
-    use std::io::Read;
-    let mut text = String::new();
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_string(&mut text)
-            .map_err(|e| e.to_string())?;
-    } else {
-        text = String::from_utf8_lossy(bytes).into_owned();
-    }
-    Ok(text)
-}
-
-/// One stored batch: its sequence number, key and where to read it.
-type Batch = (u64, String, Input);
-
 /// Leaks from the census under `source`, or None when it holds no census.
 /// `top` = 0 keeps every leaking site.
 pub fn leaks(
@@ -595,37 +528,22 @@ pub fn leaks(
     if found.is_empty() {
         return Ok(None);
     }
-    let mut by_process: BTreeMap<(String, u32), Vec<Batch>> = BTreeMap::new();
-    for (key, input) in found {
-        if let Some((host, pid, seq)) = parse_census_key(&key) {
-            by_process
-                .entry((host, pid))
-                .or_default()
-                .push((seq, key, input));
-        }
-    }
     let mut warnings = Vec::new();
     let mut kept = Kept::new(floor, top);
     let mut processes = Vec::new();
-    for ((host, pid), mut batches) in by_process {
-        batches.sort_by_key(|b| b.0);
+    for series in batch::series(found) {
+        let (host, pid) = (series.host.clone(), series.pid);
+        warnings.extend(series.gaps());
         let mut replay = Replay::default();
-        let mut last_seq = 0;
-        for (seq, key, input) in &batches {
-            if *seq != last_seq + 1 {
-                warnings.push(format!(
-                    "process {host}/{pid}: census batches {}..{} missing (dropped or not stored yet)",
-                    last_seq + 1,
-                    seq - 1
-                ));
-            }
-            last_seq = *seq;
-            let text = input
-                .read_all()
-                .map_err(|e| e.to_string())
-                .and_then(|b| gunzip(&b));
-            if let Err(e) = text.and_then(|t| replay.batch(&t, key)) {
-                warnings.push(format!("skipped census {key}: {e}"));
+        for (_, key, input) in &series.batches {
+            // A batch that cannot be read is left out, as a missing one is.
+            match input.read_all() {
+                Err(e) => warnings.push(format!("skipped census {key}: {e}")),
+                Ok(raw) => {
+                    if let Err(e) = replay.batch(key, &raw) {
+                        warnings.push(format!("skipped census {e}"));
+                    }
+                }
             }
         }
         replay.finish();
