@@ -14,7 +14,7 @@
 
 use memchr::memmem::Finder;
 
-use crate::analysis::scan::{leading_u64, parse_hex, quoted_len};
+use crate::scan::{leading_u64, parse_hex, quoted_len};
 use crate::sites::SharedSites;
 
 /// What to do with one record.

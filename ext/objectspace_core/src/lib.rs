@@ -6,6 +6,8 @@
 //! - [`sites`]: file, line and GC generation of traced allocations, by address.
 //! - [`census`]: live objects per allocation site at every request, in batches.
 //! - [`sample`]: the sampled census's random countdown of allocations.
+//! - [`scan`]: the byte scanner for one `ObjectSpace.dump_all` record, shared
+//!   by the capture (pipeline, redaction, spilling, annotation) and the analysis.
 //! - [`analysis`]: reading dumps back and naming the sites that leak.
 
 pub mod analysis;
@@ -19,6 +21,7 @@ pub mod pipeline;
 pub mod redact;
 pub mod runtime;
 pub mod sample;
+pub mod scan;
 pub mod sites;
 pub mod spill;
 pub mod store;

@@ -26,12 +26,12 @@ use flate2::Compression;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::analysis::scan::{leading_u64, quoted_len};
 use crate::annotate::Annotator;
 use crate::error::{Error, Result};
 use crate::inherited;
 use crate::redact::Redactor;
 use crate::runtime;
+use crate::scan::{leading_u64, quoted_len};
 use crate::sites::SharedSites;
 use crate::spill::{self, Field, Spool};
 use crate::store::Store;

@@ -3,7 +3,7 @@
 //! as a `"value"` field on STRING (and SYMBOL) records; we drop that field and
 //! keep everything else, `bytesize` included, so the record stays valid JSON.
 
-use crate::analysis::scan::quoted_len;
+use crate::scan::quoted_len;
 use memchr::memmem;
 
 const NEEDLE: &[u8] = b"\"value\":";

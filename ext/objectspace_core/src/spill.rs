@@ -12,8 +12,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::analysis::scan::quoted_len;
 use crate::error::Result;
+use crate::scan::quoted_len;
 
 /// Which field's content is spilled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -421,7 +421,7 @@ fn unreadable_dumps_name_the_file_and_line() {
 }
 
 mod properties {
-    use objectspace_core::analysis::scan::{scan, unescape_lossy};
+    use objectspace_core::scan::{scan, unescape_lossy};
     use proptest::prelude::*;
 
     fn record(

@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use objectspace_core::analysis::heap::Heap;
-use objectspace_core::analysis::scan::scan;
 use objectspace_core::analysis::source::{no_progress, read_records, Input};
+use objectspace_core::scan::scan;
 
 /// CPU time of this thread in seconds (Linux), or None.
 fn thread_cpu() -> Option<f64> {

@@ -4,7 +4,7 @@
 //! `\u00XX` in file names, surrogate pairs, `\/`). Whatever serde_json reads
 //! from a line, the scanner must read the same fields.
 
-use objectspace_core::analysis::scan::{parse_hex, scan, unescape_lossy};
+use objectspace_core::scan::{parse_hex, scan, unescape_lossy};
 use proptest::prelude::*;
 use serde_json::Value;
 

@@ -4,11 +4,11 @@
 use rustc_hash::FxHashMap;
 
 use super::paths::RawRefs;
-use super::scan::{unescape_lossy, Record};
 use super::source::{
     line_starts, read_range, read_records, splittable, Input, Progress, ReadStats,
 };
 use super::AnalysisError;
+use crate::scan::{unescape_lossy, Record};
 
 /// "No generation recorded" (the object was allocated before tracing began).
 pub const NO_GENERATION: u32 = u32::MAX;

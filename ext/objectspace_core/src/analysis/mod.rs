@@ -1,6 +1,5 @@
 //! Reading heap dumps back and naming the code that leaks.
 //!
-//! - [`scan`]: the byte scanner for one `ObjectSpace.dump_all` record.
 //! - [`source`]: files, folders and store objects, plain or gzipped, streamed.
 //! - [`heap`]: one dump as a compact object table; gem names from paths.
 //! - [`summary`], [`diff`], [`leaks`]: the analyses; each returns a
@@ -18,7 +17,6 @@ pub mod heap;
 pub mod leaks;
 pub mod paths;
 pub mod report;
-pub mod scan;
 pub mod source;
 pub mod summary;
 

@@ -28,9 +28,9 @@ use serde::Serialize;
 use super::heap::{Heap, Obj};
 use super::leaks::LeakSite;
 use super::report::Site;
-use super::scan::{parse_hex, unescape_lossy};
 use super::source::{Input, Progress};
 use super::AnalysisError;
+use crate::scan::{parse_hex, unescape_lossy};
 
 /// Sites of a report given paths, at most (the top of the report).
 pub const MAX_SITES: usize = 20;

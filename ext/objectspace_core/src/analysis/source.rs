@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use memchr::memchr;
 
-use super::scan::{scan, Record};
 use super::AnalysisError;
+use crate::scan::{scan, Record};
 use crate::store::Store;
 
 /// Progress callback: called with the number of input bytes (as stored, so

@@ -59,7 +59,7 @@ pub struct Header {
     pub capped: Vec<String>,
     /// A sampled census: its counts are of one allocation in `sample` (the
     /// reader scales them, see crate::sample). Absent (1): every allocation.
-    #[serde(default = "one", skip_serializing_if = "is_one")]
+    #[serde(default = "one", skip_serializing_if = "is_exact")]
     pub sample: u64,
 }
 
@@ -67,8 +67,9 @@ fn one() -> u64 {
     1
 }
 
-fn is_one(n: &u64) -> bool {
-    *n == 1
+/// 1 (or 0, a header built by default): every allocation recorded.
+fn is_exact(n: &u64) -> bool {
+    *n <= 1
 }
 
 /// A site the batch's counts name by `site`: file, line, type and the class
@@ -531,6 +532,7 @@ mod tests {
             sites: 1,
             dropped: 0,
             capped: vec!["files".into()],
+            sample: 1,
         };
         let site = Site {
             site: 7,
