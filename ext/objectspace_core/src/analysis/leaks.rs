@@ -728,57 +728,17 @@ struct Loaded {
     digest: Result<Digest, AnalysisError>,
 }
 
-/// Find the leaking sites of a session (a folder or store URL of dumps).
-/// `top` = 0 keeps every leaking site. `threads` bounds parallel reads.
-pub fn leaks(
-    source: &str,
-    progress: Progress,
-    top: usize,
-    threads: usize,
-) -> Result<Leaks, AnalysisError> {
-    leaks_above(source, progress, top, threads, None)
-}
-
-/// [`leaks`], with the growing sites under `floor` counted in
-/// `hidden_sites` instead of reported (and never given retention paths).
-pub fn leaks_above(
+/// The leaking sites of a session's dumps (see [`super::leaks_above`],
+/// which reads the census first). `top` = 0 keeps every leaking site;
+/// `threads` bounds parallel reads; growing sites under `floor` are counted
+/// in `hidden_sites` instead of reported.
+pub fn from_dumps(
     source: &str,
     progress: Progress,
     top: usize,
     threads: usize,
     floor: Option<Floor>,
 ) -> Result<Leaks, AnalysisError> {
-    // The census, when the session has one, covers every request: it wins,
-    // unless it saw too few GCs to rank anything and there are dumps to read
-    // (a process whose GCs run in its dump children). Dumps stay the detail
-    // view: the newest of each process gives held_by.
-    if let Some(mut found) = super::census::leaks(source, top, floor)? {
-        let session = Session::open(source).ok();
-        let dumps = session.as_ref().is_some_and(|s| !s.entries.is_empty());
-        if !found.sites.is_empty() || !dumps {
-            if let Some(session) = session {
-                let mut newest: FxHashMap<(String, u32), (u64, Input)> = FxHashMap::default();
-                for e in session.entries {
-                    let Some(k) = e.parsed else { continue };
-                    let slot = newest
-                        .entry((k.host, k.pid))
-                        .or_insert((k.seq, e.input.clone()));
-                    if k.seq >= slot.0 {
-                        *slot = (k.seq, e.input);
-                    }
-                }
-                let dumps = newest.into_iter().map(|(p, (_, i))| (p, i)).collect();
-                super::paths::attach_to_leaks(
-                    &mut found.sites,
-                    &dumps,
-                    progress,
-                    &mut found.warnings,
-                )?;
-            }
-            found.conclude(top);
-            return Ok(found);
-        }
-    }
     let session = Session::open(source)?;
     let mut warnings = Vec::new();
     if session.entries.is_empty() {

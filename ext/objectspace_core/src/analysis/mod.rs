@@ -2,8 +2,10 @@
 //!
 //! - [`source`]: files, folders and store objects, plain or gzipped, streamed.
 //! - [`heap`]: one dump as a compact object table; gem names from paths.
-//! - [`summary`], [`diff`], [`leaks`]: the analyses; each returns a
+//! - [`summary`], [`diff`], [`leaks()`]: the analyses; each returns a
 //!   serialisable report whose `sites` array is most significant first.
+//!   [`leaks()`] reads the census ([`census`]) and, without one, the dumps
+//!   ([`mod@leaks`]).
 //! - [`findings`]: `leaks`' sites that grow together, one finding a leak.
 //! - [`paths`]: what holds a site's objects (retention paths from the roots),
 //!   for the sites of `diff` and `leaks`.
@@ -21,10 +23,62 @@ pub mod source;
 pub mod summary;
 
 pub use diff::diff;
-pub use leaks::{leaks, leaks_above, ls, Floor};
+pub use leaks::{ls, Floor, Leaks};
 pub use report::{Group, Site};
 pub use source::{Input, Progress};
 pub use summary::summary;
+
+use rustc_hash::FxHashMap;
+
+/// Find the leaking sites of a session (a folder or store URL of census
+/// batches and dumps). `top` = 0 keeps every leaking site. `threads` bounds
+/// parallel reads.
+pub fn leaks(
+    source: &str,
+    progress: Progress,
+    top: usize,
+    threads: usize,
+) -> Result<Leaks, AnalysisError> {
+    leaks_above(source, progress, top, threads, None)
+}
+
+/// [`leaks`], with the growing sites under `floor` counted in
+/// `hidden_sites` instead of reported (and never given retention paths).
+pub fn leaks_above(
+    source: &str,
+    progress: Progress,
+    top: usize,
+    threads: usize,
+    floor: Option<Floor>,
+) -> Result<Leaks, AnalysisError> {
+    // The census, when the session has one, covers every request: it wins,
+    // unless it saw too few GCs to rank anything and there are dumps to read
+    // (a process whose GCs run in its dump children). Dumps stay the detail
+    // view: the newest of each process gives held_by.
+    if let Some(mut found) = census::leaks(source, top, floor)? {
+        let session = leaks::Session::open(source).ok();
+        let dumps = session.as_ref().is_some_and(|s| !s.entries.is_empty());
+        if !found.sites.is_empty() || !dumps {
+            if let Some(session) = session {
+                let mut newest: FxHashMap<(String, u32), (u64, Input)> = FxHashMap::default();
+                for e in session.entries {
+                    let Some(k) = e.parsed else { continue };
+                    let slot = newest
+                        .entry((k.host, k.pid))
+                        .or_insert((k.seq, e.input.clone()));
+                    if k.seq >= slot.0 {
+                        *slot = (k.seq, e.input);
+                    }
+                }
+                let dumps = newest.into_iter().map(|(p, (_, i))| (p, i)).collect();
+                paths::attach_to_leaks(&mut found.sites, &dumps, progress, &mut found.warnings)?;
+            }
+            found.conclude(top);
+            return Ok(found);
+        }
+    }
+    leaks::from_dumps(source, progress, top, threads, floor)
+}
 
 /// Why an analysis could not run. Every variant names the input it is about.
 #[derive(Debug, thiserror::Error)]
