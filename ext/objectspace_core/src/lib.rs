@@ -10,6 +10,7 @@
 //!   by the capture (pipeline, redaction, spilling, annotation) and the analysis.
 //! - [`analysis`]: reading dumps back and naming the sites that leak.
 
+pub mod alloc;
 pub mod analysis;
 pub mod annotate;
 pub mod callers;

@@ -13,6 +13,11 @@ mod nogvl;
 mod tracer;
 
 use magnus::{Module, Ruby};
+
+/// Large blocks straight from the kernel, so that the analyser's phases give
+/// their memory back (see `objectspace_core::alloc`).
+#[global_allocator]
+static ALLOC: objectspace_core::alloc::LargeMmap = objectspace_core::alloc::LargeMmap;
 use rb_sys::{ruby_value_type, RB_TYPE_P, RSTRING_LEN, RSTRING_PTR, VALUE};
 
 /// The bytes of `v` if it is a String.

@@ -4,16 +4,24 @@
 //! Addresses are reused once an object is freed, so two records are the same
 //! object only when address and type match, and file:line too when both
 //! records carry allocation info.
+//!
+//! Two object tables, never three: the 2nd dump is read whole; the 1st is
+//! streamed against it (two bits an object of the 2nd: decided, matched) and
+//! never held; only the 2nd dump's objects the 1st lacks are kept (a few
+//! percent of it) before the 3rd is read whole, with its references, for the
+//! paths of the top sites.
 
 use serde::Serialize;
 
 use rustc_hash::FxHashMap;
 
-use super::heap::{Heap, Obj, NO_GENERATION};
+use super::address::AddressIndex;
+use super::heap::{known_type, Heap, Obj, NO_GENERATION};
 use super::paths::{Graph, MAX_SITES};
 use super::report::{by_count, Groups, Site, SiteKey, SiteTable};
-use super::source::{Input, Progress};
+use super::source::{read_in_parts, Input, Progress};
 use super::AnalysisError;
+use crate::scan::{unescape_lossy, Record};
 
 #[derive(Debug, Serialize)]
 pub struct Diff {
@@ -30,97 +38,6 @@ pub struct Diff {
     pub sites: Vec<Site>,
     #[serde(flatten)]
     pub groups: Groups,
-}
-
-/// Object indices in address order, or `None` when the table is in address
-/// order already. `dump_all` writes the heap page by page, each page in
-/// address order but the pages in any order: the ascending runs are sorted
-/// by their first address and laid end to end (no per-object sort) when they
-/// do not overlap; anything else is sorted whole.
-fn address_order(heap: &Heap) -> Option<Vec<u32>> {
-    let objs = &heap.objects;
-    let n = objs.len();
-    let mut runs: Vec<(u64, u32, u32)> = Vec::new();
-    let mut start = 0usize;
-    for i in 1..=n {
-        if i == n || objs[i].addr <= objs[i - 1].addr {
-            runs.push((objs[start].addr, start as u32, i as u32));
-            start = i;
-        }
-    }
-    if runs.len() <= 1 {
-        return None;
-    }
-    runs.sort_unstable_by_key(|r| r.0);
-    let disjoint = runs
-        .windows(2)
-        .all(|w| objs[w[0].2 as usize - 1].addr < w[1].0);
-    if disjoint {
-        let mut order = Vec::with_capacity(n);
-        for (_, from, to) in runs {
-            order.extend(from..to);
-        }
-        return Some(order);
-    }
-    let mut pairs: Vec<(u64, u32)> = objs
-        .iter()
-        .enumerate()
-        .map(|(i, o)| (o.addr, i as u32))
-        .collect();
-    pairs.sort_unstable();
-    Some(pairs.into_iter().map(|(_, i)| i).collect())
-}
-
-/// The heap's objects in address order.
-struct Ordered<'a> {
-    heap: &'a Heap,
-    order: Option<Vec<u32>>,
-}
-
-impl<'a> Ordered<'a> {
-    fn len(&self) -> usize {
-        self.heap.objects.len()
-    }
-
-    /// The object index at position `pos` of the address order.
-    #[inline]
-    fn index(&self, pos: usize) -> u32 {
-        match &self.order {
-            Some(o) => o[pos],
-            None => pos as u32,
-        }
-    }
-
-    fn cursor(&self) -> Cursor<'_> {
-        Cursor { of: self, at: 0 }
-    }
-}
-
-/// A cursor over an address-ordered table, for a merge join with another one
-/// walked in address order.
-struct Cursor<'a> {
-    of: &'a Ordered<'a>,
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    /// The index of the object this heap holds at `o`'s address when it is the
-    /// same object as `o` (of heap `h`). Addresses must be asked in ascending order.
-    #[inline]
-    fn same(&mut self, h: &Heap, o: &Obj) -> Option<u32> {
-        let objects = &self.of.heap.objects;
-        while self.at < self.of.len() && objects[self.of.index(self.at) as usize].addr < o.addr {
-            self.at += 1;
-        }
-        if self.at < self.of.len() {
-            let i = self.of.index(self.at);
-            let p = &objects[i as usize];
-            if p.addr == o.addr && same_object(h, o, self.of.heap, p) {
-                return Some(i);
-            }
-        }
-        None
-    }
 }
 
 /// Two records at one address are the same object when the type matches,
@@ -143,60 +60,242 @@ fn same_object(h: &Heap, o: &Obj, other: &Heap, p: &Obj) -> bool {
     true
 }
 
-/// Compare three heaps already in memory; `top` = 0 keeps every row. When
-/// `retained` was read with references, the top sites get their retention
-/// paths (from `retained`, the 3rd dump).
-pub fn diff_heaps(before: &Heap, after: &Heap, retained: &mut Heap, top: usize) -> Diff {
-    let (ob, oa, or) = std::thread::scope(|s| {
-        let b = s.spawn(|| address_order(before));
-        let r = s.spawn(|| address_order(retained));
-        let a = address_order(after);
-        (
-            b.join().unwrap_or_default(),
-            a,
-            r.join().unwrap_or_default(),
-        )
-    });
-    let sorted_before = Ordered {
-        heap: before,
-        order: ob,
-    };
-    let sorted_after = Ordered {
-        heap: after,
-        order: oa,
-    };
-    let sorted_retained = Ordered {
-        heap: retained,
-        order: or,
-    };
-    // Each retained object: (its index in `after`, its index in `retained`).
-    let each_retained = |f: &mut dyn FnMut(&Obj, u32)| {
-        let mut in_before = sorted_before.cursor();
-        let mut in_retained = sorted_retained.cursor();
-        for pos in 0..sorted_after.len() {
-            let o = &after.objects[sorted_after.index(pos) as usize];
-            if in_before.same(after, o).is_some() {
-                continue;
+/// Not a name of the 2nd dump.
+const UNKNOWN: u32 = u32::MAX;
+
+/// The 2nd dump's file and type names, each id mapped to the first id with
+/// the same text, so that a record of the 1st dump is compared by text (as
+/// [`same_object`] does) with one integer comparison.
+struct Names<'a> {
+    files: Vec<u32>,
+    types: Vec<u32>,
+    file_ids: FxHashMap<&'a str, u32>,
+    type_ids: FxHashMap<&'a str, u32>,
+}
+
+impl<'a> Names<'a> {
+    fn of(heap: &'a Heap) -> Names<'a> {
+        let canonical = |text: &'a [String], ids: &mut FxHashMap<&'a str, u32>| -> Vec<u32> {
+            // Id 0 is "no file" (or the empty type), never a name.
+            let mut out = vec![UNKNOWN; text.len()];
+            for (id, t) in text.iter().enumerate().skip(1) {
+                out[id] = *ids.entry(t.as_str()).or_insert(id as u32);
             }
-            if let Some(r) = in_retained.same(after, o) {
-                f(o, r);
+            out
+        };
+        let mut file_ids = FxHashMap::default();
+        let mut type_ids = FxHashMap::default();
+        let files = canonical(&heap.files.text, &mut file_ids);
+        let types = canonical(&heap.types.text, &mut type_ids);
+        Names {
+            files,
+            types,
+            file_ids,
+            type_ids,
+        }
+    }
+}
+
+/// One part of the 1st dump, streamed against the 2nd: for each object of
+/// the 2nd (by index), whether an object of this part at its address decided
+/// it (the first such, in dump order), and whether that one is the same object.
+struct Probe {
+    decided: Vec<u64>,
+    matched: Vec<u64>,
+    objects: u64,
+    /// Raw names of this part -> the 2nd dump's canonical id (or [`UNKNOWN`]).
+    files: FxHashMap<Box<[u8]>, u32>,
+    types: FxHashMap<Box<[u8]>, u32>,
+    last_file: Option<(Vec<u8>, u32)>,
+}
+
+impl Probe {
+    fn new(objects: usize) -> Probe {
+        let words = objects.div_ceil(64);
+        Probe {
+            decided: vec![0; words],
+            matched: vec![0; words],
+            objects: 0,
+            files: FxHashMap::default(),
+            types: FxHashMap::default(),
+            last_file: None,
+        }
+    }
+
+    /// One record of the 1st dump: an object as [`Heap`] would read it, or nothing.
+    #[inline]
+    fn add(&mut self, rec: &Record, after: &Heap, index: &AddressIndex, names: &Names) {
+        let ty = rec.ty;
+        if ty == b"ROOT" || ty.is_empty() || ty == b"SHAPE" || rec.before_baseline {
+            return;
+        }
+        let Some(addr) = rec.address else {
+            return;
+        };
+        self.objects += 1;
+        let mut at = index.find_all(addr).peekable();
+        match at.peek() {
+            Some(&first) if !bit(&self.decided, first) => {}
+            _ => return,
+        }
+        let ty = match known_type(ty) {
+            Some(id) => names.types.get(id as usize).copied().unwrap_or(UNKNOWN),
+            None => *self.types.entry(ty.into()).or_insert_with(|| {
+                let (text, _) = unescape_lossy(ty, false);
+                names
+                    .type_ids
+                    .get(text.as_str())
+                    .copied()
+                    .unwrap_or(UNKNOWN)
+            }),
+        };
+        let file = rec.file.map(|f| match &mut self.last_file {
+            Some((raw, id)) if raw.as_slice() == f => *id,
+            last => {
+                let id = *self.files.entry(f.into()).or_insert_with(|| {
+                    let (text, _) = unescape_lossy(f, rec.file_escaped);
+                    names
+                        .file_ids
+                        .get(text.as_str())
+                        .copied()
+                        .unwrap_or(UNKNOWN)
+                });
+                // Neighbouring objects often come from the same file.
+                let (raw, last_id) = last.get_or_insert_with(|| (Vec::new(), 0));
+                raw.clear();
+                raw.extend_from_slice(f);
+                *last_id = id;
+                id
+            }
+        });
+        let line = rec.line.unwrap_or(0);
+        let generation = rec.generation.unwrap_or(NO_GENERATION);
+        for i in at {
+            set(&mut self.decided, i);
+            let p = &after.objects[i as usize];
+            let same = names.types.get(p.ty as usize) == Some(&ty)
+                && (generation == NO_GENERATION
+                    || p.generation == NO_GENERATION
+                    || generation == p.generation)
+                && match file {
+                    Some(f) if p.file != 0 => line == p.line && names.files[p.file as usize] == f,
+                    _ => true,
+                };
+            if same {
+                set(&mut self.matched, i);
             }
         }
+    }
+}
+
+#[inline]
+fn bit(bits: &[u64], i: u32) -> bool {
+    bits[i as usize >> 6] & (1 << (i & 63)) != 0
+}
+
+#[inline]
+fn set(bits: &mut [u64], i: u32) {
+    bits[i as usize >> 6] |= 1 << (i & 63);
+}
+
+/// The objects of `after` that the 1st dump (`before`) does not have, in
+/// address order, and the number of objects in `before`.
+fn new_objects(
+    before: &Input,
+    after: &Heap,
+    progress: Progress,
+    threads: usize,
+) -> Result<(Vec<Obj>, u64), AnalysisError> {
+    let index = AddressIndex::of(&after.objects);
+    let names = Names::of(after);
+    let n = after.objects.len();
+    let parts = read_in_parts(
+        before,
+        progress,
+        threads,
+        |_| Probe::new(n),
+        |probe: &mut Probe, rec| probe.add(rec, after, &index, &names),
+    )?;
+    drop(index);
+    // A part decides what no part before it (in file order) decided.
+    let mut decided = vec![0u64; n.div_ceil(64)];
+    let mut matched = vec![0u64; n.div_ceil(64)];
+    let mut objects = 0;
+    for (probe, _) in parts {
+        objects += probe.objects;
+        for (w, (d, m)) in probe.decided.iter().zip(&probe.matched).enumerate() {
+            matched[w] |= m & !decided[w];
+            decided[w] |= d;
+        }
+    }
+    let mut new: Vec<u32> = (0..n as u32).filter(|&i| !bit(&matched, i)).collect();
+    // Address order; objects at one address stay in dump order.
+    new.sort_by_key(|&i| after.objects[i as usize].addr);
+    Ok((
+        new.into_iter().map(|i| after.objects[i as usize]).collect(),
+        objects,
+    ))
+}
+
+/// Read three dumps and diff them; `top` = 0 keeps every row. The top sites
+/// get their retention paths, from the 3rd dump.
+pub fn diff(inputs: [&Input; 3], progress: Progress, top: usize) -> Result<Diff, AnalysisError> {
+    let [a, b, c] = inputs;
+    // A plain file is cut at line starts and read on every core (gzip cannot be).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut after = match Heap::read_parallel(b, progress, threads) {
+        Ok(h) => h,
+        Err(AnalysisError::Interrupted) => return Err(AnalysisError::Interrupted),
+        Err(e) => {
+            // The 1st dump's error comes first, as the inputs are given.
+            read_in_parts(a, progress, threads, |_| (), |_, _| ())?;
+            return Err(e);
+        }
     };
+    let after_objects = after.objects.len() as u64;
+    let (new, before_objects) = new_objects(a, &after, progress, threads)?;
+    after.objects = new;
+    let mut retained = Heap::read_parallel_with_references(c, progress, threads)?;
+    Ok(retained_of(
+        [a.name(), after.name.clone(), retained.name.clone()],
+        [before_objects, after_objects, retained.objects.len() as u64],
+        &after,
+        &mut retained,
+        top,
+    ))
+}
+
+/// The diff of `new` (the 2nd dump's objects the 1st lacks, in address
+/// order, with its names) against the 3rd dump.
+fn retained_of(
+    inputs: [String; 3],
+    input_objects: [u64; 3],
+    new: &Heap,
+    retained: &mut Heap,
+    top: usize,
+) -> Diff {
+    let index = AddressIndex::of(&retained.objects);
+    // Each retained object, with its index in the 3rd dump.
+    let kept: Vec<(&Obj, u32)> = new
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let r = index.find(o.addr)?;
+            same_object(new, o, retained, &retained.objects[r as usize]).then_some((o, r))
+        })
+        .collect();
     let mut table = SiteTable::default();
     let mut memsize = 0u64;
-    let mut objects = 0u64;
-    each_retained(&mut |o, _| {
+    for (o, _) in &kept {
         table.add((o.file, o.line, o.ty as u32, o.class), o.memsize as u64);
         memsize += o.memsize as u64;
-        objects += 1;
-    });
-    let mut ranked = table.rows_with_keys(after);
+    }
+    let mut ranked = table.rows_with_keys(new);
     ranked.sort_by(|a, b| by_count(&a.1, &b.1));
     if top > 0 {
         ranked.truncate(top);
     }
-    let mut groups = table.groups(after);
+    let mut groups = table.groups(new);
     groups.truncate(top);
     // The objects of the top sites in the 3rd dump, for their paths.
     let with_paths = ranked.len().min(MAX_SITES);
@@ -207,109 +306,28 @@ pub fn diff_heaps(before: &Heap, after: &Heap, retained: &mut Heap, top: usize) 
             .enumerate()
             .map(|(i, (k, _))| (*k, i))
             .collect();
-        each_retained(&mut |o, r| {
+        for (o, r) in &kept {
             if let Some(&i) = wanted.get(&(o.file, o.line, o.ty as u32, o.class)) {
-                members[i].push(r);
+                members[i].push(*r);
             }
-        });
+        }
     }
-    drop((sorted_before, sorted_after, sorted_retained));
+    let objects = kept.len() as u64;
+    drop(kept);
     let mut sites: Vec<Site> = ranked.into_iter().map(|(_, s)| s).collect();
-    if let Some(graph) = Graph::build(retained) {
+    if let Some(graph) = Graph::build_with(retained, &index) {
+        drop(index);
         for (site, objs) in sites.iter_mut().zip(&members) {
             site.paths = Some(graph.held_by(retained, objs));
         }
     }
     Diff {
         command: "diff",
-        inputs: vec![
-            before.name.clone(),
-            after.name.clone(),
-            retained.name.clone(),
-        ],
-        input_objects: vec![
-            before.objects.len() as u64,
-            after.objects.len() as u64,
-            retained.objects.len() as u64,
-        ],
+        inputs: inputs.into(),
+        input_objects: input_objects.into(),
         objects,
         memsize,
         sites,
         groups,
-    }
-}
-
-/// Read three dumps (in parallel) and diff them.
-pub fn diff(inputs: [&Input; 3], progress: Progress, top: usize) -> Result<Diff, AnalysisError> {
-    let [a, b, c] = inputs;
-    let (ha, hb, hc) = std::thread::scope(|s| {
-        let ta = s.spawn(|| Heap::read(a, progress));
-        let tc = s.spawn(|| Heap::read_with_references(c, progress));
-        let hb = Heap::read(b, progress);
-        let ha = join(ta, a);
-        let hc = join(tc, c);
-        (ha, hb, hc)
-    });
-    let (ha, hb, mut hc) = (ha?, hb?, hc?);
-    Ok(diff_heaps(&ha, &hb, &mut hc, top))
-}
-
-fn join(
-    t: std::thread::ScopedJoinHandle<'_, Result<Heap, AnalysisError>>,
-    input: &Input,
-) -> Result<Heap, AnalysisError> {
-    t.join().unwrap_or_else(|_| {
-        Err(AnalysisError::Read {
-            source_name: input.name(),
-            message: "internal error: the reader thread panicked".into(),
-        })
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::address_order;
-    use crate::analysis::heap::{Heap, Obj};
-
-    fn heap(addrs: &[u64]) -> Heap {
-        let mut h = Heap::default();
-        h.objects = addrs
-            .iter()
-            .map(|&addr| Obj {
-                addr,
-                class: 0,
-                memsize: 0,
-                file: 0,
-                line: 0,
-                generation: 0,
-                request: 0,
-                ty: 0,
-            })
-            .collect();
-        h
-    }
-
-    fn sorted_by_order(addrs: &[u64]) -> Vec<u64> {
-        let h = heap(addrs);
-        match address_order(&h) {
-            None => addrs.to_vec(),
-            Some(o) => o.iter().map(|&i| addrs[i as usize]).collect(),
-        }
-    }
-
-    #[test]
-    fn pages_in_any_order_and_anything_else_come_out_in_address_order() {
-        assert!(address_order(&heap(&[1, 2, 3])).is_none());
-        assert!(address_order(&heap(&[])).is_none());
-        // Pages (runs) in another order, not overlapping.
-        assert_eq!(
-            sorted_by_order(&[50, 60, 10, 20, 30, 70]),
-            vec![10, 20, 30, 50, 60, 70]
-        );
-        // Overlapping runs and duplicates: a whole sort.
-        assert_eq!(
-            sorted_by_order(&[10, 40, 20, 30, 50, 30]),
-            vec![10, 20, 30, 30, 40, 50]
-        );
     }
 }

@@ -27,7 +27,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use super::leaks::{Caller, Endpoint, LeakSite};
-use super::paths::Step;
+use super::model::Step;
 use super::report::Site;
 
 /// Rates within this fraction of each other (or of a whole multiple) are the same.
@@ -873,7 +873,7 @@ mod tests {
 
     fn traced(mut s: LeakSite, holder: &str) -> LeakSite {
         let path = path_via(holder, &s, 7);
-        s.site.paths = Some(crate::analysis::paths::HeldBy {
+        s.site.paths = Some(crate::analysis::model::HeldBy {
             held_by: vec![path],
             held_by_sampled: 7,
             held_by_dump: "d.jsonl.gz".into(),

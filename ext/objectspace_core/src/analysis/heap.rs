@@ -3,10 +3,8 @@
 
 use rustc_hash::FxHashMap;
 
-use super::paths::RawRefs;
-use super::source::{
-    line_starts, read_range, read_records, splittable, Input, Progress, ReadStats,
-};
+use super::refs::RawRefs;
+use super::source::{read_in_parts, read_parts_at, read_records, Input, Progress, ReadStats};
 use super::AnalysisError;
 use crate::scan::{unescape_lossy, Record};
 
@@ -22,7 +20,7 @@ const KNOWN_TYPES: [&str; 14] = [
 
 /// The id of a common type name, by length and first bytes, then one comparison.
 #[inline]
-fn known_type(ty: &[u8]) -> Option<u32> {
+pub(crate) fn known_type(ty: &[u8]) -> Option<u32> {
     let (id, name): (u32, &[u8]) = match (ty.len(), ty.first(), ty.get(1)) {
         (6, Some(b'S'), Some(b'T')) if ty.get(2) == Some(&b'R') && ty.get(3) == Some(&b'I') => {
             (1, b"STRING")
@@ -125,6 +123,10 @@ impl Interner {
     }
 }
 
+/// A part of a dump being read on its own thread: its objects, and the last
+/// type outside [`KNOWN_TYPES`] it read, with its id.
+type Part = (Heap, (Vec<u8>, u32));
+
 /// A dump read into memory.
 #[derive(Debug, Default)]
 pub struct Heap {
@@ -185,17 +187,31 @@ impl Heap {
         progress: Progress,
         threads: usize,
     ) -> Result<Heap, AnalysisError> {
-        // Below this, a thread costs more than it saves.
-        const MIN_PART: u64 = 8 << 20;
-        let threads = threads.clamp(1, 16) as u64;
-        match splittable(input) {
-            Some((_, size)) if threads > 1 && size >= 2 * MIN_PART => {
-                let parts = threads.min(size / MIN_PART);
-                let cuts: Vec<u64> = (1..parts).map(|i| size / parts * i).collect();
-                Heap::read_split_at(input, progress, &cuts)
-            }
-            _ => Heap::read(input, progress),
-        }
+        let parts = read_in_parts(
+            input,
+            progress,
+            threads,
+            Heap::part(input, false),
+            Heap::add_to,
+        )?;
+        Ok(Heap::joined(input, false, parts))
+    }
+
+    /// [`Heap::read_parallel`] keeping each object's references and the ROOT
+    /// records, as [`Heap::read_with_references`] does.
+    pub fn read_parallel_with_references(
+        input: &Input,
+        progress: Progress,
+        threads: usize,
+    ) -> Result<Heap, AnalysisError> {
+        let parts = read_in_parts(
+            input,
+            progress,
+            threads,
+            Heap::part(input, true),
+            Heap::add_to,
+        )?;
+        Ok(Heap::joined(input, true, parts))
     }
 
     /// [`Heap::read_parallel`] with the cuts given (byte offsets, ascending;
@@ -206,94 +222,47 @@ impl Heap {
         progress: Progress,
         cuts: &[u64],
     ) -> Result<Heap, AnalysisError> {
-        let Some((path, size)) = splittable(input) else {
-            return Heap::read(input, progress);
-        };
+        let parts = read_parts_at(
+            input,
+            progress,
+            cuts,
+            Heap::part(input, false),
+            Heap::add_to,
+        )?;
+        Ok(Heap::joined(input, false, parts))
+    }
+
+    /// A new part of `input` of `bytes` bytes: its own table, its own ids
+    /// (and the last type outside [`KNOWN_TYPES`] it read, with its id).
+    fn part(input: &Input, refs: bool) -> impl Fn(u64) -> Part + Sync {
         let name = input.name();
-        let io_error = |e: std::io::Error| AnalysisError::Read {
-            source_name: name.clone(),
-            message: e.to_string(),
-        };
-        let file = std::fs::File::open(&path).map_err(io_error)?;
-        let bounds = line_starts(&file, size, cuts).map_err(io_error)?;
-        // The first part (in file order) that failed: the parts after it stop,
-        // the ones before it run on, as their lines number its error.
-        let failed = std::sync::atomic::AtomicUsize::new(usize::MAX);
-        let results: Vec<Result<Heap, AnalysisError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = bounds
-                .windows(2)
-                .enumerate()
-                .map(|(i, w)| {
-                    let (file, name, failed) = (&file, &name, &failed);
-                    let (start, end) = (w[0], w[1]);
-                    s.spawn(move || {
-                        let mut part = Heap::empty(name.clone(), false);
-                        part.objects.reserve(((end - start) / 280) as usize);
-                        let mut last_ty: (Vec<u8>, u32) = (Vec::new(), 0);
-                        let stopped = || failed.load(std::sync::atomic::Ordering::Relaxed) < i;
-                        let read = read_range(
-                            file,
-                            name,
-                            (start, end),
-                            end == size,
-                            progress,
-                            &stopped,
-                            |rec: &Record, _line| part.add(rec, &mut last_ty),
-                        );
-                        match read {
-                            Ok(stats) => {
-                                part.stats = stats;
-                                Ok(part)
-                            }
-                            Err(e) => {
-                                failed.fetch_min(i, std::sync::atomic::Ordering::Relaxed);
-                                Err(e)
-                            }
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(AnalysisError::Read {
-                            source_name: name.clone(),
-                            message: "internal error while reading this dump (please report it)"
-                                .into(),
-                        })
-                    })
-                })
-                .collect()
-        });
-        // The first part in file order that failed names the error, its line
-        // counted over the parts before it (which all ran to their end, as the
-        // ones after it may have been stopped).
-        let mut lines_before = 0u64;
-        let mut heap: Option<Heap> = None;
-        for result in results {
-            let part = match result {
-                Ok(part) => part,
-                Err(AnalysisError::Parse {
-                    source_name,
-                    line,
-                    message,
-                }) => {
-                    return Err(AnalysisError::Parse {
-                        source_name,
-                        line: line + lines_before,
-                        message,
-                    })
-                }
-                Err(e) => return Err(e),
-            };
-            lines_before += part.stats.lines;
-            match heap.as_mut() {
-                None => heap = Some(part),
-                Some(h) => h.absorb(part),
-            }
+        let per_object = if name.ends_with(".gz") { 18 } else { 280 };
+        move |bytes| {
+            let mut part = Heap::empty(name.clone(), refs);
+            // Capacity that is never touched costs no memory: err on the high side.
+            part.objects
+                .reserve((bytes / per_object).min(1 << 26) as usize);
+            (part, (Vec::new(), 0))
         }
-        Ok(heap.unwrap_or_else(|| Heap::empty(name.clone(), false)))
+    }
+
+    /// [`Heap::add`] for a part and its last unknown type.
+    fn add_to(part: &mut Part, rec: &Record) {
+        part.0.add(rec, &mut part.1);
+    }
+
+    /// The parts of a dump, read in file order, as one heap.
+    fn joined(input: &Input, refs: bool, parts: Vec<(Part, ReadStats)>) -> Heap {
+        let mut parts = parts.into_iter();
+        let Some(((mut heap, _), stats)) = parts.next() else {
+            return Heap::empty(input.name(), refs);
+        };
+        heap.stats = stats;
+        for ((mut part, _), stats) in parts {
+            part.stats = stats;
+            heap.absorb(part);
+        }
+        heap
     }
 
     /// Append the part of the dump read after this one.
@@ -313,6 +282,9 @@ impl Heap {
         self.stats.bytes += part.stats.bytes;
         self.roots += part.roots;
         self.skipped += part.skipped;
+        if let (Some(mine), Some(theirs)) = (self.refs.as_deref_mut(), part.refs) {
+            mine.absorb(*theirs);
+        }
     }
 
     fn read_inner(input: &Input, progress: Progress, refs: bool) -> Result<Heap, AnalysisError> {
@@ -408,7 +380,7 @@ impl Heap {
             ty: u16::try_from(ty_id).unwrap_or(u16::MAX),
         });
         if let Some(refs) = self.refs.as_deref_mut() {
-            refs.push_object(addr, rec.references);
+            refs.push_object(rec.references);
         }
     }
 

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::findings::Finding;
 use super::heap::{is_own_file, Heap, NO_GENERATION};
+use super::paths;
 use super::report::Site;
 use super::source::{Input, Progress};
 use super::{local_path, AnalysisError};
@@ -880,7 +881,7 @@ pub fn from_dumps(
         kept.add(found);
     }
     let (mut sites, hidden_sites, members) = kept.ranked();
-    super::paths::attach_to_leaks(&mut sites, &path_dumps, progress, &mut warnings)?;
+    attach_to_leaks(&mut sites, &path_dumps, progress, &mut warnings)?;
     let mut report = Leaks {
         command: "leaks",
         source: session.name,
@@ -1144,6 +1145,51 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
         out.push(site);
     }
     out
+}
+
+/// Give the leaking sites their paths: for each process with a site in
+/// `sites`, its last full dump is read again with references (or its last
+/// dump when none is full: a retained dump, whose paths start outside it).
+/// A dump that cannot be read leaves its sites without paths, with a warning.
+pub fn attach_to_leaks(
+    sites: &mut [LeakSite],
+    dumps: &FxHashMap<(String, u32), Input>,
+    progress: Progress,
+    warnings: &mut Vec<String>,
+) -> Result<(), AnalysisError> {
+    let mut by_process: FxHashMap<(String, u32), Vec<usize>> = FxHashMap::default();
+    for (i, s) in sites.iter().enumerate().take(paths::MAX_SITES) {
+        by_process
+            .entry((s.host.clone(), s.pid))
+            .or_default()
+            .push(i);
+    }
+    let mut processes: Vec<_> = by_process.into_iter().collect();
+    processes.sort();
+    for (process, wanted) in processes {
+        let Some(input) = dumps.get(&process) else {
+            continue;
+        };
+        let mut heap = match Heap::read_with_references(input, progress) {
+            Ok(h) => h,
+            Err(AnalysisError::Interrupted) => return Err(AnalysisError::Interrupted),
+            Err(e) => {
+                warnings.push(format!(
+                    "no retention paths for {}/{}: {e}",
+                    process.0, process.1
+                ));
+                continue;
+            }
+        };
+        let members = paths::members_of(&heap, wanted.iter().map(|&i| &sites[i].site));
+        let Some(graph) = paths::Graph::build(&mut heap) else {
+            continue;
+        };
+        for (&i, objects) in wanted.iter().zip(&members) {
+            sites[i].site.paths = Some(graph.held_by(&heap, objects));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

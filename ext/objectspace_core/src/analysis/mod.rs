@@ -12,12 +12,15 @@
 //!
 //! Reports are plain data (serde); the CLI and the Ruby API render them.
 
+pub mod address;
 pub mod census;
 pub mod diff;
 pub mod findings;
 pub mod heap;
 pub mod leaks;
+pub mod model;
 pub mod paths;
+pub mod refs;
 pub mod report;
 pub mod source;
 pub mod summary;
@@ -71,7 +74,7 @@ pub fn leaks_above(
                     }
                 }
                 let dumps = newest.into_iter().map(|(p, (_, i))| (p, i)).collect();
-                paths::attach_to_leaks(&mut found.sites, &dumps, progress, &mut found.warnings)?;
+                leaks::attach_to_leaks(&mut found.sites, &dumps, progress, &mut found.warnings)?;
             }
             found.conclude(top);
             return Ok(found);

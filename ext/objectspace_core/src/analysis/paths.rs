@@ -21,16 +21,13 @@
 //! nearest object with an allocation site of another site), groups them by
 //! holder, and returns one path per holder, most objects first.
 
-use memchr::memchr;
 use rustc_hash::FxHashMap;
-use serde::Serialize;
 
+use super::address::AddressIndex;
 use super::heap::{Heap, Obj};
-use super::leaks::LeakSite;
+pub use super::model::{HeldBy, Step};
+use super::refs::{RawRefs, MAX_ROOTS};
 use super::report::Site;
-use super::source::{Input, Progress};
-use super::AnalysisError;
-use crate::scan::{parse_hex, unescape_lossy};
 
 /// Sites of a report given paths, at most (the top of the report).
 pub const MAX_SITES: usize = 20;
@@ -48,190 +45,10 @@ const UNSEEN: u32 = u32::MAX;
 const OUTSIDE: u32 = u32::MAX - 1;
 /// Parent codes at or above this name a source (a root or the outside), not an object.
 const FIRST_ROOT_CODE: u32 = u32::MAX - 1 - MAX_ROOTS;
-/// ROOT categories kept as separate sources (Ruby has about a dozen).
-const MAX_ROOTS: u32 = 4096;
 
 #[inline]
 fn root_code(k: usize) -> u32 {
     OUTSIDE - 1 - k as u32
-}
-
-/// References as read, before addresses are resolved: 8 bytes a reference
-/// and 4 an object.
-#[derive(Debug, Default)]
-pub struct RawRefs {
-    /// Per object, the end of its references in `targets`.
-    ends: Vec<u32>,
-    targets: Vec<u64>,
-    /// ROOT categories in dump order, with the addresses they hold.
-    roots: Vec<(String, Vec<u64>)>,
-    /// Set when the dump has more references than a `u32` counts; later
-    /// objects then keep none (paths through them become "outside" paths).
-    overflow: bool,
-    /// Built while reading, as long as each 1 KiB chunk of addresses comes in
-    /// one ascending run (`dump_all` writes page by page, ascending in a page).
-    index: AddressIndex,
-    /// The last address seen, and whether all so far ascended.
-    last_addr: Option<u64>,
-    unsorted: bool,
-}
-
-impl RawRefs {
-    /// A ROOT record: its category and references.
-    pub fn push_root(&mut self, name: Option<&[u8]>, refs: Option<&[u8]>) {
-        let name = match name {
-            Some(n) => unescape_lossy(n, n.contains(&b'\\')).0,
-            None => "root".to_string(),
-        };
-        let mut targets = Vec::new();
-        parse_refs(refs.unwrap_or(&[]), |a| targets.push(a));
-        // dump_all writes a record each time the category changes; merge repeats.
-        if let Some((_, t)) = self.roots.iter_mut().find(|(n, _)| *n == name) {
-            t.extend(targets);
-        } else if self.roots.len() < MAX_ROOTS as usize {
-            self.roots.push((name, targets));
-        }
-    }
-
-    /// The address and references of the object just added to the heap.
-    #[inline]
-    pub fn push_object(&mut self, addr: u64, refs: Option<&[u8]>) {
-        if !self.unsorted {
-            let ascends = self.last_addr.is_none_or(|last| addr > last);
-            if !self.index.push(self.ends.len() as u32, addr, ascends) {
-                // A chunk in two places: the index is built after reading.
-                self.unsorted = true;
-                self.index = AddressIndex::default();
-            }
-            self.last_addr = Some(addr);
-        }
-        if let Some(raw) = refs {
-            if !self.overflow {
-                parse_refs(raw, |a| self.targets.push(a));
-                if self.targets.len() >= u32::MAX as usize {
-                    self.targets.truncate(u32::MAX as usize - 1);
-                    self.overflow = true;
-                }
-            }
-        }
-        self.ends.push(self.targets.len() as u32);
-    }
-}
-
-/// Call `f` with each quoted hex address of a raw `references` body.
-#[inline]
-fn parse_refs(raw: &[u8], mut f: impl FnMut(u64)) {
-    let mut i = 0;
-    while let Some(q) = memchr(b'"', &raw[i..]) {
-        let start = i + q + 1;
-        let Some(len) = memchr(b'"', &raw[start..]) else {
-            break;
-        };
-        if let Some(a) = parse_hex(&raw[start..start + len]) {
-            f(a);
-        }
-        i = start + len + 1;
-    }
-}
-
-/// Address -> object index: the objects cut into 1 KiB chunks of address
-/// space found by hash, then a binary search among the chunk's low 10
-/// address bits (2 bytes an object, a cache line or two per chunk). Built
-/// while the dump is read when each chunk comes in one ascending run, as
-/// `dump_all` writes them (heap pages in any order, each in address order);
-/// otherwise built after reading, in address order.
-#[derive(Debug, Default)]
-struct AddressIndex {
-    /// Chunk (address >> 10) -> its run of positions.
-    chunks: FxHashMap<u64, (u32, u32)>,
-    /// Low 10 bits of each address, by position.
-    low: Vec<u16>,
-    /// The chunk still open, with its first position.
-    open: Option<(u64, u32)>,
-    /// Object indices in address order, when the dump is not in address order.
-    order: Option<Vec<u32>>,
-}
-
-const CHUNK_SHIFT: u32 = 10;
-const LOW_MASK: u64 = (1 << CHUNK_SHIFT) - 1;
-
-impl AddressIndex {
-    /// Add the address at position `pos`; `ascends` says it is above the
-    /// previous one. False when the index cannot hold it: its chunk came
-    /// before, or it does not ascend within its chunk.
-    #[inline]
-    fn push(&mut self, pos: u32, addr: u64, ascends: bool) -> bool {
-        let key = addr >> CHUNK_SHIFT;
-        match self.open {
-            Some((k, _)) if k == key => {
-                if !ascends {
-                    return false;
-                }
-            }
-            Some((k, start)) => {
-                self.chunks.insert(k, (start, pos));
-                if self.chunks.contains_key(&key) {
-                    return false;
-                }
-                self.open = Some((key, pos));
-            }
-            None => self.open = Some((key, pos)),
-        }
-        self.low.push((addr & LOW_MASK) as u16);
-        true
-    }
-
-    /// Close the last chunk.
-    fn finish(&mut self) {
-        if let Some((k, start)) = self.open.take() {
-            self.chunks.insert(k, (start, self.low.len() as u32));
-        }
-        self.chunks.shrink_to_fit();
-        self.low.shrink_to_fit();
-    }
-
-    /// The index of a dump not in address order: sort, then index.
-    fn sorted(objects: &[Obj]) -> AddressIndex {
-        let mut order: Vec<u32> = (0..objects.len() as u32).collect();
-        order.sort_by_key(|&i| objects[i as usize].addr);
-        let mut index = AddressIndex::default();
-        let mut last = None;
-        for (pos, &i) in order.iter().enumerate() {
-            let addr = objects[i as usize].addr;
-            if last != Some(addr) {
-                index.push(pos as u32, addr, true);
-            } else {
-                // A duplicate address (not from dump_all): found as the first.
-                index.low.push((addr & LOW_MASK) as u16);
-            }
-            last = Some(addr);
-        }
-        index.order = Some(order);
-        index.finish();
-        index
-    }
-
-    #[inline]
-    fn find(&self, addr: u64) -> Option<u32> {
-        let &(lo, hi) = self.chunks.get(&(addr >> CHUNK_SHIFT))?;
-        self.find_in(addr, lo, hi)
-    }
-
-    /// `addr` among positions `lo..hi` (one chunk) of the address order.
-    #[inline]
-    fn find_in(&self, addr: u64, lo: u32, hi: u32) -> Option<u32> {
-        let want = (addr & LOW_MASK) as u16;
-        let chunk = self.low.get(lo as usize..hi as usize)?;
-        let at = chunk.partition_point(|&l| l < want);
-        if chunk.get(at) != Some(&want) {
-            return None;
-        }
-        let pos = lo as usize + at;
-        Some(match &self.order {
-            Some(o) => o[pos],
-            None => pos as u32,
-        })
-    }
 }
 
 /// One ROOT category and the objects of the dump it holds.
@@ -255,92 +72,28 @@ pub struct Graph {
     pub outside: u64,
 }
 
-/// One step of a retention path: a root, an object of the dump, or a holder
-/// outside the dump. Fields the dump does not give are `null`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Step {
-    /// `0x...` for objects; `null` for roots and holders outside the dump.
-    pub address: Option<String>,
-    /// The object's type; "ROOT" for a root, "OUTSIDE" for a holder missing
-    /// from the dump, "ELIDED" for the middle of a long path.
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// The object's class name, when the dump names it.
-    pub class: Option<String>,
-    /// The name of a CLASS or MODULE record, or a root's category.
-    pub name: Option<String>,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub memsize: Option<u64>,
-    /// The holder is not in the dump (a retained dump, or an object the dump lacks).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub outside_dump: bool,
-    /// On the path's holder step: how many of the traced objects it holds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub holds: Option<u64>,
-    /// On an "ELIDED" step: how many steps it stands for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub elided: Option<u64>,
-    /// The holder that matters: the last step, from the root, before the
-    /// first object of a growing site (the leak's own objects and their
-    /// containers); set by [`super::findings`].
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub leak_holder: bool,
-}
-
-impl Step {
-    fn bare(ty: &str, name: Option<String>) -> Step {
-        Step {
-            address: None,
-            ty: ty.to_string(),
-            class: None,
-            name,
-            file: None,
-            line: None,
-            memsize: None,
-            outside_dump: false,
-            holds: None,
-            elided: None,
-            leak_holder: false,
-        }
-    }
-}
-
-/// The paths of one site, for its report row.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct HeldBy {
-    /// One path per holder, most objects first: a root (or outside) step,
-    /// then objects, the last one an object of the site.
-    pub held_by: Vec<Vec<Step>>,
-    /// Objects of the site traced (a sample of at most [`SAMPLE`]).
-    pub held_by_sampled: u64,
-    /// The dump the paths come from.
-    pub held_by_dump: String,
-}
-
 impl Graph {
     /// Resolve the references `heap` was read with and search from its roots.
     /// `None` when the heap was read without references.
     pub fn build(heap: &mut Heap) -> Option<Graph> {
+        heap.refs.as_ref()?;
+        let index = AddressIndex::of(&heap.objects);
+        Graph::build_with(heap, &index)
+    }
+
+    /// [`Graph::build`] with the heap's address index made already.
+    pub fn build_with(heap: &mut Heap, resolver: &AddressIndex) -> Option<Graph> {
         let raw = heap.refs.take()?;
         let RawRefs {
             mut ends,
             targets,
             roots,
-            mut index,
-            unsorted,
             ..
         } = *raw;
         let n = heap.objects.len();
         if ends.len() != n || n as u64 >= FIRST_ROOT_CODE as u64 {
             return None;
         }
-        let resolver = if unsorted {
-            AddressIndex::sorted(&heap.objects)
-        } else {
-            index.finish();
-            index
-        };
         // Resolve in place: index w lands in the low or high half of word
         // w / 2, which was read already (w <= r).
         let mut packed = targets;
@@ -352,9 +105,8 @@ impl Graph {
             while r < stop {
                 let addr = packed[r];
                 r += 1;
-                let key = addr >> CHUNK_SHIFT;
-                if key != last.0 {
-                    last = (key, resolver.chunks.get(&key).copied());
+                if !AddressIndex::in_chunk(addr, last.0) {
+                    last = resolver.chunk(addr);
                 }
                 let found = last.1.and_then(|(lo, hi)| resolver.find_in(addr, lo, hi));
                 if let Some(t) = found {
@@ -378,7 +130,6 @@ impl Graph {
                 targets: addrs.iter().filter_map(|&a| resolver.find(a)).collect(),
             })
             .collect();
-        drop(resolver);
         let mut g = Graph {
             ends,
             packed,
@@ -591,53 +342,8 @@ impl Graph {
     }
 }
 
-/// Give the leaking sites their paths: for each process with a site in
-/// `sites`, its last full dump is read again with references (or its last
-/// dump when none is full: a retained dump, whose paths start outside it).
-/// A dump that cannot be read leaves its sites without paths, with a warning.
-pub fn attach_to_leaks(
-    sites: &mut [LeakSite],
-    dumps: &FxHashMap<(String, u32), Input>,
-    progress: Progress,
-    warnings: &mut Vec<String>,
-) -> Result<(), AnalysisError> {
-    let mut by_process: FxHashMap<(String, u32), Vec<usize>> = FxHashMap::default();
-    for (i, s) in sites.iter().enumerate().take(MAX_SITES) {
-        by_process
-            .entry((s.host.clone(), s.pid))
-            .or_default()
-            .push(i);
-    }
-    let mut processes: Vec<_> = by_process.into_iter().collect();
-    processes.sort();
-    for (process, wanted) in processes {
-        let Some(input) = dumps.get(&process) else {
-            continue;
-        };
-        let mut heap = match Heap::read_with_references(input, progress) {
-            Ok(h) => h,
-            Err(AnalysisError::Interrupted) => return Err(AnalysisError::Interrupted),
-            Err(e) => {
-                warnings.push(format!(
-                    "no retention paths for {}/{}: {e}",
-                    process.0, process.1
-                ));
-                continue;
-            }
-        };
-        let members = members_of(&heap, wanted.iter().map(|&i| &sites[i].site));
-        let Some(graph) = Graph::build(&mut heap) else {
-            continue;
-        };
-        for (&i, objects) in wanted.iter().zip(&members) {
-            sites[i].site.paths = Some(graph.held_by(&heap, objects));
-        }
-    }
-    Ok(())
-}
-
 /// The indices of each site's objects in `heap`, sites named by text.
-fn members_of<'a>(heap: &Heap, sites: impl Iterator<Item = &'a Site>) -> Vec<Vec<u32>> {
+pub fn members_of<'a>(heap: &Heap, sites: impl Iterator<Item = &'a Site>) -> Vec<Vec<u32>> {
     let ids = |interner: &super::heap::Interner, text: &str| -> Vec<u32> {
         (0..interner.text.len() as u32)
             .filter(|&id| interner.get(id) == text)
@@ -714,20 +420,5 @@ pub fn object_step(heap: &Heap, v: u32) -> Step {
         holds: None,
         elided: None,
         leak_holder: false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_parse_from_the_raw_body() {
-        let mut v = Vec::new();
-        parse_refs(br#""0x10", "0x7f00000000a8","zz", "0x2""#, |a| v.push(a));
-        assert_eq!(v, vec![0x10, 0x7f00000000a8, 0x2]);
-        v.clear();
-        parse_refs(b"", |a| v.push(a));
-        assert!(v.is_empty());
     }
 }

@@ -5,7 +5,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::heap::{gem_of, is_own_file, Heap};
-use super::paths::HeldBy;
+use super::model::HeldBy;
 
 /// The row label for objects allocated before allocation tracing started.
 pub const NO_ALLOCATION_INFO: &str = "no allocation info";

@@ -562,3 +562,140 @@ where
     }
     lines.finish(&mut f)
 }
+
+/// A plain file smaller than two of these is read by one thread: below this,
+/// a thread costs more than it saves.
+const MIN_PART: u64 = 8 << 20;
+
+/// Read every record of a dump in parts, each part with its own state
+/// (`init` is given the part's size in bytes) fed by `add`, on up to
+/// `threads` threads. A plain local file is cut at line starts into one byte
+/// range per thread (a part of at least 8 MB); anything else (gzip, a store
+/// object, a small file) is one part, read as [`read_records`] does. Returns
+/// each part's state and stats, in file order.
+pub fn read_in_parts<S, I, A>(
+    input: &Input,
+    progress: Progress,
+    threads: usize,
+    init: I,
+    add: A,
+) -> Result<Vec<(S, ReadStats)>, AnalysisError>
+where
+    S: Send,
+    I: Fn(u64) -> S + Sync,
+    A: Fn(&mut S, &Record) + Sync,
+{
+    let threads = threads.clamp(1, 16) as u64;
+    match splittable(input) {
+        Some((_, size)) if threads > 1 && size >= 2 * MIN_PART => {
+            let parts = threads.min(size / MIN_PART);
+            let cuts: Vec<u64> = (1..parts).map(|i| size / parts * i).collect();
+            read_parts_at(input, progress, &cuts, init, add)
+        }
+        _ => {
+            let mut state = init(input.stored_size());
+            let stats = read_records(input, progress, |rec, _| add(&mut state, rec))?;
+            Ok(vec![(state, stats)])
+        }
+    }
+}
+
+/// [`read_in_parts`] with the cuts given (byte offsets, ascending; each moves
+/// on to the next line start): one thread per part. A gzipped or stored input
+/// is one part. The first part (in file order) that fails names the error,
+/// its line counted from the start of the file.
+pub fn read_parts_at<S, I, A>(
+    input: &Input,
+    progress: Progress,
+    cuts: &[u64],
+    init: I,
+    add: A,
+) -> Result<Vec<(S, ReadStats)>, AnalysisError>
+where
+    S: Send,
+    I: Fn(u64) -> S + Sync,
+    A: Fn(&mut S, &Record) + Sync,
+{
+    let Some((path, size)) = splittable(input) else {
+        let mut state = init(input.stored_size());
+        let stats = read_records(input, progress, |rec, _| add(&mut state, rec))?;
+        return Ok(vec![(state, stats)]);
+    };
+    let name = input.name();
+    let io_error = |e: std::io::Error| AnalysisError::Read {
+        source_name: name.clone(),
+        message: e.to_string(),
+    };
+    let file = File::open(&path).map_err(io_error)?;
+    let bounds = line_starts(&file, size, cuts).map_err(io_error)?;
+    // The first part (in file order) that failed: the parts after it stop,
+    // the ones before it run on, as their lines number its error.
+    let failed = std::sync::atomic::AtomicUsize::new(usize::MAX);
+    let results: Vec<Result<(S, ReadStats), AnalysisError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let (file, name, failed, init, add) = (&file, &name, &failed, &init, &add);
+                let (start, end) = (w[0], w[1]);
+                s.spawn(move || {
+                    let mut state = init(end - start);
+                    let stopped = || failed.load(Ordering::Relaxed) < i;
+                    let read = read_range(
+                        file,
+                        name,
+                        (start, end),
+                        end == size,
+                        progress,
+                        &stopped,
+                        |rec: &Record, _line| add(&mut state, rec),
+                    );
+                    match read {
+                        Ok(stats) => Ok((state, stats)),
+                        Err(e) => {
+                            failed.fetch_min(i, Ordering::Relaxed);
+                            Err(e)
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(AnalysisError::Read {
+                        source_name: name.clone(),
+                        message: "internal error while reading this dump (please report it)".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    // The first part in file order that failed names the error, its line
+    // counted over the parts before it (which all ran to their end, as the
+    // ones after it may have been stopped).
+    let mut lines_before = 0u64;
+    let mut parts = Vec::with_capacity(results.len());
+    for result in results {
+        match result {
+            Ok((state, stats)) => {
+                lines_before += stats.lines;
+                parts.push((state, stats));
+            }
+            Err(AnalysisError::Parse {
+                source_name,
+                line,
+                message,
+            }) => {
+                return Err(AnalysisError::Parse {
+                    source_name,
+                    line: line + lines_before,
+                    message,
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(parts)
+}
