@@ -13,6 +13,7 @@ use objectspace_core::analysis::heap::{Heap, Obj, NO_GENERATION};
 use objectspace_core::analysis::source::no_progress;
 use objectspace_core::analysis::{self, Input};
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 
 /// Two spellings of one name among them: the reader compares names as text.
 const FILES: [&str; 4] = [

@@ -2,6 +2,10 @@
 //!
 //! - [`source`]: files, folders and store objects, plain or gzipped, streamed.
 //! - [`heap`]: one dump as a compact object table; gem names from paths.
+//! - [`address`]: address -> object index for a table; [`refs`]: references
+//!   as read, before [`paths`] resolves them.
+//! - [`model`]: data the analyses share (retention path steps); imports none
+//!   of its siblings.
 //! - [`summary`], [`diff`], [`leaks()`]: the analyses; each returns a
 //!   serialisable report whose `sites` array is most significant first.
 //!   [`leaks()`] reads the census ([`census`]) and, without one, the dumps
