@@ -122,6 +122,9 @@ pub struct Process {
     /// before it.
     placed: Option<Stamp>,
     pub requests: u64,
+    /// A sampled census's rate (its header's `sample`; 1: exact): counts
+    /// and memsizes are scaled by it, as `leaks` scales them.
+    sample: u64,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -145,6 +148,7 @@ impl Process {
             placement: GcPlacement::default(),
             placed: None,
             requests: 0,
+            sample: 1,
         }
     }
 
@@ -270,8 +274,9 @@ impl Process {
                     );
                     ids.insert(site.site, i);
                 }
+                Record::Header(header) => self.sample = header.sample.max(1),
                 // The walk's endpoints and the callers: nothing to count.
-                Record::Header(_) | Record::Walk(_) | Record::Callers(_) => {}
+                Record::Walk(_) | Record::Callers(_) => {}
                 Record::Base(base) => {
                     // The complete state before the batch's first point.
                     let head = base.base;
@@ -279,7 +284,8 @@ impl Process {
                     for &(id, count, memsize) in base.counts.iter() {
                         let Some(&i) = ids.get(&id) else { continue };
                         listed[i as usize] = true;
-                        self.set(i, (count, memsize), head);
+                        let value = (count * self.sample, memsize * self.sample);
+                        self.set(i, value, head);
                     }
                     for (i, listed) in listed.into_iter().enumerate() {
                         if !listed && self.state[i].0 > 0 {
@@ -296,7 +302,8 @@ impl Process {
                     let place = self.place(head);
                     for &(id, count, memsize) in point.counts.iter() {
                         let Some(&i) = ids.get(&id) else { continue };
-                        self.set(i, (count, memsize), place);
+                        let value = (count * self.sample, memsize * self.sample);
+                        self.set(i, value, place);
                     }
                     self.last = Some(head);
                     self.requests = point.requests;

@@ -331,6 +331,17 @@ mod tests {
     }
 
     #[test]
+    fn a_sampled_census_is_exported_scaled_by_its_rate() {
+        const SAMPLED: &str = r#"{"census":1,"host":"web-1","pid":9,"seq":1,"points":1,"sites":1,"sample":8}
+{"site":1,"file":"/app/a.rb","line":3,"type":"STRING","class":null}
+{"base":{"requests":0,"gc_count":1,"swept_gc":1,"at":1000},"counts":[[1,5,200]]}
+{"requests":1,"gc_count":2,"swept_gc":2,"at":1010,"counts":[[1,7,280]]}
+"#;
+        let counts: Vec<i64> = placed(SAMPLED).iter().map(|row| row.3).collect();
+        assert_eq!(counts, vec![40, 56]);
+    }
+
+    #[test]
     fn a_gcs_counts_stand_at_the_request_it_began_in() {
         // GC 2 begins during request 2 (point 3 is the first to see it); its
         // lazy sweep ends during request 4, and point 5 has its counts. As in
