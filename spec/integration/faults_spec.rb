@@ -222,7 +222,7 @@ RSpec.describe "Rack::Objectspace under faults", :slow do
         ENV.update("AWS_ENDPOINT" => "http://127.0.0.1:\#{hole.addr[1]}", "AWS_ACCESS_KEY_ID" => "t",
                    "AWS_SECRET_ACCESS_KEY" => "t", "AWS_REGION" => "us-east-1")
         mw = Rack::Objectspace.new(->(_env) { [200, {}, ["ok"]] }, store: "s3://hanging/p", mode: :fork,
-                                   dump: :retained, flush_timeout: 1, logger: Logger.new($stdout))
+                                   dump: :retained, every: 1, flush_timeout: 1, logger: Logger.new($stdout))
         2.times { |i| Rack::MockRequest.new(mw).get("/x/\#{i}") }
         sleep 0.5
         puts "children=\#{mw.stats[:pending]}"
@@ -307,7 +307,7 @@ RSpec.describe "Rack::Objectspace under faults", :slow do
         require "logger"
         require "tmpdir"
         mw = Rack::Objectspace.new(->(_env) { [200, {}, ["ok"]] }, store: "file://\#{Dir.mktmpdir}",
-                                   mode: :inline, dump: :full, queue_size: 64, logger: Logger.new($stdout))
+                                   mode: :inline, dump: :full, every: 1, queue_size: 64, logger: Logger.new($stdout))
         threads = Array.new(3) { |t| Thread.new { 8.times { |i| Rack::MockRequest.new(mw).get("/c/\#{t}-\#{i}") } } }
         threads.each(&:join)
         stats = mw.flush(60)
