@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use super::leaks::{Caller, Endpoint, LeakSite};
+use super::leak_site::{Caller, Endpoint, LeakSite};
 use super::model::Step;
 use super::report::Site;
 

@@ -10,6 +10,8 @@
 //!   serialisable report whose `sites` array is most significant first.
 //!   [`leaks()`] reads the census ([`census`]) and, without one, the dumps
 //!   ([`mod@leaks`]).
+//! - [`leak_site`]: a leaking site (`LeakSite`, its endpoints and callers),
+//!   shared by the analyses and [`findings`].
 //! - [`findings`]: `leaks`' sites that grow together, one finding a leak.
 //! - [`paths`]: what holds a site's objects (retention paths from the roots),
 //!   for the sites of `diff` and `leaks`.
@@ -21,6 +23,7 @@ pub mod census;
 pub mod diff;
 pub mod findings;
 pub mod heap;
+pub mod leak_site;
 pub mod leaks;
 pub mod model;
 pub mod paths;
