@@ -54,7 +54,7 @@ def request_bench
   native::Tracer.start
   sites.times { |i| mod.send(:"site_#{i}", keep) }
   GC.start
-  census = Rack::Objectspace::Census.new(Struct.new(:store_url, :queue_size, :census, :sample_rate, :sample_seed).new(nil, 4, true, 1, nil), nil, nil)
+  census = Rack::Objectspace::Census.new(Struct.new(:store_url, :queue_size, :census, :sample_rate, :sample_seed, :auto_dump).new(nil, 4, true, 1, nil, nil), nil, nil)
   census.instance_variable_set(:@pid, Process.pid) # no thread: batches taken below
   Rack::Objectspace::Census.owner = census
   env = { "REQUEST_METHOD" => "GET", "PATH_INFO" => "/page", "SCRIPT_NAME" => "" }
