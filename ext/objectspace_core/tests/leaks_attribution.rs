@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use objectspace_core::analysis::leaks::{AMBIGUOUS, NOT_DUMPED};
+use objectspace_core::analysis::dump_leaks::{AMBIGUOUS, NOT_DUMPED};
 use objectspace_core::analysis::source::no_progress;
 use objectspace_core::analysis::{self};
 
@@ -153,7 +153,7 @@ fn this_gems_own_files_are_never_reported() {
     assert_eq!(locations, vec!["/srv/app/profile.rb:7"]);
 
     // summary: no site row for them, but counted under their gem's name.
-    let session = analysis::leaks::Session::open(dir.path().to_str().unwrap()).unwrap();
+    let session = analysis::session::Session::open(dir.path().to_str().unwrap()).unwrap();
     let last = session
         .entries
         .iter()

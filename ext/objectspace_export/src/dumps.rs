@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use objectspace_core::analysis::heap::Heap;
-use objectspace_core::analysis::leaks::{Entry, Meta, Session};
+use objectspace_core::analysis::session::{Entry, Meta, Session};
 use objectspace_core::analysis::source::no_progress;
 use objectspace_core::analysis::summary::summarize;
 use parquet::data_type::ByteArray;

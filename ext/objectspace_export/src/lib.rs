@@ -9,7 +9,7 @@ pub mod parts;
 
 use std::path::{Path, PathBuf};
 
-use objectspace_core::analysis::leaks::Session;
+use objectspace_core::analysis::session::Session;
 use objectspace_core::analysis::AnalysisError;
 
 pub use parts::Limits;

@@ -7,7 +7,7 @@
 //! site has one observation per GC: a new one wherever `swept_gc` changes,
 //! placed at the request that GC began in (its counts are those of its start;
 //! a lazy sweep can end hundreds of requests later, as in a Rails app).
-//! The growth rule is the dumps' ([`super::leaks::growth_rate`]), over those
+//! The growth rule is the dumps' ([`super::ranking::growth_rate`]), over those
 //! observations, with the request count as x: a leak grows through the later
 //! half; a bounded cache fills and then stays flat, and is not ranked.
 //!
@@ -21,10 +21,12 @@
 
 use rustc_hash::FxHashMap;
 
-use super::leaks::{
-    Caller, Endpoint, Floor, Kept, LeakSite, Leaks, ProcessReport, SiteName as Name,
-};
-use super::{local_path, AnalysisError, Input};
+use super::error::AnalysisError;
+use super::leak_report::{Leaks, ProcessReport};
+use super::leak_site::{Caller, Endpoint, LeakSite, SiteName as Name};
+use super::ranking::{Floor, Kept};
+use super::session;
+use super::source::{local_path, Input};
 use crate::census::batch::{self, GcPlacement, Record};
 use crate::keys::parse_census_key;
 use crate::store::Store;
@@ -486,7 +488,7 @@ pub fn list(source: &str) -> Result<Vec<(String, Input)>, AnalysisError> {
                 return Ok(Vec::new());
             }
             let mut keys = Vec::new();
-            super::leaks::walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
+            session::walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
                 source_name: source.to_string(),
                 message: e.to_string(),
             })?;

@@ -16,11 +16,11 @@ use serde::Serialize;
 use rustc_hash::FxHashMap;
 
 use super::address::AddressIndex;
+use super::error::AnalysisError;
 use super::heap::{known_type, Heap, Obj, NO_GENERATION};
 use super::paths::{Graph, MAX_SITES};
 use super::report::{by_count, Groups, Site, SiteKey, SiteTable};
 use super::source::{read_in_parts, Input, Progress};
-use super::AnalysisError;
 use crate::scan::{unescape_lossy, Record};
 
 #[derive(Debug, Serialize)]

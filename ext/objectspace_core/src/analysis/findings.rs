@@ -674,7 +674,7 @@ fn app_line(sites: &[&Across], direct: &FxHashSet<String>) -> Option<AppLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::leaks::SiteName;
+    use crate::analysis::leak_site::SiteName;
 
     #[test]
     fn ids_uuids_and_hex_tokens_become_id() {

@@ -3,9 +3,9 @@
 
 use rustc_hash::FxHashMap;
 
+use super::error::AnalysisError;
 use super::refs::RawRefs;
 use super::source::{read_in_parts, read_parts_at, read_records, Input, Progress, ReadStats};
-use super::AnalysisError;
 use crate::scan::{unescape_lossy, Record};
 
 /// "No generation recorded" (the object was allocated before tracing began).

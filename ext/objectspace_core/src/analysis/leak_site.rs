@@ -1,6 +1,7 @@
 //! The data of a leaking site, shared by the analyses that find leaks
-//! ([`super::leaks`], [`super::census`]) and the one that groups them
-//! ([`super::findings`]); it imports only the site it extends.
+//! ([`super::census`], [`super::dump_leaks`]), the ranking
+//! ([`super::ranking`]) and the one that groups them ([`super::findings`]);
+//! it imports only the site it extends.
 
 use serde::Serialize;
 
@@ -59,4 +60,14 @@ pub struct Caller {
     pub location: String,
     /// Sampled objects of the site still alive whose first app frame was this line.
     pub samples: u64,
+}
+
+/// An allocation site as named across dumps and census batches (by text,
+/// not per-dump or per-batch ids).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct SiteName {
+    pub(super) file: String,
+    pub(super) line: u32,
+    pub(super) ty: String,
+    pub(super) class: Option<String>,
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use memchr::memchr;
 
-use super::AnalysisError;
+use super::error::AnalysisError;
 use crate::scan::{scan, Record};
 use crate::store::Store;
 
@@ -698,4 +698,45 @@ where
         }
     }
     Ok(parts)
+}
+
+/// Resolve what the user typed into one input: a local path, or a store URL
+/// naming one object (`s3://bucket/prefix/key.jsonl.gz`, `file://dir/x.jsonl.gz`).
+pub fn input_for(spec: &str) -> Result<Input, AnalysisError> {
+    if let Some(local) = local_path(spec) {
+        return Ok(Input::Local(local));
+    }
+    // A URL: open the bucket (or memory store) and read the rest as the key.
+    let (dir, key) = match spec.find("://").and_then(|at| {
+        let slash = spec[at + 3..].find('/')? + at + 3;
+        Some((&spec[..slash], &spec[slash + 1..]))
+    }) {
+        Some((dir, key)) if !key.is_empty() && !key.ends_with('/') => (dir, key),
+        _ => {
+            return Err(AnalysisError::Read {
+                source_name: spec.to_string(),
+                message: "expected a file path or a store URL ending in an object key".into(),
+            })
+        }
+    };
+    let store = crate::store::Store::open(dir)?;
+    Ok(Input::Stored {
+        store,
+        key: key.to_string(),
+    })
+}
+
+/// A local path for plain paths and `file://` URLs; `None` for other URLs.
+pub fn local_path(spec: &str) -> Option<std::path::PathBuf> {
+    if let Some(rest) = spec.strip_prefix("file://") {
+        let rest = match rest.strip_prefix("localhost/") {
+            Some(r) => format!("/{r}"),
+            None => rest.to_string(),
+        };
+        return Some(std::path::PathBuf::from(rest));
+    }
+    if spec.contains("://") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(spec))
 }

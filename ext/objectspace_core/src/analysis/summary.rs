@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 
+use super::error::AnalysisError;
 use super::heap::Heap;
 use super::report::{sort_by_memsize, Groups, Site, SiteTable};
 use super::source::{Input, Progress};
-use super::AnalysisError;
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
