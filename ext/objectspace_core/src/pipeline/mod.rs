@@ -12,35 +12,41 @@
 //! fork child made while the dump runs lets go of them at once; the write end
 //! stays owned here ([`Pipeline::write_fd`] lends it, [`Pipeline::close_write`]
 //! closes it), so that it is never closed behind the registry's back.
+//!
+//! The stream is the composition of one job a module:
+//! - [`blocks`]: the pipe read into blocks of whole lines, a huge record's
+//!   big field spilled and carried with its block;
+//! - [`records`]: each line annotated (and left out of a retained dump),
+//!   redacted, and counted into the [`Summary`] ([`summary`]);
+//! - [`gzip`]: the output gzipped into memory or handed to a store in chunks.
 
-use std::io::{Read, Write};
+mod blocks;
+mod gzip;
+mod records;
+mod summary;
+
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
-use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-
 use crate::annotate::Annotator;
 use crate::error::{Error, Result};
 use crate::inherited;
-use crate::redact::Redactor;
-use crate::runtime;
-use crate::scan::{leading_u64, quoted_len};
 use crate::sites::SharedSites;
-use crate::spill::{self, Field, Spool};
-use crate::store::Store;
+use crate::spill::{Field, Spool};
+
+use blocks::{Block, Blocks, BUFFER};
+use gzip::{Gzip, CHUNK};
+use records::{Filtered, Records};
+
+pub use gzip::Sink;
+pub use summary::{Summary, TypeStat};
 
 /// gzip level 1 keeps pace with dump_all; level 6 blocks Ruby (measured: 0.53 s
 /// against 1.9 s for 267 MB).
 pub const DEFAULT_LEVEL: u32 = 1;
-/// The store sink hands the gzip output over in chunks of this size.
-const CHUNK: usize = 1 << 20;
 
 /// How a pipeline treats the lines it reads.
 #[derive(Clone, Default)]
@@ -54,121 +60,6 @@ pub struct Options {
     /// Keep only objects allocated at or after this GC generation (a retained
     /// dump); needs `sites` or objspace's own tracing fields.
     pub since: Option<u64>,
-}
-
-/// Where the gzipped dump goes.
-pub enum Sink {
-    /// Kept in memory and returned by `finish` (for the writer queue or a Ruby `[]=` store).
-    Memory,
-    /// Streamed to a store under `key` (one PUT, or a multipart upload past 8 MiB).
-    Store { store: Store, key: String },
-}
-
-/// Count and memsize of one object type.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TypeStat {
-    pub count: u64,
-    pub memsize: u64,
-}
-
-/// What a pipeline saw.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Summary {
-    /// JSON lines (records) read.
-    pub lines: u64,
-    /// Raw bytes read from the pipe.
-    pub bytes: u64,
-    /// gzip bytes produced (what the store holds).
-    pub stored_bytes: u64,
-    /// String values removed by redaction.
-    pub redacted_values: u64,
-    /// Lines without a `"type"` field (a cut-short record, or junk).
-    pub untyped_lines: u64,
-    /// Records left out of a retained dump: older than its baseline, or untraced.
-    pub left_out: u64,
-    /// True when the last line had no newline: the dump was cut short.
-    pub truncated: bool,
-    /// Milliseconds from start to the end of the stream.
-    pub read_ms: u64,
-    /// Objects and memsize by record type, in order of first appearance.
-    pub types: Vec<(String, TypeStat)>,
-}
-
-impl Summary {
-    fn count(&mut self, scanner: &Scanner, line: &[u8]) {
-        self.lines += 1;
-        let Some(kind) = field_str(line, &scanner.kind) else {
-            self.untyped_lines += 1;
-            return;
-        };
-        let memsize = field_u64(line, &scanner.memsize).unwrap_or(0);
-        if let Some((_, stat)) = self.types.iter_mut().find(|(t, _)| t.as_bytes() == kind) {
-            stat.count += 1;
-            stat.memsize += memsize;
-        } else {
-            self.types.push((
-                String::from_utf8_lossy(kind).into_owned(),
-                TypeStat { count: 1, memsize },
-            ));
-        }
-    }
-
-    /// Total objects (records with a type, ROOT records excluded).
-    pub fn objects(&self) -> u64 {
-        self.types
-            .iter()
-            .filter(|(t, _)| t != "ROOT")
-            .map(|(_, s)| s.count)
-            .sum()
-    }
-
-    /// Add this summary's fields to a metadata record given as a JSON object.
-    pub fn merge_into_meta(&self, meta_json: &str) -> Result<String> {
-        let mut meta: serde_json::Value = serde_json::from_str(meta_json)
-            .map_err(|e| Error::State(format!("metadata is not JSON: {e}")))?;
-        let Some(object) = meta.as_object_mut() else {
-            return Err(Error::State("metadata must be a JSON object".into()));
-        };
-        let types: serde_json::Map<String, serde_json::Value> = self
-            .types
-            .iter()
-            .map(|(t, s)| {
-                (
-                    t.clone(),
-                    serde_json::json!({"count": s.count, "memsize": s.memsize}),
-                )
-            })
-            .collect();
-        object.insert("lines".into(), self.lines.into());
-        object.insert("objects".into(), self.objects().into());
-        object.insert("bytes".into(), self.bytes.into());
-        object.insert("stored_bytes".into(), self.stored_bytes.into());
-        object.insert("redacted_values".into(), self.redacted_values.into());
-        object.insert("left_out".into(), self.left_out.into());
-        object.insert("truncated".into(), self.truncated.into());
-        object.insert(
-            "memsize".into(),
-            self.types
-                .iter()
-                .map(|(_, s)| s.memsize)
-                .sum::<u64>()
-                .into(),
-        );
-        object.insert("types".into(), types.into());
-        serde_json::to_string(&meta).map_err(|e| Error::State(e.to_string()))
-    }
-}
-
-/// The bytes of a string field, e.g. `"type":"` -> `STRING`.
-fn field_str<'a>(line: &'a [u8], needle: &memchr::memmem::Finder) -> Option<&'a [u8]> {
-    let at = needle.find(line)? + needle.needle().len();
-    let len = quoted_len(&line[at..])?;
-    Some(&line[at..at + len])
-}
-
-/// An unsigned integer field, e.g. `"memsize":` -> 40.
-fn field_u64(line: &[u8], needle: &memchr::memmem::Finder) -> Option<u64> {
-    leading_u64(&line[needle.find(line)? + needle.needle().len()..])
 }
 
 /// The result of a finished pipeline.
@@ -305,31 +196,6 @@ impl Drop for Pipeline {
     }
 }
 
-/// Where gzip output goes while the stream runs.
-enum Out {
-    Memory,
-    Store {
-        key: String,
-        writer: Box<object_store::buffered::BufWriter>,
-    },
-}
-
-impl Out {
-    /// Move full chunks of gzip output to the store (no-op for memory).
-    fn drain(&mut self, encoder: &mut GzEncoder<Vec<u8>>, at_least: usize) -> Result<()> {
-        if let Out::Store { key, writer } = self {
-            if encoder.get_ref().len() >= at_least {
-                // A copy of exactly the bytes (the Vec's spare capacity would
-                // ride along in each part otherwise); the Vec keeps its capacity.
-                let chunk = Bytes::copy_from_slice(encoder.get_ref());
-                encoder.get_mut().clear();
-                runtime::block_on(writer.put(chunk))?.map_err(|e| Error::store(&*key, e))?;
-            }
-        }
-        Ok(())
-    }
-}
-
 fn run(
     reader: End<std::io::PipeReader>,
     options: Options,
@@ -337,286 +203,67 @@ fn run(
     cancel: &AtomicBool,
 ) -> Result<Finished> {
     let started = Instant::now();
-    let mut out = match sink {
-        Sink::Memory => Out::Memory,
-        Sink::Store { store, key } => Out::Store {
-            writer: Box::new(store.writer(&key)),
-            key,
-        },
-    };
-    let mut encoder = GzEncoder::new(
-        Vec::with_capacity(CHUNK * 2),
-        Compression::new(options.level.min(9)),
-    );
+    let mut gzip = Gzip::new(sink, options.level);
     let mut summary = Summary::default();
-    let result = stream(
-        reader,
-        options,
-        &mut summary,
-        &mut encoder,
-        &mut out,
-        cancel,
-    );
-    if let Err(err) = result {
-        if let Out::Store { writer, .. } = &mut out {
-            let _ = runtime::block_on(writer.abort());
-        }
+    if let Err(err) = stream(reader, &options, &mut summary, &mut gzip, cancel) {
+        gzip.abort();
         return Err(err);
     }
     summary.read_ms = started.elapsed().as_millis() as u64;
-    let mut gzip = encoder.finish()?;
-    summary.stored_bytes += gzip.len() as u64;
-    if let Out::Store { key, mut writer } = out {
-        let chunk = Bytes::from(std::mem::take(&mut gzip));
-        runtime::block_on(async {
-            writer.put(chunk).await?;
-            writer.shutdown().await
-        })?
-        .map_err(|e| Error::store(&key, e))?;
-    }
+    let (gzip, stored_bytes) = gzip.finish()?;
+    summary.stored_bytes = stored_bytes;
     Ok(Finished { summary, gzip })
 }
 
-/// Searchers built once per pipeline, not once per line.
-struct Scanner {
-    kind: memchr::memmem::Finder<'static>,
-    memsize: memchr::memmem::Finder<'static>,
-    redactor: Redactor,
-}
-
-impl Scanner {
-    fn new() -> Self {
-        Scanner {
-            kind: memchr::memmem::Finder::new(b"\"type\":\""),
-            memsize: memchr::memmem::Finder::new(b"\"memsize\":"),
-            redactor: Redactor::default(),
-        }
-    }
-}
-
-/// Grow the pipe to 1 MiB (best effort): fewer wake-ups between Ruby and us.
-fn widen_pipe(reader: &std::io::PipeReader) {
-    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure (an old kernel, a limit) is harmless.
-    unsafe {
-        libc::fcntl(reader.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
-    }
-}
-
-/// Read whole blocks of lines, count and redact each line, and hand each block
-/// to gzip in one call (per-line calls into the compressor cost more than the lines).
+/// Read whole blocks of lines, pass each line through ([`records`]), and
+/// hand each block to gzip in one call (per-line calls into the compressor
+/// cost more than the lines).
 fn stream(
-    mut pipe: End<std::io::PipeReader>,
-    options: Options,
+    pipe: End<std::io::PipeReader>,
+    options: &Options,
     summary: &mut Summary,
-    encoder: &mut GzEncoder<Vec<u8>>,
-    out: &mut Out,
+    gzip: &mut Gzip,
     cancel: &AtomicBool,
 ) -> Result<()> {
-    let reader = pipe
-        .0
-        .as_mut()
-        .ok_or_else(|| Error::State("the pipe's read end is closed".into()))?;
-    widen_pipe(reader);
-    let scanner = Scanner::new();
-    let mut annotator = options
+    // Redaction would drop a spilled string value: it is not spooled.
+    let mut blocks = Blocks::new(pipe, options.redact)?;
+    let annotator = options
         .sites
         .clone()
         .map(|sites| Annotator::new(sites, options.since));
-    let rewrite = options.redact || annotator.is_some();
-    let redactor = options.redact.then_some(&scanner.redactor);
-    let mut buf = vec![0u8; 4 * CHUNK];
-    let mut filled = 0;
-    let mut redacted = Vec::with_capacity(4 * CHUNK);
-    // The first line in `buf` had its big field spilled (kept: to be put back).
-    let mut spilled: Option<(Field, Spool)> = None;
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(abandoned());
-        }
-        if filled == buf.len() {
-            // One line longer than the buffer: spill its big field, if it has
-            // one open (a huge String's value, a huge Array's references).
-            let open = spill::open_field(&buf[..filled]).filter(|_| spilled.is_none());
-            if let Some((start, field)) = open {
-                let drop = options.redact && field == Field::Value;
-                let mut spool = if drop { None } else { Spool::create() };
-                if drop || spool.is_some() {
-                    let closed = spill_field(
-                        reader,
-                        &mut buf,
-                        (start, filled),
-                        field,
-                        spool.as_mut(),
-                        summary,
-                        cancel,
-                    )?;
-                    // At the end of input inside the field, what came before
-                    // it is left: a record cut short, stored as such.
-                    filled = closed.unwrap_or(start);
-                    spilled = closed.and(spool).map(|s| (field, s));
-                    continue;
-                }
-            }
-            // No spool to be had, or some other huge line: grow.
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = match reader.read(&mut buf[filled..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let at_eof = n == 0;
-        filled += n;
-        summary.bytes += n as u64;
-        let end = if at_eof {
-            filled
-        } else {
-            match memchr::memrchr(b'\n', &buf[..filled]) {
-                Some(i) => i + 1,
-                None => continue,
-            }
-        };
-        if end > 0 {
-            let block = &buf[..end];
-            redacted.clear();
-            let mut start = 0;
-            // Where the first record's output ends (0 if it was left out).
-            let mut first_out = 0;
-            while start < block.len() {
-                let stop =
-                    memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i + 1);
-                let line = &block[start..stop];
-                let first = start == 0;
-                start = stop;
-                let mut values = 0;
-                let mut copy = |l: &[u8], o: &mut Vec<u8>| match redactor {
-                    Some(r) => values = r.redact_line(l, o),
-                    None => o.extend_from_slice(l),
-                };
-                let at = redacted.len();
-                let kept = match annotator.as_mut() {
-                    Some(a) => a.process(line, &mut redacted, copy),
-                    None if rewrite => {
-                        copy(line, &mut redacted);
-                        true
-                    }
-                    None => true,
-                };
-                if first && kept {
-                    first_out = if rewrite { redacted.len() } else { stop };
-                }
-                if !kept {
-                    summary.left_out += 1;
-                    continue;
-                }
-                summary.redacted_values += values as u64;
-                let kept = if rewrite { &redacted[at..] } else { line };
-                summary.count(&scanner, kept);
-            }
-            summary.truncated = block.last() != Some(&b'\n');
-            let output: &[u8] = if rewrite { &redacted } else { block };
-            // A spilled field goes back where its placeholder is, in the
-            // first record (unless it was left out).
-            let put_back = spilled.take().and_then(|(field, spool)| {
-                let at = memchr::memmem::find(&output[..first_out], field.placeholder())?;
-                Some((at, at + field.placeholder().len(), spool))
-            });
-            match put_back {
-                Some((at, after, spool)) => {
-                    emit(encoder, out, summary, &output[..at])?;
-                    let mut chunk = vec![0u8; CHUNK];
-                    spool.replay(&mut chunk, |c| emit(encoder, out, summary, c))?;
-                    emit(encoder, out, summary, &output[after..])?;
-                }
-                None => emit(encoder, out, summary, output)?,
-            }
-            buf.copy_within(end..filled, 0);
-            filled -= end;
-        }
-        if at_eof {
-            return Ok(());
-        }
+    let mut records = Records::new(options.redact, annotator, BUFFER);
+    while let Some(Block { lines, spilled }) = blocks.next(cancel)? {
+        let stored = records.filter(lines, summary);
+        summary.truncated = lines.last() != Some(&b'\n');
+        write_block(gzip, stored, spilled)?;
     }
-}
-
-fn abandoned() -> Error {
-    Error::State("the dump was abandoned".into())
-}
-
-/// Gzip `bytes`; for a store, hand full chunks on.
-fn emit(
-    encoder: &mut GzEncoder<Vec<u8>>,
-    out: &mut Out,
-    summary: &mut Summary,
-    bytes: &[u8],
-) -> Result<()> {
-    encoder.write_all(bytes)?;
-    if let Out::Store { .. } = out {
-        let before = encoder.get_ref().len() as u64;
-        out.drain(encoder, CHUNK)?;
-        if encoder.get_ref().is_empty() {
-            summary.stored_bytes += before;
-        }
-    }
+    summary.bytes = blocks.bytes;
     Ok(())
 }
 
-/// The content of `field`, open at `start` in `buf[..filled]`, goes to
-/// `spool` (or nowhere) until it closes; `buf` then holds the record's head,
-/// the field's placeholder and what followed the field, and the new fill is
-/// returned. `None` at the end of input inside the field.
-fn spill_field(
-    reader: &mut std::io::PipeReader,
-    buf: &mut Vec<u8>,
-    (start, filled): (usize, usize),
-    field: Field,
-    mut spool: Option<&mut Spool>,
-    summary: &mut Summary,
-    cancel: &AtomicBool,
-) -> Result<Option<usize>> {
-    if buf.len() - start < CHUNK {
-        buf.resize(start + CHUNK, 0);
-    }
-    let mut end = spill::End::new(field);
-    let (mut from, mut to) = (start, filled);
-    loop {
-        if let Some(i) = end.find(&buf[from..to]) {
-            let close = from + i;
-            if let Some(s) = spool.as_mut() {
-                s.write(&buf[from..close])?;
-            }
-            let placeholder = field.placeholder();
-            let fill = start + placeholder.len() + (to - close);
-            if fill > buf.len() {
-                buf.resize(fill, 0);
-            }
-            buf.copy_within(close..to, start + placeholder.len());
-            buf[start..start + placeholder.len()].copy_from_slice(placeholder);
-            return Ok(Some(fill));
+/// Gzip a block's records as stored. A spilled field goes back where its
+/// placeholder is, in the first record (unless it was left out).
+fn write_block(gzip: &mut Gzip, stored: Filtered, spilled: Option<(Field, Spool)>) -> Result<()> {
+    let put_back = spilled.and_then(|(field, spool)| {
+        let placeholder = field.placeholder();
+        let at = memchr::memmem::find(&stored.bytes[..stored.first_end], placeholder)?;
+        Some((at, at + placeholder.len(), spool))
+    });
+    match put_back {
+        Some((at, after, spool)) => {
+            gzip.write(&stored.bytes[..at])?;
+            let mut chunk = vec![0u8; CHUNK];
+            spool.replay(&mut chunk, |c| gzip.write(c))?;
+            gzip.write(&stored.bytes[after..])
         }
-        if let Some(s) = spool.as_mut() {
-            s.write(&buf[from..to])?;
-        }
-        if cancel.load(Ordering::Relaxed) {
-            return Err(abandoned());
-        }
-        let n = loop {
-            match reader.read(&mut buf[start..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        if n == 0 {
-            return Ok(None);
-        }
-        summary.bytes += n as u64;
-        (from, to) = (start, start + n);
+        None => gzip.write(stored.bytes),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
     use flate2::read::GzDecoder;
 
