@@ -25,11 +25,9 @@ use super::error::AnalysisError;
 use super::leak_report::{Leaks, ProcessReport};
 use super::leak_site::{Caller, Endpoint, LeakSite, SiteName as Name};
 use super::ranking::{Floor, Kept};
-use super::session;
-use super::source::{local_path, Input};
+use super::source::{local_path, Input, Place};
 use crate::census::batch::{self, GcPlacement, Record};
 use crate::keys::parse_census_key;
-use crate::store::Store;
 
 /// Observations kept per process for the growth rule (evenly thinned past it).
 const MAX_OBSERVATIONS: usize = 2000;
@@ -421,7 +419,7 @@ fn walked_endpoints(walked: &[(String, String, u64)]) -> Vec<Endpoint> {
             count: *count,
         })
         .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+    Endpoint::sort_most_first(&mut out);
     out
 }
 
@@ -476,47 +474,25 @@ fn endpoints_of(r: &Replay, full: &[(u64, u64)]) -> Vec<Endpoint> {
             }
         })
         .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+    Endpoint::sort_most_first(&mut out);
     out
 }
 
 /// Every census batch under `source` (a folder or store URL): key and input.
+/// A folder that does not exist holds none.
 pub fn list(source: &str) -> Result<Vec<(String, Input)>, AnalysisError> {
-    match local_path(source) {
-        Some(dir) => {
-            if !dir.is_dir() {
-                return Ok(Vec::new());
-            }
-            let mut keys = Vec::new();
-            session::walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
-                source_name: source.to_string(),
-                message: e.to_string(),
-            })?;
-            Ok(keys
-                .into_iter()
-                .filter(|(k, _)| parse_census_key(k).is_some())
-                .map(|(k, _)| {
-                    let input = Input::Local(dir.join(&k));
-                    (k, input)
-                })
-                .collect())
-        }
-        None => {
-            let store = Store::open(source)?;
-            let keys = crate::runtime::block_on(store.list(""))??;
-            Ok(keys
-                .into_iter()
-                .filter(|(k, _)| parse_census_key(k).is_some())
-                .map(|(k, _)| {
-                    let input = Input::Stored {
-                        store: store.clone(),
-                        key: k.clone(),
-                    };
-                    (k, input)
-                })
-                .collect())
-        }
+    if local_path(source).is_some_and(|dir| !dir.is_dir()) {
+        return Ok(Vec::new());
     }
+    let (place, keys) = Place::list(source)?;
+    Ok(keys
+        .into_iter()
+        .filter(|(k, _)| parse_census_key(k).is_some())
+        .map(|(k, _)| {
+            let input = place.input(&k);
+            (k, input)
+        })
+        .collect())
 }
 
 /// Leaks from the census under `source`, or None when it holds no census.
@@ -601,18 +577,7 @@ pub fn leaks(
         });
         kept.add(found);
     }
-    let (sites, hidden_sites, members) = kept.ranked();
-    Ok(Some(Leaks {
-        command: "leaks",
-        source: source.to_string(),
-        sites,
-        hidden_sites,
-        processes,
-        warnings,
-        growing_sites: 0,
-        findings: Vec::new(),
-        members,
-    }))
+    Ok(Some(Leaks::new(source, kept, processes, warnings)))
 }
 
 #[cfg(test)]

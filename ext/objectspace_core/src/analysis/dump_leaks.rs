@@ -146,23 +146,10 @@ pub fn from_dumps(
             message: "no dumps found (expected *.jsonl.gz files, as the middleware writes)".into(),
         });
     }
-    // Group by process, then order each process's dumps.
-    let mut groups: BTreeMap<(String, u32), Vec<Entry>> = BTreeMap::new();
-    for e in session.entries {
-        let key = match &e.parsed {
-            Some(k) => (k.host.clone(), k.pid),
-            None => ("(unknown)".to_string(), 0),
-        };
-        groups.entry(key).or_default().push(e);
-    }
+    let groups = session.by_process();
     let mut jobs: Vec<Job> = Vec::new();
     let mut kept = Kept::new(floor, top);
-    for (gi, entries) in groups.values_mut().enumerate() {
-        entries.sort_by(|a, b| {
-            let ka = a.parsed.as_ref().map(|k| (k.seq, k.unix_ms));
-            let kb = b.parsed.as_ref().map(|k| (k.seq, k.unix_ms));
-            ka.cmp(&kb).then_with(|| a.key.cmp(&b.key))
-        });
+    for (gi, entries) in groups.values().enumerate() {
         let n = entries.len();
         for (i, e) in entries.iter().enumerate() {
             // Generations are kept for the last dumps only (endpoint attribution).
@@ -278,19 +265,13 @@ pub fn from_dumps(
         });
         kept.add(found);
     }
-    let (mut sites, hidden_sites, members) = kept.ranked();
-    leak_paths::attach_to_leaks(&mut sites, &path_dumps, progress, &mut warnings)?;
-    let mut report = Leaks {
-        command: "leaks",
-        source: session.name,
-        sites,
-        hidden_sites,
-        processes,
-        warnings,
-        growing_sites: 0,
-        findings: Vec::new(),
-        members,
-    };
+    let mut report = Leaks::new(source, kept, processes, warnings);
+    leak_paths::attach_to_leaks(
+        &mut report.sites,
+        &path_dumps,
+        progress,
+        &mut report.warnings,
+    )?;
     report.conclude(top);
     Ok(report)
 }
@@ -530,16 +511,7 @@ fn process_leaks(host: &str, pid: u32, good: &[(Entry, Option<Meta>, Digest)]) -
                 }
             }
         }
-        let mut endpoints: Vec<Endpoint> = endpoints
-            .into_iter()
-            .map(|((method, path), count)| Endpoint {
-                method,
-                path,
-                count,
-            })
-            .collect();
-        endpoints.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-        site.endpoints = endpoints;
+        site.endpoints = Endpoint::from_counts(endpoints);
         out.push(site);
     }
     out

@@ -27,8 +27,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use super::leak_site::{Caller, Endpoint, LeakSite};
-use super::model::Step;
-use super::report::Site;
+use super::model::{is_namespace, Step, StepShape};
+use super::report::{Site, SiteText};
 
 /// Rates within this fraction of each other (or of a whole multiple) are the same.
 pub const RATE_TOLERANCE: f64 = 0.1;
@@ -183,20 +183,8 @@ pub fn group_endpoints(endpoints: &[Endpoint]) -> Vec<Endpoint> {
         *by.entry((e.method.clone(), route_pattern(&e.path)))
             .or_insert(0) += e.count;
     }
-    let mut out: Vec<Endpoint> = by
-        .into_iter()
-        .map(|((method, path), count)| Endpoint {
-            method,
-            path,
-            count,
-        })
-        .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
-    out
+    Endpoint::from_counts(by)
 }
-
-/// A site by (location, type, class).
-type SiteText = (String, String, Option<String>);
 
 /// A growing site named by text: (file, line, type).
 type Growing = FxHashSet<(String, u32, String)>;
@@ -213,7 +201,7 @@ fn growing(members: &[LeakSite]) -> Growing {
 /// return its index: the last step before the first object of a growing
 /// site, skipping an elided middle; the source step when the first object is
 /// one already.
-pub fn mark_leak_holder(path: &mut [Step], growing: &FxHashSet<(String, u32, String)>) -> usize {
+pub fn mark_leak_holder(path: &mut [Step], growing: &Growing) -> usize {
     for s in path.iter_mut() {
         s.leak_holder = false;
     }
@@ -235,34 +223,6 @@ pub fn mark_leak_holder(path: &mut [Step], growing: &FxHashSet<(String, u32, Str
     at
 }
 
-/// A step without what differs from one object to the next of the same
-/// kind (address, memsize, counts): what makes two chains the same.
-fn shape(
-    s: &Step,
-) -> (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<u32>,
-) {
-    (
-        s.ty.clone(),
-        s.class.clone(),
-        s.name.clone(),
-        s.file.clone(),
-        s.line,
-    )
-}
-
-type Shape = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<u32>,
-);
-
 /// The holders of paths (their marked steps), as shapes: sites whose paths
 /// go through no holder in common are different leaks.
 fn holder_shapes(paths: &[Vec<Step>]) -> FxHashSet<HolderKey> {
@@ -270,22 +230,19 @@ fn holder_shapes(paths: &[Vec<Step>]) -> FxHashSet<HolderKey> {
 }
 
 /// A holder as told apart from others: its shape and the class or module it is within.
-type HolderKey = (Shape, Option<String>);
+type HolderKey = (StepShape, Option<String>);
 
 fn holder_key(path: &[Step]) -> Option<HolderKey> {
     let at = path.iter().position(|s| s.leak_holder)?;
     Some((
-        shape(&path[at]),
+        path[at].shape(),
         within(path, at).and_then(|w| w.name.clone()),
     ))
 }
 
 /// The nearest CLASS or MODULE step above step `at` of a path.
 fn within(path: &[Step], at: usize) -> Option<&Step> {
-    path[..at]
-        .iter()
-        .rev()
-        .find(|s| s.ty == "CLASS" || s.ty == "MODULE")
+    path[..at].iter().rev().find(|s| is_namespace(&s.ty))
 }
 
 /// A site over its processes, while findings are formed.
@@ -328,48 +285,21 @@ pub fn findings(members: &[LeakSite], traced: &mut [LeakSite], top: usize) -> Ve
     // Paths by (host, pid, location, type, class), each marked.
     let mut paths: FxHashMap<(String, u32, SiteText), Vec<Vec<Step>>> = FxHashMap::default();
     for t in traced.iter_mut() {
+        let key = (t.host.clone(), t.pid, t.site.text_key());
         let Some(held) = t.site.paths.as_mut() else {
             continue;
         };
         for path in held.held_by.iter_mut() {
             mark_leak_holder(path, &growing);
         }
-        paths.insert(
-            (
-                t.host.clone(),
-                t.pid,
-                (
-                    t.site.location.clone(),
-                    t.site.ty.clone(),
-                    t.site.class.clone(),
-                ),
-            ),
-            held.held_by.clone(),
-        );
+        paths.insert(key, held.held_by.clone());
     }
-    let paths_of = |m: &LeakSite| {
-        paths.get(&(
-            m.host.clone(),
-            m.pid,
-            (
-                m.site.location.clone(),
-                m.site.ty.clone(),
-                m.site.class.clone(),
-            ),
-        ))
-    };
+    let paths_of = |m: &LeakSite| paths.get(&(m.host.clone(), m.pid, m.site.text_key()));
 
     // The same site in several processes: one.
     let mut by_site: BTreeMap<SiteText, Vec<&LeakSite>> = BTreeMap::new();
     for m in members {
-        by_site
-            .entry((
-                m.site.location.clone(),
-                m.site.ty.clone(),
-                m.site.class.clone(),
-            ))
-            .or_default()
-            .push(m);
+        by_site.entry(m.site.text_key()).or_default().push(m);
     }
     let mut across: Vec<Across> = by_site
         .into_values()
@@ -553,12 +483,12 @@ fn finding<'a>(
     let endpoints = group_endpoints(&all);
 
     // Distinct chains, by shape, with the objects that follow each.
-    let mut chains: Vec<(Vec<Shape>, Chain)> = Vec::new();
+    let mut chains: Vec<(Vec<StepShape>, Chain)> = Vec::new();
     for a in &sites {
         for m in &a.members {
             for path in paths_of(m).into_iter().flatten() {
                 let objects = path.iter().find_map(|s| s.holds).unwrap_or(0);
-                let key: Vec<Shape> = path.iter().map(shape).collect();
+                let key: Vec<StepShape> = path.iter().map(Step::shape).collect();
                 match chains.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, c)) => c.objects += objects,
                     None => chains.push((
@@ -841,16 +771,11 @@ mod tests {
     fn obj(ty: &str, class: Option<&str>, file: Option<&str>, line: u32) -> Step {
         Step {
             address: Some("0x1".into()),
-            ty: ty.into(),
             class: class.map(str::to_string),
-            name: None,
             file: file.map(str::to_string),
             line: file.map(|_| line),
             memsize: Some(40),
-            outside_dump: false,
-            holds: None,
-            elided: None,
-            leak_holder: false,
+            ..Step::bare(ty, None)
         }
     }
 

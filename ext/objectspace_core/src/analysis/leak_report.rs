@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::findings::{self, Finding};
 use super::leak_site::LeakSite;
+use super::ranking::Kept;
 use super::session::DumpInfo;
 
 /// One process's part of the session.
@@ -64,13 +65,35 @@ pub struct Leaks {
 }
 
 impl Leaks {
+    /// The report of the sites `kept` ranked, before retention paths are
+    /// attached and findings made ([`Leaks::conclude`]).
+    pub(super) fn new(
+        source: &str,
+        kept: Kept,
+        processes: Vec<ProcessReport>,
+        warnings: Vec<String>,
+    ) -> Leaks {
+        let (sites, hidden_sites, members) = kept.ranked();
+        Leaks {
+            command: "leaks",
+            source: source.to_string(),
+            sites,
+            hidden_sites,
+            processes,
+            warnings,
+            growing_sites: 0,
+            findings: Vec::new(),
+            members,
+        }
+    }
+
     /// Group the sites into findings (after the sites' paths are attached),
     /// keeping the `top` (0: all).
     pub(super) fn conclude(&mut self, top: usize) {
         let members = std::mem::take(&mut self.members);
         self.growing_sites = members
             .iter()
-            .map(|m| (&m.site.location, &m.site.ty, &m.site.class))
+            .map(|m| m.site.text_key())
             .collect::<HashSet<_>>()
             .len();
         self.findings = findings::findings(&members, &mut self.sites, top);

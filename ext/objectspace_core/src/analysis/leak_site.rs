@@ -15,6 +15,28 @@ pub struct Endpoint {
     pub count: u64,
 }
 
+impl Endpoint {
+    /// Endpoints from object counts by (method, path), most objects first
+    /// (see [`Endpoint::sort_most_first`]).
+    pub fn from_counts(counts: impl IntoIterator<Item = ((String, String), u64)>) -> Vec<Endpoint> {
+        let mut out: Vec<Endpoint> = counts
+            .into_iter()
+            .map(|((method, path), count)| Endpoint {
+                method,
+                path,
+                count,
+            })
+            .collect();
+        Endpoint::sort_most_first(&mut out);
+        out
+    }
+
+    /// Most objects first, then by path (stable: ties keep their order).
+    pub fn sort_most_first(endpoints: &mut [Endpoint]) {
+        endpoints.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+    }
+}
+
 /// A leaking site: the last dump's live count and memsize, and its growth.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeakSite {

@@ -5,8 +5,6 @@
 //! stay the detail view: retention paths come from them
 //! ([`super::leak_paths`]).
 
-use rustc_hash::FxHashMap;
-
 use super::census;
 use super::dump_leaks;
 use super::error::AnalysisError;
@@ -14,7 +12,7 @@ use super::leak_paths;
 use super::leak_report::Leaks;
 use super::ranking::Floor;
 use super::session::Session;
-use super::source::{Input, Progress};
+use super::source::Progress;
 
 /// Find the leaking sites of a session (a folder or store URL of census
 /// batches and dumps). `top` = 0 keeps every leaking site. `threads` bounds
@@ -46,17 +44,14 @@ pub fn leaks_above(
         let dumps = session.as_ref().is_some_and(|s| !s.entries.is_empty());
         if !found.sites.is_empty() || !dumps {
             if let Some(session) = session {
-                let mut newest: FxHashMap<(String, u32), (u64, Input)> = FxHashMap::default();
-                for e in session.entries {
-                    let Some(k) = e.parsed else { continue };
-                    let slot = newest
-                        .entry((k.host, k.pid))
-                        .or_insert((k.seq, e.input.clone()));
-                    if k.seq >= slot.0 {
-                        *slot = (k.seq, e.input);
-                    }
-                }
-                let dumps = newest.into_iter().map(|(p, (_, i))| (p, i)).collect();
+                let dumps = session
+                    .by_process()
+                    .into_iter()
+                    .filter_map(|(process, entries)| {
+                        let newest = entries.into_iter().rev().find(|e| e.parsed.is_some())?;
+                        Some((process, newest.input))
+                    })
+                    .collect();
                 leak_paths::attach_to_leaks(
                     &mut found.sites,
                     &dumps,

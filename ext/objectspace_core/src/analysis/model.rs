@@ -39,7 +39,35 @@ pub struct Step {
     pub leak_holder: bool,
 }
 
+/// A step as told apart from others of the same kind: its type, class,
+/// name, file and line, without what differs from one object to the next
+/// (address, memsize, counts).
+pub type StepShape = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<u32>,
+);
+
+/// True for the types of a class or module record: the named holders a
+/// path stops at.
+pub fn is_namespace(ty: &str) -> bool {
+    ty == "CLASS" || ty == "MODULE"
+}
+
 impl Step {
+    /// What makes two chains the same (see [`StepShape`]).
+    pub fn shape(&self) -> StepShape {
+        (
+            self.ty.clone(),
+            self.class.clone(),
+            self.name.clone(),
+            self.file.clone(),
+            self.line,
+        )
+    }
+
     /// A step with only a type and a name (a root, the outside, an elided run).
     pub fn bare(ty: &str, name: Option<String>) -> Step {
         Step {

@@ -25,6 +25,7 @@ use rustc_hash::FxHashMap;
 
 use super::address::AddressIndex;
 use super::heap::{Heap, Obj};
+use super::model::is_namespace;
 pub use super::model::{HeldBy, Step};
 use super::refs::{RawRefs, MAX_ROOTS};
 use super::report::Site;
@@ -398,14 +399,14 @@ fn site_key(o: &Obj) -> SiteKey {
 #[inline]
 fn is_holder(heap: &Heap, o: &Obj, site: SiteKey) -> bool {
     let ty = heap.types.get(o.ty as u32);
-    ty == "CLASS" || ty == "MODULE" || (o.file != 0 && site_key(o) != site)
+    is_namespace(ty) || (o.file != 0 && site_key(o) != site)
 }
 
 /// The step for an object of the dump.
 pub fn object_step(heap: &Heap, v: u32) -> Step {
     let o = &heap.objects[v as usize];
     let ty = heap.types.get(o.ty as u32);
-    let named = ty == "CLASS" || ty == "MODULE";
+    let named = is_namespace(ty);
     Step {
         address: Some(format!("{:#x}", o.addr)),
         ty: ty.to_string(),

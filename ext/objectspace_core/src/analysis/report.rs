@@ -33,7 +33,16 @@ pub struct Site {
     pub paths: Option<HeldBy>,
 }
 
+/// A site by text: (location, type, class), the same in every dump and
+/// process (unlike [`SiteKey`], which holds one heap's ids).
+pub type SiteText = (String, String, Option<String>);
+
 impl Site {
+    /// This site by text (see [`SiteText`]).
+    pub fn text_key(&self) -> SiteText {
+        (self.location.clone(), self.ty.clone(), self.class.clone())
+    }
+
     pub fn new(
         file: &str,
         line: u32,

@@ -2,15 +2,14 @@
 //! each dump's key, input and metadata ([`Meta`]), and the listing `ls`
 //! prints.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::error::AnalysisError;
-use super::source::{local_path, Input};
+use super::source::{local_path, Input, Place};
 use crate::keys::DumpKey;
-use crate::store::Store;
 
 const DUMP_SUFFIXES: [&str; 4] = [".jsonl.gz", ".jsonl", ".json.gz", ".json"];
 const META_SUFFIX: &str = ".meta.json";
@@ -92,9 +91,6 @@ pub struct Entry {
     pub parsed: Option<DumpKey>,
 }
 
-/// Builds the input for a key of a session.
-type MakeInput = Box<dyn Fn(&str) -> Input>;
-
 /// A source of many dumps: a local folder or a store URL.
 pub struct Session {
     pub name: String,
@@ -109,68 +105,27 @@ pub(super) fn dump_stem(key: &str) -> Option<&str> {
     DUMP_SUFFIXES.iter().find_map(|s| key.strip_suffix(s))
 }
 
-/// Every file under `dir`, as (key relative to `dir`, size).
-pub(super) fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
-    for ent in std::fs::read_dir(dir)? {
-        let ent = ent?;
-        let name = ent.file_name().to_string_lossy().into_owned();
-        let key = if rel.is_empty() {
-            name.clone()
-        } else {
-            format!("{rel}/{name}")
-        };
-        let ft = ent.file_type()?;
-        if ft.is_dir() {
-            walk(&ent.path(), &key, out)?;
-        } else if ft.is_file() {
-            out.push((key, ent.metadata().map(|m| m.len()).unwrap_or(0)));
-        }
-    }
-    Ok(())
-}
-
 impl Session {
     /// Find every dump under a folder or store URL.
     pub fn open(source: &str) -> Result<Session, AnalysisError> {
-        let (keys, make): (Vec<(String, u64)>, MakeInput) = match local_path(source) {
-            Some(dir) => {
-                let meta = std::fs::metadata(&dir).map_err(|e| AnalysisError::Read {
+        if let Some(dir) = local_path(source) {
+            let meta = std::fs::metadata(&dir).map_err(|e| AnalysisError::Read {
+                source_name: source.to_string(),
+                message: if e.kind() == std::io::ErrorKind::NotFound {
+                    "no such folder".to_string()
+                } else {
+                    e.to_string()
+                },
+            })?;
+            if !meta.is_dir() {
+                return Err(AnalysisError::Read {
                     source_name: source.to_string(),
-                    message: if e.kind() == std::io::ErrorKind::NotFound {
-                        "no such folder".to_string()
-                    } else {
-                        e.to_string()
-                    },
-                })?;
-                if !meta.is_dir() {
-                    return Err(AnalysisError::Read {
-                        source_name: source.to_string(),
-                        message:
-                            "is a file; give the folder (or store URL) the middleware writes to"
-                                .into(),
-                    });
-                }
-                let mut keys = Vec::new();
-                walk(&dir, "", &mut keys).map_err(|e| AnalysisError::Read {
-                    source_name: source.to_string(),
-                    message: e.to_string(),
-                })?;
-                keys.sort();
-                let base: PathBuf = dir.clone();
-                (keys, Box::new(move |k: &str| Input::Local(base.join(k))))
+                    message: "is a file; give the folder (or store URL) the middleware writes to"
+                        .into(),
+                });
             }
-            None => {
-                let store = Store::open(source)?;
-                let keys = crate::runtime::block_on(store.list(""))??;
-                (
-                    keys,
-                    Box::new(move |k: &str| Input::Stored {
-                        store: store.clone(),
-                        key: k.to_string(),
-                    }),
-                )
-            }
-        };
+        }
+        let (place, keys) = Place::list(source)?;
         let metas: std::collections::HashSet<&str> = keys
             .iter()
             .filter_map(|(k, _)| k.strip_suffix(META_SUFFIX))
@@ -180,11 +135,11 @@ impl Session {
             let Some(stem) = dump_stem(key) else { continue };
             let meta_input = metas
                 .contains(stem)
-                .then(|| make(&format!("{stem}{META_SUFFIX}")));
+                .then(|| place.input(&format!("{stem}{META_SUFFIX}")));
             entries.push(Entry {
                 key: key.clone(),
                 size: *size,
-                input: make(key),
+                input: place.input(key),
                 meta_input,
                 parsed: DumpKey::parse(&format!("{stem}.jsonl.gz")),
             });
@@ -193,6 +148,30 @@ impl Session {
             name: source.to_string(),
             entries,
         })
+    }
+}
+
+impl Session {
+    /// The dumps by process (host, pid), each process's in sequence order
+    /// (then time, then key); dumps whose key names no process go under
+    /// ("(unknown)", 0).
+    pub fn by_process(self) -> BTreeMap<(String, u32), Vec<Entry>> {
+        let mut groups: BTreeMap<(String, u32), Vec<Entry>> = BTreeMap::new();
+        for e in self.entries {
+            let key = match &e.parsed {
+                Some(k) => (k.host.clone(), k.pid),
+                None => ("(unknown)".to_string(), 0),
+            };
+            groups.entry(key).or_default().push(e);
+        }
+        for entries in groups.values_mut() {
+            entries.sort_by(|a, b| {
+                let ka = a.parsed.as_ref().map(|k| (k.seq, k.unix_ms));
+                let kb = b.parsed.as_ref().map(|k| (k.seq, k.unix_ms));
+                ka.cmp(&kb).then_with(|| a.key.cmp(&b.key))
+            });
+        }
+        groups
     }
 }
 

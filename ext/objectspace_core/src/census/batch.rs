@@ -170,6 +170,22 @@ pub enum Record<'a> {
     Point(Point<'a>),
 }
 
+impl Record<'_> {
+    /// The first site the record counts (its `[site, ...]` entries) that is
+    /// not in `named`; None for a header or a site line.
+    fn unnamed_site(&self, named: &FxHashSet<u32>) -> Option<u32> {
+        let unnamed = |site: &u32| !named.contains(site);
+        match self {
+            Record::Header(_) | Record::Site(_) => None,
+            Record::Base(Base { counts, .. }) | Record::Point(Point { counts, .. }) => {
+                counts.iter().map(|c| c.0).find(unnamed)
+            }
+            Record::Walk(walk) => walk.endpoints.iter().map(|e| e.0).find(unnamed),
+            Record::Callers(callers) => callers.callers.iter().map(|c| c.0).find(unnamed),
+        }
+    }
+}
+
 /// A string borrowed from the line when it has no escapes: a batch's
 /// endpoints and callers are read without allocating for most of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -310,45 +326,22 @@ pub fn read(
                 },
             ));
         };
-        let unnamed = |site: u32| bad(format!("site {site} is not named in this batch"));
         let record = match kind {
             "census" => Record::Header(parse(text, "header", complete).map_err(bad)?),
-            "site" => {
-                let site: Site = parse(text, "site", complete).map_err(bad)?;
-                named.insert(site.site);
-                Record::Site(site)
-            }
-            "base" => {
-                let base: Base = parse(text, "base", complete).map_err(bad)?;
-                if let Some(c) = base.counts.iter().find(|c| !named.contains(&c.0)) {
-                    return Err(unnamed(c.0));
-                }
-                Record::Base(base)
-            }
-            "walk" => {
-                let walk: Walk = parse(text, "walk", complete).map_err(bad)?;
-                if let Some(e) = walk.endpoints.iter().find(|e| !named.contains(&e.0)) {
-                    return Err(unnamed(e.0));
-                }
-                Record::Walk(walk)
-            }
-            "callers" => {
-                let callers: Callers = parse(text, "callers", complete).map_err(bad)?;
-                if let Some(c) = callers.callers.iter().find(|c| !named.contains(&c.0)) {
-                    return Err(unnamed(c.0));
-                }
-                Record::Callers(callers)
-            }
-            "requests" => {
-                let point: Point = parse(text, "point", complete).map_err(bad)?;
-                if let Some(c) = point.counts.iter().find(|c| !named.contains(&c.0)) {
-                    return Err(unnamed(c.0));
-                }
-                Record::Point(point)
-            }
+            "site" => Record::Site(parse(text, "site", complete).map_err(bad)?),
+            "base" => Record::Base(parse(text, "base", complete).map_err(bad)?),
+            "walk" => Record::Walk(parse(text, "walk", complete).map_err(bad)?),
+            "callers" => Record::Callers(parse(text, "callers", complete).map_err(bad)?),
+            "requests" => Record::Point(parse(text, "point", complete).map_err(bad)?),
             // A newer writer's record.
             _ => continue,
         };
+        if let Record::Site(site) = &record {
+            named.insert(site.site);
+        }
+        if let Some(site) = record.unnamed_site(&named) {
+            return Err(bad(format!("site {site} is not named in this batch")));
+        }
         each(record)?;
     }
     Ok(())
