@@ -56,10 +56,14 @@ RSpec.describe "The census against the heap", :oracle do
     sites = results.flatten(1)
     within = sites.count { |_, heap, scaled| (scaled - heap).abs <= 1.96 * Math.sqrt(rate * heap) }
     expect(within.fdiv(sites.size)).to be >= 0.9, "#{within} of #{sites.size} site counts within 95%"
-    # Summed over the sites at each run's last checkpoint: unbiased.
+    # Summed over the sites at each run's last checkpoint: unbiased. One
+    # draw, so its bound is 99.9% (3.29 sd): at 95% one run in twenty fails
+    # by chance (the census thread's allocations take draws from the
+    # countdown too, so the seed does not fix the sample), as a full run
+    # did with z = -2.2.
     last = results.flat_map { |r| r.select { |request, *| request == r.last[0] } }
     heap, scaled = last.map { |_, h, s| [h, s] }.transpose.map(&:sum)
-    expect((scaled - heap).abs).to be <= 1.96 * Math.sqrt(rate * heap), "scaled #{scaled}, heap #{heap}"
+    expect((scaled - heap).abs).to be <= 3.29 * Math.sqrt(rate * heap), "scaled #{scaled}, heap #{heap}"
   end
 
   it "counts exactly under GC.stress" do
