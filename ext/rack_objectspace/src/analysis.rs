@@ -209,8 +209,13 @@ fn leaks(
         per_request,
         objects,
     });
+    let options = analysis::LeaksOptions {
+        top,
+        threads: threads(),
+        floor,
+    };
     let report = run(ruby, bar, |tick| {
-        analysis::leaks_above(&source, tick, top, threads(), floor)
+        analysis::leaks_with(&source, tick, options)
     })?;
     serde_json::to_string(&report).map_err(|e| encode_error(ruby, e))
 }

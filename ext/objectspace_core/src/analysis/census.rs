@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap;
 use super::error::AnalysisError;
 use super::leak_report::{Leaks, ProcessReport};
 use super::leak_site::{Caller, Endpoint, LeakSite, SiteName as Name};
-use super::ranking::{Floor, Kept};
+use super::ranking::{Floor, SiteRanking};
 use super::source::{local_path, Input, Place};
 use crate::census::batch::{self, GcPlacement, Record};
 use crate::keys::parse_census_key;
@@ -507,7 +507,7 @@ pub fn leaks(
         return Ok(None);
     }
     let mut warnings = Vec::new();
-    let mut kept = Kept::new(floor, top);
+    let mut ranking = SiteRanking::new(floor, top);
     let mut processes = Vec::new();
     for series in batch::series(found) {
         let (host, pid) = (series.host.clone(), series.pid);
@@ -575,9 +575,9 @@ pub fn leaks(
             census_gcs: Some(replay.xs.len() as u64),
             census_sample: (replay.sample > 1).then_some(replay.sample),
         });
-        kept.add(found);
+        ranking.add(found);
     }
-    Ok(Some(Leaks::new(source, kept, processes, warnings)))
+    Ok(Some(Leaks::new(source, ranking, processes, warnings)))
 }
 
 #[cfg(test)]

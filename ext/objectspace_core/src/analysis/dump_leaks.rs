@@ -21,7 +21,7 @@ use super::heap::{is_own_file, Heap, NO_GENERATION};
 use super::leak_paths;
 use super::leak_report::{Leaks, ProcessReport, Skipped};
 use super::leak_site::{Endpoint, LeakSite, SiteName};
-use super::ranking::{Floor, Kept};
+use super::ranking::{LeaksOptions, SiteRanking};
 use super::session::{self, DumpInfo, Entry, Meta, Session};
 use super::source::{Input, Progress};
 use crate::keys::DumpKey;
@@ -127,17 +127,18 @@ struct Loaded {
     digest: Result<Digest, AnalysisError>,
 }
 
-/// The leaking sites of a session's dumps (see [`super::leaks::leaks_above`],
-/// which reads the census first). `top` = 0 keeps every leaking site;
-/// `threads` bounds parallel reads; growing sites under `floor` are counted
-/// in `hidden_sites` instead of reported.
-pub fn from_dumps(
+/// The leaking sites of a session's dumps, as `options` ask (see
+/// [`super::leaks::leaks_with`], which reads the census first).
+pub fn leaks(
     source: &str,
     progress: Progress,
-    top: usize,
-    threads: usize,
-    floor: Option<Floor>,
+    options: LeaksOptions,
 ) -> Result<Leaks, AnalysisError> {
+    let LeaksOptions {
+        top,
+        threads,
+        floor,
+    } = options;
     let session = Session::open(source)?;
     let mut warnings = Vec::new();
     if session.entries.is_empty() {
@@ -148,7 +149,7 @@ pub fn from_dumps(
     }
     let groups = session.by_process();
     let mut jobs: Vec<Job> = Vec::new();
-    let mut kept = Kept::new(floor, top);
+    let mut ranking = SiteRanking::new(floor, top);
     for (gi, entries) in groups.values().enumerate() {
         let n = entries.len();
         for (i, e) in entries.iter().enumerate() {
@@ -263,10 +264,10 @@ pub fn from_dumps(
             census_gcs: None,
             census_sample: None,
         });
-        kept.add(found);
+        ranking.add(found);
     }
-    let mut report = Leaks::new(source, kept, processes, warnings);
-    leak_paths::attach_to_leaks(
+    let mut report = Leaks::new(source, ranking, processes, warnings);
+    leak_paths::attach(
         &mut report.sites,
         &path_dumps,
         progress,

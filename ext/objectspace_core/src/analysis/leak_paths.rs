@@ -14,7 +14,7 @@ use super::source::{Input, Progress};
 /// `sites`, its last full dump is read again with references (or its last
 /// dump when none is full: a retained dump, whose paths start outside it).
 /// A dump that cannot be read leaves its sites without paths, with a warning.
-pub fn attach_to_leaks(
+pub fn attach(
     sites: &mut [LeakSite],
     dumps: &FxHashMap<(String, u32), Input>,
     progress: Progress,

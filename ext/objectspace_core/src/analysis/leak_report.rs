@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::findings::{self, Finding};
 use super::leak_site::LeakSite;
-use super::ranking::Kept;
+use super::ranking::SiteRanking;
 use super::session::DumpInfo;
 
 /// One process's part of the session.
@@ -69,11 +69,11 @@ impl Leaks {
     /// attached and findings made ([`Leaks::conclude`]).
     pub(super) fn new(
         source: &str,
-        kept: Kept,
+        ranking: SiteRanking,
         processes: Vec<ProcessReport>,
         warnings: Vec<String>,
     ) -> Leaks {
-        let (sites, hidden_sites, members) = kept.ranked();
+        let (sites, hidden_sites, members) = ranking.ranked();
         Leaks {
             command: "leaks",
             source: source.to_string(),

@@ -10,31 +10,35 @@ use super::dump_leaks;
 use super::error::AnalysisError;
 use super::leak_paths;
 use super::leak_report::Leaks;
-use super::ranking::Floor;
+use super::ranking::LeaksOptions;
 use super::session::Session;
 use super::source::Progress;
 
 /// Find the leaking sites of a session (a folder or store URL of census
 /// batches and dumps). `top` = 0 keeps every leaking site. `threads` bounds
-/// parallel reads.
+/// parallel reads. No noise floor: see [`leaks_with`].
 pub fn leaks(
     source: &str,
     progress: Progress,
     top: usize,
     threads: usize,
 ) -> Result<Leaks, AnalysisError> {
-    leaks_above(source, progress, top, threads, None)
+    let options = LeaksOptions {
+        top,
+        threads,
+        floor: None,
+    };
+    leaks_with(source, progress, options)
 }
 
-/// [`leaks`], with the growing sites under `floor` counted in
-/// `hidden_sites` instead of reported (and never given retention paths).
-pub fn leaks_above(
+/// Find the leaking sites of a session as `options` ask: the census when
+/// the session has one, else its dumps.
+pub fn leaks_with(
     source: &str,
     progress: Progress,
-    top: usize,
-    threads: usize,
-    floor: Option<Floor>,
+    options: LeaksOptions,
 ) -> Result<Leaks, AnalysisError> {
+    let LeaksOptions { top, floor, .. } = options;
     // The census, when the session has one, covers every request: it wins,
     // unless it saw too few GCs to rank anything and there are dumps to read
     // (a process whose GCs run in its dump children). Dumps stay the detail
@@ -52,16 +56,11 @@ pub fn leaks_above(
                         Some((process, newest.input))
                     })
                     .collect();
-                leak_paths::attach_to_leaks(
-                    &mut found.sites,
-                    &dumps,
-                    progress,
-                    &mut found.warnings,
-                )?;
+                leak_paths::attach(&mut found.sites, &dumps, progress, &mut found.warnings)?;
             }
             found.conclude(top);
             return Ok(found);
         }
     }
-    dump_leaks::from_dumps(source, progress, top, threads, floor)
+    dump_leaks::leaks(source, progress, options)
 }

@@ -1,6 +1,6 @@
 //! The ranking of leaking sites, shared by the census and the dumps: the
 //! growth rule ([`growth_rate`]), the noise floor ([`Floor`]) and the order
-//! sites are reported in ([`rank`]), kept as processes are read ([`Kept`]).
+//! sites are reported in ([`rank`]), built as processes are read ([`SiteRanking`]).
 
 use super::findings::group_endpoints;
 use super::leak_site::{LeakSite, SiteName};
@@ -47,6 +47,19 @@ impl LeakSite {
     }
 }
 
+/// What `leaks` is asked for: how many sites, how many threads read, and
+/// the noise floor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LeaksOptions {
+    /// Sites reported, the fastest growing first; 0 keeps every leaking site.
+    pub top: usize,
+    /// Dumps read at once, at most (clamped to 1-8).
+    pub threads: usize,
+    /// Growing sites under it are counted in `hidden_sites` instead of
+    /// reported (and never given retention paths); None reports them all.
+    pub floor: Option<Floor>,
+}
+
 /// The noise floor: growing sites below it are counted, not reported.
 #[derive(Debug, Clone, Copy)]
 pub struct Floor {
@@ -56,10 +69,11 @@ pub struct Floor {
     pub objects: u64,
 }
 
-/// The sites kept while processes are read: only those above the floor,
-/// and (with a `top`) only the best few as it goes, so that a store of
-/// many processes never holds every growing site of every one.
-pub(super) struct Kept {
+/// The ranking of leaking sites as processes are read: it keeps only the
+/// sites above the floor (counting the rest as hidden) and, with a `top`,
+/// only the best few as it goes, so that a store of many processes never
+/// holds every growing site of every one.
+pub(super) struct SiteRanking {
     floor: Option<Floor>,
     top: usize,
     pub sites: Vec<LeakSite>,
@@ -68,9 +82,9 @@ pub(super) struct Kept {
     pub members: Vec<LeakSite>,
 }
 
-impl Kept {
+impl SiteRanking {
     pub fn new(floor: Option<Floor>, top: usize) -> Self {
-        Kept {
+        SiteRanking {
             floor,
             top,
             sites: Vec::new(),
@@ -213,8 +227,8 @@ mod tests {
 }
 
 #[cfg(test)]
-mod kept_tests {
-    use super::{rank, Floor, Kept, LeakSite, SiteName};
+mod site_ranking_tests {
+    use super::{rank, Floor, LeakSite, SiteName, SiteRanking};
 
     /// A growing site: `step` objects a request from `base`, over 10 requests.
     fn site(pid: u32, line: u32, base: u64, step: u64) -> LeakSite {
@@ -245,7 +259,7 @@ mod kept_tests {
             found
         };
         let mut all: Vec<LeakSite> = Vec::new();
-        let mut kept = Kept::new(Some(floor), 3);
+        let mut kept = SiteRanking::new(Some(floor), 3);
         for pid in 1..=30 {
             let found = process(pid);
             all.extend(
