@@ -20,7 +20,17 @@ fn main() {
     // a handle registered once and triggered from the hook.
     println!("cargo:rustc-check-cfg=cfg(ruby_postponed_job_handle)");
     let mut parts = version.split('.').filter_map(|p| p.parse::<u32>().ok());
-    if (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (3, 3) {
+    let minor = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if minor >= (3, 3) {
         println!("cargo:rustc-cfg=ruby_postponed_job_handle");
+    }
+    // The words of a control frame (vm_core.h's rb_control_frame_t) on the
+    // Rubies whose layout the allocating-line cache was checked against
+    // (src/frames.rs); on any other Ruby the cache is off.
+    println!("cargo:rustc-check-cfg=cfg(ruby_frame_words, values(\"7\", \"8\"))");
+    match minor {
+        (3, 1) => println!("cargo:rustc-cfg=ruby_frame_words=\"8\""),
+        (3, 3) | (3, 4) => println!("cargo:rustc-cfg=ruby_frame_words=\"7\""),
+        _ => {}
     }
 }

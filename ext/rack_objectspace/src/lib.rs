@@ -9,6 +9,7 @@ mod child;
 mod counters;
 mod errors;
 mod ffi;
+mod frames;
 mod nogvl;
 mod tracer;
 

@@ -32,9 +32,8 @@ use rb_sys::{
     rb_add_event_hook2, rb_event_hook_flag_t, rb_gc_count, rb_gc_location,
     rb_gc_register_mark_object, rb_gc_stat, rb_profile_frame_path, rb_profile_frames,
     rb_remove_event_hook, rb_trace_arg_t, rb_tracearg_event_flag, rb_tracearg_from_tracepoint,
-    rb_tracearg_lineno, rb_tracearg_object, rb_tracearg_path, rb_tracepoint_disable,
-    rb_tracepoint_enable, rb_tracepoint_enabled_p, rb_tracepoint_new, ruby_value_type, Qnil, Qtrue,
-    FIX2LONG, FIXNUM_P, RB_BUILTIN_TYPE, RB_TYPE_P, VALUE,
+    rb_tracearg_object, rb_tracepoint_disable, rb_tracepoint_enable, rb_tracepoint_enabled_p,
+    rb_tracepoint_new, ruby_value_type, Qnil, Qtrue, RB_BUILTIN_TYPE, RB_TYPE_P, VALUE,
 };
 
 use crate::counters;
@@ -90,20 +89,14 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
             sites::global().lock().skip(object as u64);
             return;
         }
-        let path = rb_tracearg_path(arg);
-        let line = rb_tracearg_lineno(arg);
+        let generation = rb_gc_count() as u64;
+        let (path, line) = crate::frames::allocating_line(arg, generation);
         // The path's bytes are read only if the site cache misses.
         let file = RB_TYPE_P(path, ruby_value_type::RUBY_T_STRING).then_some((
             path as usize,
             // Called (if at all) before this hook returns: see above.
             move || crate::string_bytes(path).unwrap_or_default(),
         ));
-        let line = if FIXNUM_P(line) {
-            FIX2LONG(line).clamp(0, u32::MAX as _) as u32
-        } else {
-            0
-        };
-        let generation = rb_gc_count() as u64;
         // The flags (and so the type) are set before NEWOBJ fires.
         let ty = RB_BUILTIN_TYPE(object) as u8;
         let request = THREAD_REQUEST.get();
@@ -661,6 +654,7 @@ fn stats(ruby: &Ruby) -> RbResult<RHash> {
             ("slots_read", s.slots_read),
             ("moved", s.moved),
             ("growth_gcs", s.growth_gcs),
+            ("line_cache_mismatches", crate::frames::mismatches()),
         ],
     )?;
     hash.aset(
@@ -668,6 +662,7 @@ fn stats(ruby: &Ruby) -> RbResult<RHash> {
         RECONCILE_NS.load(Ordering::Relaxed) as f64 / 1e6,
     )?;
     hash.aset(ruby.to_symbol("enabled"), enabled())?;
+    hash.aset(ruby.to_symbol("line_cache"), crate::frames::enabled())?;
     hash.aset(ruby.to_symbol("site_cap"), s.site_cap)?;
     hash.aset(ruby.to_symbol("file_cap"), s.file_cap)?;
     hash.aset(ruby.to_symbol("byte_cap"), s.byte_cap)?;
