@@ -1,0 +1,83 @@
+//! The sampled census: it records only the allocations its countdown picks
+//! ([`crate::sample`]); for each other one the glue calls
+//! [`SiteTable::skip`], which counts out a recorded object whose slot the new
+//! one reuses (as [`SiteTable::record_at`] does), so the counts stay exact for
+//! the objects recorded.
+
+use crate::sample::Countdown;
+
+use super::model::take_out;
+use super::slab::{split, Near};
+use super::table::SiteTable;
+
+impl SiteTable {
+    /// The sampled census left the allocation at `address` out: if a
+    /// recorded object's entry is still there (freed, and its slot reused
+    /// before a reconciliation saw it free), count that object out, as
+    /// [`Self::record_at`] does for a recorded allocation. Only a cache hit
+    /// or one map look-up per call: no chunk is made, no site looked up.
+    #[inline]
+    pub fn skip(&mut self, address: u64) {
+        let (key, slot) = split(address);
+        let Some(c) = self.slab.find(key, Near::Allocation) else {
+            return;
+        };
+        if c.entries[slot].site != 0 {
+            take_out(
+                &mut self.interner.sites,
+                &mut c.entries[slot],
+                &mut c.occupied[slot / 64],
+                slot % 64,
+            );
+            self.freed += 1;
+        }
+    }
+
+    /// The sampled census records the allocations `sampler` picks (None:
+    /// all, the exact census). Kept by [`Self::clear`].
+    pub fn set_sampler(&mut self, sampler: Option<Countdown>) {
+        self.sampler = sampler;
+    }
+
+    /// Allocations until (and including) the next one to record, drawn from
+    /// the sampler; 0 without one (record every allocation).
+    pub fn next_sample(&mut self) -> u64 {
+        self.sampler.as_mut().map_or(0, Countdown::next_interval)
+    }
+
+    /// Mix `salt` into the sampler's random state (a fork child's pid).
+    pub fn reseed_sample(&mut self, salt: u64) {
+        if let Some(s) = self.sampler.as_mut() {
+            s.reseed(salt);
+        }
+    }
+
+    /// One allocation in this many is recorded (1: all).
+    pub fn sample(&self) -> u64 {
+        self.sampler.as_ref().map_or(1, Countdown::rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sites::counting::live;
+    use crate::sites::slab::CHUNK_BYTES;
+
+    #[test]
+    fn a_skipped_allocation_counts_out_a_recorded_object_whose_slot_it_reuses() {
+        let mut t = SiteTable::default();
+        t.set_sampler(Some(Countdown::new(64, 1)));
+        t.record_object(0x1_0028, Some((1, b"a.rb")), 3, 5, 1);
+        t.record_object(0x1_0050, Some((1, b"a.rb")), 3, 5, 1);
+        // Freed in a lazy sweep and reused by an allocation the sample left out.
+        t.skip(0x1_0028);
+        t.skip(0x9_0000); // a chunk with nothing recorded: nothing made
+        assert_eq!(t.lookup(0x1_0028), None);
+        assert_eq!(live(&mut t, 1), vec![(1, 1, 40)]);
+        assert_eq!(t.stats().bytes, CHUNK_BYTES, "no chunk made by a skip");
+        // Kept by clear (the tracer restarting keeps its sampling).
+        t.clear();
+        assert_eq!(t.sample(), 64);
+    }
+}
