@@ -7,7 +7,7 @@
 use crate::callers::RISES_TO_SAMPLE;
 
 use super::caller_samples::sample_gap;
-use super::model::{count_out, take_out, Change, Entry, NO_FILE, SLOT_SIZE};
+use super::model::{count_out, Change, Entry, NO_FILE, SLOT_SIZE};
 use super::slab::{split, Near};
 use super::table::SiteTable;
 
@@ -83,11 +83,8 @@ impl SiteTable {
                 request,
             },
         );
-        if old.site != 0 {
-            // A slot freed and reused before a reconciliation saw it free.
-            count_out(&mut self.interner.sites, old);
-            self.freed += 1;
-        }
+        // A slot freed and reused before a reconciliation saw it free.
+        count_out(&mut self.interner.sites, &mut self.freed, old);
         let s = &mut self.interner.sites[(site - 1) as usize];
         s.live += 1;
         if self.in_gc && (request != self.gc_request || request == 0) {
@@ -126,18 +123,20 @@ impl SiteTable {
     /// census finds frees with [`Self::reconcile`]). Never allocates.
     #[inline]
     pub fn free(&mut self, address: u64) {
+        self.count_out_at(address, Near::Free);
+    }
+
+    /// Count out the object recorded at `address`, if any, and empty its
+    /// entry ([`Self::free`], [`Self::skip`]). Its chunk is found through
+    /// the cache `near`; none is made.
+    #[inline]
+    pub(super) fn count_out_at(&mut self, address: u64, near: Near) {
         let (key, slot) = split(address);
-        let Some(c) = self.slab.find(key, Near::Free) else {
+        let Some(c) = self.slab.find(key, near) else {
             return;
         };
         if c.entries[slot].site != 0 {
-            take_out(
-                &mut self.interner.sites,
-                &mut c.entries[slot],
-                &mut c.occupied[slot / 64],
-                slot % 64,
-            );
-            self.freed += 1;
+            count_out(&mut self.interner.sites, &mut self.freed, c.take(slot));
         }
     }
 

@@ -51,9 +51,15 @@ pub(super) struct SiteInfo {
     pub(super) countdown: u32,
 }
 
-/// Count a recorded object out of its site (freed, or its slot reused).
+/// The one count-out: the object of `entry` is gone (freed, or its slot
+/// reused before a reconciliation saw it free, or not followed when
+/// compaction moved it). Count it out of its site and add it to `gone`, the
+/// table's tally of such objects. An empty entry counts nothing.
 #[inline]
-pub(super) fn count_out(sites: &mut [SiteInfo], entry: Entry) {
+pub(super) fn count_out(sites: &mut [SiteInfo], gone: &mut u64, entry: Entry) {
+    if entry.site == 0 {
+        return;
+    }
     let s = &mut sites[(entry.site - 1) as usize];
     s.live = s.live.saturating_sub(1);
     if entry.request == s.req_a {
@@ -61,15 +67,7 @@ pub(super) fn count_out(sites: &mut [SiteInfo], entry: Entry) {
     } else if entry.request == s.req_b {
         s.cnt_b = s.cnt_b.saturating_sub(1);
     }
-}
-
-/// Forget a recorded object: count it out of its site, empty its entry and
-/// clear its `bit` in the chunk's bitmap `word`.
-#[inline]
-pub(super) fn take_out(sites: &mut [SiteInfo], entry: &mut Entry, word: &mut u64, bit: usize) {
-    count_out(sites, *entry);
-    *entry = Entry::default();
-    *word &= !(1 << bit);
+    *gone += 1;
 }
 
 /// Where and when one object was allocated.

@@ -2,7 +2,7 @@
 //! slots ([`SiteTable::reconcile`]), and follow the ones compaction moved
 //! ([`SiteTable::moved_entries`], [`SiteTable::apply_moves`]).
 
-use super::model::{count_out, take_out, Entry, SLOT};
+use super::model::{count_out, Entry, SLOT};
 use super::slab::{split, Page, SlotCursor, CHUNK_BITS};
 use super::table::SiteTable;
 
@@ -90,8 +90,8 @@ impl SiteTable {
                     };
                     match state {
                         Slot::Free => {
-                            take_out(sites, &mut entries[i], word, bit);
-                            freed += 1;
+                            count_out(sites, &mut freed, std::mem::take(&mut entries[i]));
+                            *word &= !(1 << bit);
                         }
                         Slot::Young => young += 1,
                         Slot::Old => {}
@@ -189,9 +189,8 @@ impl SiteTable {
             match self.slab.get_or_make(key) {
                 Some(c) => c,
                 None => {
-                    // No room to follow it: counted out, and said in the stats.
-                    count_out(&mut self.interner.sites, entry);
-                    self.unrecorded += 1;
+                    // No room to follow it: counted out, as unrecorded in the stats.
+                    count_out(&mut self.interner.sites, &mut self.unrecorded, entry);
                     return;
                 }
             }
@@ -201,10 +200,7 @@ impl SiteTable {
         } else {
             chunk.take(slot)
         };
-        if old.site != 0 {
-            count_out(&mut self.interner.sites, old);
-            self.freed += 1;
-        }
+        count_out(&mut self.interner.sites, &mut self.freed, old);
     }
 }
 

@@ -6,8 +6,7 @@
 
 use crate::sample::Countdown;
 
-use super::model::take_out;
-use super::slab::{split, Near};
+use super::slab::Near;
 use super::table::SiteTable;
 
 impl SiteTable {
@@ -18,19 +17,7 @@ impl SiteTable {
     /// or one map look-up per call: no chunk is made, no site looked up.
     #[inline]
     pub fn skip(&mut self, address: u64) {
-        let (key, slot) = split(address);
-        let Some(c) = self.slab.find(key, Near::Allocation) else {
-            return;
-        };
-        if c.entries[slot].site != 0 {
-            take_out(
-                &mut self.interner.sites,
-                &mut c.entries[slot],
-                &mut c.occupied[slot / 64],
-                slot % 64,
-            );
-            self.freed += 1;
-        }
+        self.count_out_at(address, Near::Allocation);
     }
 
     /// The sampled census records the allocations `sampler` picks (None:
