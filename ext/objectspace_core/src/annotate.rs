@@ -67,33 +67,33 @@ impl Annotator {
             // add the request number if the native tracer saw the object too.
             Some(at) => {
                 let sites = self.sites.lock();
-                if let Some(site) = sites.lookup(address).filter(|s| s.request > 0) {
+                if let Some(record) = sites.lookup(address).filter(|r| r.request > 0) {
                     self.suffix.extend_from_slice(b", \"request\":");
                     self.suffix
-                        .extend_from_slice(site.request.to_string().as_bytes());
+                        .extend_from_slice(record.request.to_string().as_bytes());
                 }
                 leading_u64(&line[at + self.generation.needle().len()..])
             }
             None => {
                 let sites = self.sites.lock();
                 match sites.lookup(address) {
-                    Some(site) => {
-                        if let Some(file) = site.file_json {
+                    Some(record) => {
+                        if let Some(file) = record.file_json {
                             self.suffix.extend_from_slice(b", \"file\":\"");
                             self.suffix.extend_from_slice(file.as_bytes());
                             self.suffix.extend_from_slice(b"\", \"line\":");
                             self.suffix
-                                .extend_from_slice(site.line.to_string().as_bytes());
+                                .extend_from_slice(record.line.to_string().as_bytes());
                         }
                         self.suffix.extend_from_slice(b", \"generation\":");
                         self.suffix
-                            .extend_from_slice(site.generation.to_string().as_bytes());
-                        if site.request > 0 {
+                            .extend_from_slice(record.generation.to_string().as_bytes());
+                        if record.request > 0 {
                             self.suffix.extend_from_slice(b", \"request\":");
                             self.suffix
-                                .extend_from_slice(site.request.to_string().as_bytes());
+                                .extend_from_slice(record.request.to_string().as_bytes());
                         }
-                        Some(u64::from(site.generation))
+                        Some(u64::from(record.generation))
                     }
                     None => None,
                 }

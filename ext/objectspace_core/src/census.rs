@@ -147,8 +147,11 @@ pub struct CensusStats {
     pub batches: u64,
 }
 
-/// What a batch is made of, taken from the census under its lock.
-struct Taken {
+/// The census's pending points and everything their batch says besides
+/// (the base counts, the changes, the walk, the endpoint names), moved out
+/// under the census's lock; [`Census::take_batch`] writes and gzips it with
+/// no lock held.
+struct PendingBatch {
     seq: u64,
     /// Each site's (count, memsize) before the first point, and when.
     base: Vec<(u64, u64)>,
@@ -407,7 +410,7 @@ impl Census {
 
     /// Move the pending points out, with what their batch needs (None when
     /// there are none); the shadow moves on past them.
-    fn take_pending(&mut self) -> Option<Taken> {
+    fn take_pending(&mut self) -> Option<PendingBatch> {
         if self.pending.is_empty() {
             return None;
         }
@@ -442,7 +445,7 @@ impl Census {
         if let Some(last) = points.last() {
             self.shadow_at = (last.requests, last.gc_count, last.swept_gc, last.at_ms);
         }
-        Some(Taken {
+        Some(PendingBatch {
             seq: self.batches,
             base,
             base_at,
@@ -464,7 +467,7 @@ impl Census {
         host: &str,
         pid: u32,
     ) -> Option<Batch> {
-        let Taken {
+        let PendingBatch {
             seq,
             base,
             base_at,

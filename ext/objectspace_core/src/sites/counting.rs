@@ -328,8 +328,8 @@ mod tests {
         let mut t = SiteTable::default();
         t.record(0x1000_0028, Some((1, b"a.rb")), 1, 1);
         t.record(0x1000_0028, None, 0, 5);
-        let site = t.lookup(0x1000_0028).unwrap();
-        assert_eq!((site.file_json, site.generation), (None, 5));
+        let record = t.lookup(0x1000_0028).unwrap();
+        assert_eq!((record.file_json, record.generation), (None, 5));
     }
 
     #[test]

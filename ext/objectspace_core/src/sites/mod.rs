@@ -77,7 +77,7 @@ mod table;
 
 pub use counting::GROWING_RISES;
 pub use interner::{MAX_FILES, MAX_SITES, OVERFLOW_FILE};
-pub use model::{type_name, Change, Site, SiteName, SiteStats, SLOT_SIZE};
+pub use model::{type_name, Change, ObjectRecord, SiteName, SiteStats, SLOT_SIZE};
 pub use reconcile::{same_object_type, Slot};
 pub use slab::{Page, MAX_TABLE_BYTES};
 pub use table::{global, unlock_after_fork, SharedSites, SiteTable};

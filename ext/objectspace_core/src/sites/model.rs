@@ -70,9 +70,10 @@ pub(super) fn count_out(sites: &mut [SiteInfo], gone: &mut u64, entry: Entry) {
     *gone += 1;
 }
 
-/// Where and when one object was allocated.
+/// One object's record: where and when it was allocated (its site's file
+/// and line, the GC generation and the request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Site<'a> {
+pub struct ObjectRecord<'a> {
     /// The file as Ruby gave it; None when no Ruby frame.
     pub file: Option<&'a [u8]>,
     /// The same, escaped for the inside of a JSON string.

@@ -9,7 +9,7 @@ use crate::callers::Callers;
 use crate::sample::Countdown;
 
 use super::interner::Interner;
-use super::model::{type_name, Site, SiteName, SiteStats, NO_FILE, SLOT_SIZE};
+use super::model::{type_name, ObjectRecord, SiteName, SiteStats, NO_FILE, SLOT_SIZE};
 use super::slab::Slab;
 
 /// The table. Not thread-safe by itself: share it as [`SharedSites`].
@@ -97,8 +97,9 @@ impl SiteTable {
         (e.site != 0).then_some((e.site, e.request, e.generation))
     }
 
-    /// The site of the object at `address`, if it was allocated while tracing.
-    pub fn lookup(&self, address: u64) -> Option<Site<'_>> {
+    /// The record of the object at `address`, if it was allocated while
+    /// tracing.
+    pub fn lookup(&self, address: u64) -> Option<ObjectRecord<'_>> {
         let entry = *self.slab.entry(address)?;
         if entry.site == 0 {
             return None;
@@ -106,14 +107,14 @@ impl SiteTable {
         let s = &self.interner.sites[(entry.site - 1) as usize];
         let files = &self.interner.files;
         Some(match s.path {
-            NO_FILE => Site {
+            NO_FILE => ObjectRecord {
                 file: None,
                 file_json: None,
                 line: 0,
                 generation: entry.generation,
                 request: entry.request,
             },
-            p => Site {
+            p => ObjectRecord {
                 file: Some(files.raw(p)),
                 file_json: Some(files.json(p)),
                 line: s.line,
@@ -225,9 +226,9 @@ mod tests {
             t.record(addr, Some((1, b"app.rb")), i as u32, 7);
         }
         for i in 0..PER_CHUNK as u64 * 3 {
-            let site = t.lookup(base + i * SLOT).unwrap();
+            let record = t.lookup(base + i * SLOT).unwrap();
             assert_eq!(
-                (site.file_json, site.line, site.generation),
+                (record.file_json, record.line, record.generation),
                 (Some("app.rb"), i as u32, 7)
             );
         }
