@@ -106,8 +106,7 @@ pub struct SiteStats {
     pub recorded: u64,
     /// Recorded objects counted out as freed (census on).
     pub freed: u64,
-    /// Allocations not recorded because the table was at
-    /// [`MAX_TABLE_BYTES`](super::MAX_TABLE_BYTES).
+    /// Allocations not recorded because the table was at `MAX_TABLE_BYTES`.
     pub unrecorded: u64,
     /// Distinct files seen.
     pub files: u64,
@@ -125,8 +124,7 @@ pub struct SiteStats {
     pub slots_read: u64,
     /// Recorded objects followed to a new address by GC compaction.
     pub moved: u64,
-    /// GCs at which the census saw growth
-    /// ([`SiteTable::growth_gcs`](super::SiteTable::growth_gcs)).
+    /// GCs at which the census saw growth (`SiteTable::growth_gcs`).
     pub growth_gcs: u64,
     /// Which caps were reached.
     pub site_cap: bool,

@@ -16,7 +16,7 @@ use super::slab::Slab;
 #[derive(Default)]
 pub struct SiteTable {
     /// xorshift64 state for the gaps between caller samples
-    /// ([`sample_gap`](super::caller_samples::sample_gap)).
+    /// (`caller_samples.rs`).
     pub(super) rng: u64,
     /// An entry per recorded object, by address.
     pub(super) slab: Slab,
@@ -39,9 +39,8 @@ pub struct SiteTable {
     pub(super) swept_gc: u64,
     /// Whether the last sweep reconciled ended a major GC (see `set_swept_major`).
     pub(super) swept_major: bool,
-    /// GCs at which a site that had risen at
-    /// [`GROWING_RISES`](super::GROWING_RISES) GCs without falling rose
-    /// again (see [`SiteTable::growth_gcs`]).
+    /// GCs at which a site that had risen at `GROWING_RISES` GCs without
+    /// falling rose again (see `SiteTable::growth_gcs`).
     pub(super) growth_gcs: u64,
     pub(super) reconciles: u64,
     /// Heap slots read by reconciliations.
