@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap;
 use super::error::AnalysisError;
 use super::leak_report::{Leaks, ProcessReport};
 use super::leak_site::{Caller, Endpoint, LeakSite, SiteName as Name};
-use super::ranking::{Floor, SiteRanking};
+use super::ranking::{LeaksOptions, SiteRanking};
 use super::source::{local_path, Input, Place};
 use crate::census::batch::{self, GcPlacement, Record};
 use crate::keys::parse_census_key;
@@ -496,12 +496,10 @@ pub fn list(source: &str) -> Result<Vec<(String, Input)>, AnalysisError> {
 }
 
 /// Leaks from the census under `source`, or None when it holds no census.
-/// `top` = 0 keeps every leaking site.
-pub fn leaks(
-    source: &str,
-    top: usize,
-    floor: Option<Floor>,
-) -> Result<Option<Leaks>, AnalysisError> {
+/// `options.top` = 0 keeps every leaking site; `options.threads` is not
+/// used (the census reads no dump).
+pub fn leaks(source: &str, options: LeaksOptions) -> Result<Option<Leaks>, AnalysisError> {
+    let LeaksOptions { top, floor, .. } = options;
     let found = list(source)?;
     if found.is_empty() {
         return Ok(None);
@@ -713,7 +711,7 @@ mod tests {
     fn a_sampled_census_is_scaled_by_its_rate_and_says_so() {
         let exact = tempfile::tempdir().unwrap();
         session(exact.path(), 300);
-        let exact = leaks(exact.path().to_str().unwrap(), 0, None)
+        let exact = leaks(exact.path().to_str().unwrap(), LeaksOptions::default())
             .unwrap()
             .unwrap();
         assert_eq!(exact.processes[0].census_sample, None);
@@ -723,7 +721,7 @@ mod tests {
         let mut table = SiteTable::default();
         table.set_sampler(Some(crate::sample::Countdown::new(4, 1)));
         session_of(dir.path(), 300, false, |gc| gc % 4 == 0, 9, false, table);
-        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+        let report = leaks(dir.path().to_str().unwrap(), LeaksOptions::default())
             .unwrap()
             .unwrap();
         let (top, was) = (&report.sites[0], &exact.sites[0]);
@@ -749,7 +747,7 @@ mod tests {
         // 43rd) grows almost throughout, as the growth rule wants, but the
         // 50th, exact, has the cache at its size.
         session_with(dir.path(), 600, true, |gc| gc == 20 || gc == 50);
-        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+        let report = leaks(dir.path().to_str().unwrap(), LeaksOptions::default())
             .unwrap()
             .unwrap();
         let ranked: Vec<&str> = report
@@ -766,7 +764,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // 4 GCs, none major.
         session_with(dir.path(), 28, false, |_| false);
-        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+        let report = leaks(dir.path().to_str().unwrap(), LeaksOptions::default())
             .unwrap()
             .unwrap();
         assert!(
@@ -780,7 +778,7 @@ mod tests {
     fn the_leak_ranks_first_and_the_bounded_cache_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         session(dir.path(), 300);
-        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+        let report = leaks(dir.path().to_str().unwrap(), LeaksOptions::default())
             .unwrap()
             .unwrap();
         assert_eq!(report.sites.len(), 1, "{:?}", report.sites);
@@ -813,7 +811,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         session_in(dir.path(), 300, false, |gc| gc % 4 == 0, 41, true);
         session_in(dir.path(), 300, false, |gc| gc % 4 == 0, 42, true);
-        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+        let report = leaks(dir.path().to_str().unwrap(), LeaksOptions::default())
             .unwrap()
             .unwrap();
         // One row a site and process, as before.
@@ -846,7 +844,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         session(dir.path(), 300);
         std::fs::remove_file(dir.path().join("h/9/census-000003.ndjson.gz")).unwrap();
-        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+        let report = leaks(dir.path().to_str().unwrap(), LeaksOptions::default())
             .unwrap()
             .unwrap();
         assert_eq!(report.sites[0].site.location, "/app/leak.rb:1");
@@ -883,7 +881,7 @@ mod tests {
         let path = dir.path().join(&b.key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, b.gzip).unwrap();
-        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+        let report = leaks(dir.path().to_str().unwrap(), LeaksOptions::default())
             .unwrap()
             .unwrap();
         let said = |text: &str| report.warnings.iter().any(|w| w.contains(text));
@@ -905,7 +903,7 @@ mod tests {
         // sweep is never seen), 3 observations.
         let dir = tempfile::tempdir().unwrap();
         session(dir.path(), 21);
-        let report = leaks(dir.path().to_str().unwrap(), 0, None)
+        let report = leaks(dir.path().to_str().unwrap(), LeaksOptions::default())
             .unwrap()
             .unwrap();
         assert!(report.sites.is_empty(), "{:?}", report.sites);
@@ -922,7 +920,7 @@ mod tests {
     #[test]
     fn no_census_means_none() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(leaks(dir.path().to_str().unwrap(), 0, None)
+        assert!(leaks(dir.path().to_str().unwrap(), LeaksOptions::default())
             .unwrap()
             .is_none());
     }

@@ -38,12 +38,11 @@ pub fn leaks_with(
     progress: Progress,
     options: LeaksOptions,
 ) -> Result<Leaks, AnalysisError> {
-    let LeaksOptions { top, floor, .. } = options;
     // The census, when the session has one, covers every request: it wins,
     // unless it saw too few GCs to rank anything and there are dumps to read
     // (a process whose GCs run in its dump children). Dumps stay the detail
     // view: the newest of each process gives held_by.
-    if let Some(mut found) = census::leaks(source, top, floor)? {
+    if let Some(mut found) = census::leaks(source, options)? {
         let session = Session::open(source).ok();
         let dumps = session.as_ref().is_some_and(|s| !s.entries.is_empty());
         if !found.sites.is_empty() || !dumps {
@@ -58,7 +57,7 @@ pub fn leaks_with(
                     .collect();
                 leak_paths::attach(&mut found.sites, &dumps, progress, &mut found.warnings)?;
             }
-            found.conclude(top);
+            found.conclude(options.top);
             return Ok(found);
         }
     }
