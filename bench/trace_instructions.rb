@@ -4,9 +4,9 @@
 # (valgrind's callgrind): unlike time, a busy shared machine does not blur it.
 # bench/trace.rb's request-like work runs ITERATIONS times on a 200k-string heap
 # with no tracing, the native tracer, the tracer plus the census, and the
-# sampled census (one allocation in SAMPLE_RATE, default the option's); each mode
-# is run again with 0 iterations, and the difference is divided by the
-# allocations made.
+# sampled census (one request in SAMPLE_RATE, default the option's: there each
+# iteration is a census request, with its point); each mode is run again with 0
+# iterations, and the difference is divided by the allocations made.
 #
 #   ruby bench/trace_instructions.rb                      # 20,000 iterations (~4 min)
 #   ITERATIONS=5000 ruby bench/trace_instructions.rb
@@ -27,7 +27,15 @@ if ARGV.first == "--child"
   GC.start
   allocated = GC.stat(:total_allocated_objects)
   gcs = GC.count
-  Integer(iterations).times { work }
+  if mode == "sampled"
+    Integer(iterations).times do
+      native::Census.request("GET", "/work")
+      work
+      native::Tracer.end_request
+    end
+  else
+    Integer(iterations).times { work }
+  end
   warn "ALLOCATED #{GC.stat(:total_allocated_objects) - allocated} GCS #{GC.count - gcs} KEPT #{keep.size}"
   exit
 end
@@ -55,6 +63,6 @@ puts "#{ITERATIONS} iterations of bench/trace.rb's work, #{allocations} allocati
      "GCs: #{marginal.map { |m, (_, _, g)| "#{m} #{g}" }.join(', ')} (#{ENV.fetch('LIB', 'this checkout')})"
 per = ->(mode) { marginal[mode][0].fdiv(allocations) }
 puts format("instructions per allocation: untraced %.0f; native tracer +%.0f over untraced; " \
-            "census +%.0f over the tracer; sampled census (1 in %s) +%.0f over untraced",
+            "census +%.0f over the tracer; sampled census (1 request in %s) +%.0f over untraced",
             per.("none"), per.("native") - per.("none"), per.("census") - per.("native"),
             ENV.fetch("SAMPLE_RATE", "the default rate"), per.("sampled") - per.("none"))

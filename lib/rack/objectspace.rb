@@ -40,6 +40,7 @@ module Rack
       # preloading puma master) pays nothing.
       @serving_pid = nil
       @census = Census.new(@config, @log, @dumper) if @config.census
+      @sampled = @config.census == :sampled
       @log.started(@config)
     end
 
@@ -51,6 +52,34 @@ module Rack
       # The request's number in this process: the census's when it is on (the
       # tracer stamps each object with it, "request": N in dumps), else ours.
       served = @census ? @census.request(env) : @lock.synchronize { @served += 1 }
+      return serve(env, served) unless @sampled
+
+      # The sampled census may have opened a window for this request: it
+      # closes when the app returns (what the body does as it is sent is left out).
+      begin
+        serve(env, served)
+      ensure
+        Native::Tracer.end_request
+      end
+    end
+
+    # Block until every dump taken so far is stored or has failed (fork children
+    # reaped), or `timeout` seconds pass.
+    # @return [Hash] #stats
+    def flush(timeout = 30)
+      @census&.flush(timeout)
+      with_census(@dumper.flush(timeout))
+    end
+
+    # @return [Hash] counts for this process: :dumped, :stored, :failed, :dropped, :pending
+    #   (dumps), and :census (Census#stats) when the census is on
+    def stats
+      with_census(@dumper.stats)
+    end
+
+    private
+
+    def serve(env, served)
       trigger = dump?(env)
       return @app.call(env) unless trigger
 
@@ -86,22 +115,6 @@ module Rack
         [status, headers, Rack::BodyProxy.new(body) { @dumper.dump(request) }]
       end
     end
-
-    # Block until every dump taken so far is stored or has failed (fork children
-    # reaped), or `timeout` seconds pass.
-    # @return [Hash] #stats
-    def flush(timeout = 30)
-      @census&.flush(timeout)
-      with_census(@dumper.flush(timeout))
-    end
-
-    # @return [Hash] counts for this process: :dumped, :stored, :failed, :dropped, :pending
-    #   (dumps), and :census (Census#stats) when the census is on
-    def stats
-      with_census(@dumper.stats)
-    end
-
-    private
 
     # The first request served by this process: start the tracer and the exit
     # flush (once per process; a forked worker starts its own).

@@ -95,7 +95,7 @@ RSpec.describe "the demo app's leak hunt" do
         expect(found.values_at(:leak, :search)).to all(be_between(1, 3)), "seed #{seed}: #{found}"
         expect(found[:cache]).to be_nil, "seed #{seed}"
         expect(report["processes"].first).to include("census_sample" => rate)
-        expect(report["warnings"]).to include(a_string_matching(/sampled census, 1 allocation in #{rate} recorded/))
+        expect(report["warnings"]).to include(a_string_matching(/sampled census, 1 request in #{rate} recorded/))
       end
     end
   end

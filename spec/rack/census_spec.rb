@@ -91,6 +91,38 @@ RSpec.describe "Rack::Objectspace census" do
     end
   end
 
+  # The sampled census records one request in sample_rate, every allocation
+  # its thread makes, and sets no allocation or GC hook between such requests:
+  # Ruby takes its slow allocation path whenever any is set.
+  describe "the sampled census" do
+    it "records whole requests, one in sample_rate, and sets no hook between them" do
+      seen = []
+      app = lambda do |_env|
+        made = Array.new(3) { |i| "made #{i}" }
+        hooks = TracePoint.stat.values.sum(&:first) # [active, deleted] by event: the active ones
+        seen << [made, hooks]
+        [200, {}, ["ok"]]
+      end
+      middleware = Rack::Objectspace.new(app, store: "file://#{dir}", every: nil, census: :sampled, sample_rate: 4,
+                                              sample_seed: 3, logger: logger)
+      request = Rack::MockRequest.new(middleware)
+      400.times { |n| request.get("/#{n}") }
+      recorded = seen.map { |made, _| made.map { |o| !Rack::Objectspace::Native::Tracer.site(o).nil? } }
+      # Whole requests: all three of a request's objects recorded, or none.
+      expect(recorded.map(&:uniq)).to all(satisfy { |r| r.size == 1 })
+      sampled = recorded.map(&:first)
+      expect(sampled.count(true)).to be_between(60, 140) # 100 expected: 1 in 4 of 400
+      expect(Rack::Objectspace::Native::Tracer.stats[:windows]).to eq(sampled.count(true))
+      # Hooks set while a sampled request is served, none while another is.
+      hooks = seen.map(&:last)
+      expect(hooks.zip(sampled).select { |_, s| s }.map(&:first)).to all(be_positive)
+      expect(hooks.zip(sampled).reject { |_, s| s }.map(&:first)).to all(eq(0))
+      expect(TracePoint.stat.values.sum(&:first)).to eq(0)
+    ensure
+      Rack::Objectspace::Native::Tracer.sample(1, nil)
+    end
+  end
+
   describe "the counts" do
     let(:native) { Rack::Objectspace::Native }
 

@@ -28,7 +28,7 @@
 //! ```
 //!
 //! A sampled census (see [`crate::sample`]) adds `"sample":N` to the header:
-//! its counts and memsizes are of the one allocation in N it recorded, and the
+//! its counts and memsizes are of the one request in N it recorded, and the
 //! reader scales them by N.
 //!
 //! `counts` are `[site, live objects, memsize]`; `base.counts` lists every site

@@ -1,22 +1,25 @@
-//! The sampled census's choice of allocations: about one in `rate`, by a
-//! random countdown, as Go's runtime (`MemProfileRate`, `nextSample`) and
-//! Datadog's heap profiler choose theirs. After each sampled allocation the
-//! number of allocations to the next is drawn from a geometric distribution
-//! of mean `rate`: each allocation is then sampled with probability
-//! `1 / rate`, independently of the others (the distribution is memoryless),
-//! so every site is sampled in proportion to its allocations, whatever their
-//! rhythm (a fixed "every Nth" would lock onto a loop that allocates N
-//! objects a turn and see one of its lines only).
+//! The sampled census's choice of requests: about one in `rate`, by a random
+//! countdown, as Go's runtime (`MemProfileRate`, `nextSample`) and Datadog's
+//! heap profiler count down to their next sampled allocation. After each
+//! sampled request the number of requests to the next is drawn from a
+//! geometric distribution of mean `rate`: each request is then sampled with
+//! probability `1 / rate`, independently of the others (the distribution is
+//! memoryless), so every site is sampled in proportion to the allocations
+//! requests make there, whatever their rhythm (a fixed "every Nth" would lock
+//! onto an app that serves N kinds of page in turn and see one of them only).
+//! A sampled request has every allocation its thread makes recorded.
 //!
-//! Scaled back, `k` sampled live objects stand for `rate * k`; the count of
-//! sampled objects among `n` live ones is binomial, so the scaled count's
-//! standard deviation is `sqrt(n * rate * (1 - 1/rate))`, about
-//! `sqrt(rate * count)`: [`interval`] gives the 95% half-width.
+//! Scaled back, `k` sampled live objects stand for `rate * k`. When each
+//! request keeps at most one object of a site, the count of sampled objects
+//! among `n` live ones is binomial, so the scaled count's standard deviation
+//! is `sqrt(n * rate * (1 - 1/rate))`, about `sqrt(rate * count)`:
+//! [`interval`] gives the 95% half-width. A request that keeps several
+//! objects of one site widens it.
 
-/// The sampled census's default: one allocation in this many is recorded.
+/// The sampled census's default: one request in this many is recorded.
 pub const DEFAULT_RATE: u64 = 8;
 
-/// A countdown of allocations to the next sample.
+/// A countdown of requests to the next sample.
 #[derive(Clone, Debug)]
 pub struct Countdown {
     rate: u64,
@@ -25,7 +28,7 @@ pub struct Countdown {
 }
 
 impl Countdown {
-    /// Sampling one allocation in `rate` (1: every one), from `seed`.
+    /// Sampling one request in `rate` (1: every one), from `seed`.
     pub fn new(rate: u64, seed: u64) -> Self {
         Self {
             rate: rate.max(1),
@@ -52,7 +55,7 @@ impl Countdown {
         z ^ (z >> 31)
     }
 
-    /// Allocations until (and including) the next sampled one: geometric,
+    /// Requests until (and including) the next sampled one: geometric,
     /// >= 1, of mean `rate`.
     pub fn next_interval(&mut self) -> u64 {
         if self.rate <= 1 {
@@ -67,8 +70,9 @@ impl Countdown {
     }
 }
 
-/// The 95% half-width of a count scaled from a sample of one allocation in
-/// `rate`: `1.96 * sqrt(rate * count)` (0 when every allocation is counted).
+/// The 95% half-width of a count scaled from a sample of one request in
+/// `rate`, for a site each request keeps at most one object of:
+/// `1.96 * sqrt(rate * count)` (0 when every allocation is counted).
 pub fn interval(rate: u64, count: u64) -> u64 {
     if rate <= 1 {
         return 0;

@@ -43,6 +43,11 @@ fn options(
             format!("gzip level must be 0..9, got {level}"),
         ));
     }
+    if sites {
+        // The sampled census between windows: entries of objects a GC freed
+        // since the last reconciliation go before the dump is annotated.
+        crate::tracer::reconcile();
+    }
     Ok(Options {
         redact,
         level,

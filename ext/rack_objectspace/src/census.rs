@@ -70,8 +70,9 @@ fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
             "Census.request(method, *path_parts)",
         ));
     };
-    // The GC's reconciliation, if its postponed job could not be queued.
-    tracer::reconcile();
+    // The GC's reconciliation, if its postponed job could not be queued
+    // (or, between the sampled census's windows, no hook saw the GC).
+    tracer::reconcile_finished();
     // SAFETY: the strings are only read, and no Ruby code runs (nothing can
     // change or free them) until begin_request returns.
     let method = unsafe { bytes_of(method) };
@@ -95,6 +96,9 @@ fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
     let mut t = sites::global().lock();
     let n = c.begin_request(&mut t, &method, &path, gc, at);
     tracer::THREAD_REQUEST.set(u32::try_from(n).unwrap_or(u32::MAX));
+    drop(t);
+    drop(c);
+    crate::windows::begin_request();
     Ok(n)
 }
 

@@ -12,6 +12,7 @@ mod ffi;
 mod frames;
 mod nogvl;
 mod tracer;
+mod windows;
 
 use magnus::{Module, Ruby};
 

@@ -46,9 +46,9 @@ thread_local! {
     pub(crate) static THREAD_REQUEST: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// The sampled census: allocations until the next one recorded, counting
-/// this one (0: every allocation is recorded, the exact census).
-static SAMPLE_LEFT: AtomicU64 = AtomicU64::new(0);
+/// Whether the tracer is on (`Tracer.start`): its hooks are set, or, for the
+/// sampled census, set in each window.
+static STARTED: AtomicBool = AtomicBool::new(false);
 /// Whether the sampled census's seed was given (else a fork child mixes its
 /// pid in: siblings would draw the same intervals).
 static SEEDED: AtomicBool = AtomicBool::new(false);
@@ -66,6 +66,8 @@ static RECONCILE: AtomicBool = AtomicBool::new(false);
 static MAJOR_KEY: AtomicUsize = AtomicUsize::new(0);
 /// `GC.stat(:major_gc_count)` at the last reconciliation.
 static MAJORS: AtomicU64 = AtomicU64::new(u64::MAX);
+/// `GC.count` as of the last reconciliation.
+static RECONCILED_GC: AtomicU64 = AtomicU64::new(0);
 /// Time spent reconciling, in nanoseconds, and how many were full.
 static RECONCILE_NS: AtomicU64 = AtomicU64::new(0);
 static FULL_RECONCILES: AtomicU64 = AtomicU64::new(0);
@@ -80,12 +82,11 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
     // path string is owned by the running iseq and outlives this call.
     unsafe {
         let object = rb_tracearg_object(arg);
-        // The sampled census: allocations before the next sample are left
-        // out before anything is looked up (the allocating line is what costs).
-        // Plain load and store: hooks run with the GVL, one at a time.
-        let left = SAMPLE_LEFT.load(Ordering::Relaxed);
-        if left > 1 {
-            SAMPLE_LEFT.store(left - 1, Ordering::Relaxed);
+        // The sampled census: another thread's allocation in a window is
+        // left out before anything is looked up (the allocating line is
+        // what costs).
+        let windowed = crate::windows::windowed();
+        if windowed && !crate::windows::thread_sampled() {
             sites::global().lock().skip(object as u64);
             return;
         }
@@ -101,10 +102,11 @@ unsafe extern "C" fn on_newobj(_data: VALUE, arg: *mut rb_trace_arg_t) {
         let ty = RB_BUILTIN_TYPE(object) as u8;
         let request = THREAD_REQUEST.get();
         let mut table = sites::global().lock();
-        if left == 1 {
-            SAMPLE_LEFT.store(table.next_sample(), Ordering::Relaxed);
+        let caller = table.record_at(object as u64, file, line, ty, generation, request);
+        if windowed {
+            crate::windows::recorded(object as u64);
         }
-        if let Some(site) = table.record_at(object as u64, file, line, ty, generation, request) {
+        if let Some(site) = caller {
             sample_caller(&mut table, object as u64, site);
         }
     }
@@ -232,16 +234,37 @@ fn read_slot(address: u64, ty: u8) -> sites::Slot {
 /// last time: count out the recorded objects it freed, then set every site's
 /// count for that GC (`SiteTable::end_sweep`). Runs as a postponed job right
 /// after the GC, and from the census's calls in case the job could not be
-/// queued. With the GVL.
+/// queued, or (the sampled census between windows) because no hook saw the
+/// GC: then a GC still under way is finished first. With the GVL.
 pub fn reconcile() {
+    reconcile_unseen(true);
+}
+
+/// `reconcile` for a request that begins: a GC no hook saw waits until it
+/// has finished marking and sweeping, which the app does bit by bit as it
+/// allocates (finishing it now would put that work on this request).
+pub fn reconcile_finished() {
+    reconcile_unseen(false);
+}
+
+fn reconcile_unseen(finish: bool) {
     // A plain load first: every census point calls this, and nearly always
     // there is nothing to do (a swap would write the cache line each time).
-    if !RECONCILE.load(Ordering::Acquire)
-        || !RECONCILE.swap(false, Ordering::AcqRel)
-        || !CENSUS.load(Ordering::Acquire)
+    let unseen_gc = crate::windows::windowed()
+        && !NEWOBJ_HOOK.load(Ordering::Acquire)
+        && CENSUS.load(Ordering::Acquire)
+        && enabled()
+        // SAFETY: reads a counter.
+        && unsafe { rb_gc_count() } as u64 != RECONCILED_GC.load(Ordering::Acquire)
+        && (finish || !gc_under_way());
+    if !unseen_gc
+        && (!RECONCILE.load(Ordering::Acquire)
+            || !RECONCILE.swap(false, Ordering::AcqRel)
+            || !CENSUS.load(Ordering::Acquire))
     {
         return;
     }
+    RECONCILE.store(false, Ordering::Release);
     let started = std::time::Instant::now();
     let mut pages: Vec<sites::Page> = Vec::with_capacity(1024);
     // SAFETY: with the GVL, outside GC (a postponed job or a Ruby method); the
@@ -260,7 +283,20 @@ pub fn reconcile() {
         (rb_gc_count() as u64, major, key == 0 || major)
     };
     let mut table = sites::global().lock();
-    table.reconcile(&mut pages, full, gc, read_slot);
+    let mut ids = crate::windows::ids();
+    table.reconcile(&mut pages, full, gc, |address, ty| {
+        match read_slot(address, ty) {
+            sites::Slot::Free => {
+                crate::windows::forget(&mut ids, address);
+                sites::Slot::Free
+            }
+            // SAFETY: a live object's slot, with the GVL, outside GC.
+            _ if !unsafe { crate::windows::same_object(&mut ids, address) } => sites::Slot::Free,
+            live => live,
+        }
+    });
+    drop(ids);
+    RECONCILED_GC.store(gc, Ordering::Release);
     // A second reconciliation of the same GC (a flush's, after the job's)
     // must not take back what the first knew of it.
     let same_gc = table.swept_gc() == gc;
@@ -353,6 +389,7 @@ fn follow_moves() {
         // SAFETY: a slot start on a mapped page.
         page.1.then(|| unsafe { moved_from(address) }).flatten()
     }));
+    crate::windows::follow(&moves);
     table.apply_moves(&mut moves);
 }
 
@@ -468,30 +505,57 @@ fn refusal(ruby: &Ruby) -> Option<String> {
 
 /// `Tracer.start`: start recording (idempotent). Returns false, recording
 /// nothing, when this Ruby's slot size is not the one the table assumes
-/// (`Tracer.refusal` says why).
+/// (`Tracer.refusal` says why). The sampled census sets its hooks in its
+/// windows only (`windows.rs`).
 fn start(ruby: &Ruby) -> bool {
     if refusal(ruby).is_some() {
         return false;
     }
+    STARTED.store(true, Ordering::Release);
+    if !crate::windows::windowed() {
+        hooks_on();
+    }
+    true
+}
+
+/// Set the NEWOBJ hook, and the census's GC hook when the census is on
+/// (with the GVL, outside any hook).
+pub fn hooks_on() {
     if CENSUS.load(Ordering::Acquire) {
         enable(gc_tracepoint());
-        note_gc_under_way(ruby);
+        note_gc_under_way();
     }
     add_newobj_hook();
-    true
+}
+
+/// Remove both hooks (with the GVL, outside any hook).
+pub fn hooks_off() {
+    remove_newobj_hook();
+    let tp = GC_TRACEPOINT.load(Ordering::Acquire);
+    if tp != 0 {
+        // SAFETY: a live TracePoint, with the GVL.
+        unsafe {
+            rb_tracepoint_disable(tp as VALUE);
+        }
+    }
 }
 
 /// A GC that began before the census's hook was on (at boot, its sweep
 /// still running lazily) is noted as begun now, so that the objects
 /// allocated until its sweep ends are left out of its count as for any GC.
-fn note_gc_under_way(ruby: &Ruby) {
-    let state = ruby
-        .eval::<Option<magnus::Symbol>>("GC.latest_gc_info(:state)")
-        .ok()
-        .flatten()
-        .and_then(|s| s.name().ok().map(|n| n.into_owned()));
-    if matches!(state.as_deref(), Some("marking" | "sweeping")) {
+fn note_gc_under_way() {
+    if gc_under_way() {
         sites::global().lock().gc_start();
+    }
+}
+
+/// Whether a GC is marking or sweeping (`GC.latest_gc_info(:state)`), with the GVL.
+fn gc_under_way() -> bool {
+    // SAFETY: with the GVL; static Symbols, and a read of the GC's state.
+    unsafe {
+        let sym = |name: &std::ffi::CStr| rb_sys::rb_id2sym(rb_sys::rb_intern(name.as_ptr()));
+        let state = rb_sys::rb_gc_latest_gc_info(sym(c"state"));
+        state == sym(c"marking") || state == sym(c"sweeping")
     }
 }
 
@@ -509,7 +573,7 @@ pub fn enable_census(ruby: &Ruby) {
     }
     register_reconcile_job();
     CENSUS.store(true, Ordering::Release);
-    if enabled() {
+    if NEWOBJ_HOOK.load(Ordering::Acquire) {
         enable(gc_tracepoint());
     }
 }
@@ -535,19 +599,14 @@ pub fn census_enabled() -> bool {
 /// only right while recording: a slot freed and reused while stopped would
 /// keep the site of the object that was there before.
 fn stop() {
-    remove_newobj_hook();
-    let tp = GC_TRACEPOINT.load(Ordering::Acquire);
-    if tp != 0 {
-        // SAFETY: a live TracePoint, with the GVL.
-        unsafe {
-            rb_tracepoint_disable(tp as VALUE);
-        }
-    }
+    STARTED.store(false, Ordering::Release);
+    hooks_off();
     clear();
 }
 
+/// Whether the tracer records (`Tracer.start`, until `Tracer.stop`).
 pub fn enabled() -> bool {
-    NEWOBJ_HOOK.load(Ordering::Acquire)
+    STARTED.load(Ordering::Acquire)
 }
 
 /// `Tracer.clear`: forget every recorded site.
@@ -555,6 +614,7 @@ fn clear() {
     let mut census = census::global().lock();
     let mut table = sites::global().lock();
     table.clear();
+    crate::windows::clear();
     census.sites_cleared(&mut table);
 }
 
@@ -574,19 +634,23 @@ extern "C" fn after_fork_child() {
         sites::global()
             .lock()
             .reseed_sample(u64::from(std::process::id()));
+        crate::windows::redraw();
     }
 }
 
-/// `Tracer.sample(rate, seed)`: record one allocation in `rate`, chosen by
-/// a random countdown (`objectspace_core::sample`); rate 1 (or 0): every
-/// one, the exact census. `seed`: an Integer for a repeatable choice, or
-/// nil (random). Takes effect from the next allocation; the table keeps the
-/// rate for the census's batches.
+/// `Tracer.sample(rate, seed)`: the sampled census, one request in `rate`
+/// recorded whole, chosen by a random countdown (`objectspace_core::sample`,
+/// `windows.rs`); rate 1 (or 0): every allocation, the exact census. `seed`:
+/// an Integer for a repeatable choice, or nil (random). Takes effect from the
+/// next request; the table keeps the rate for the census's batches.
 fn set_sample(rate: u64, seed: Option<u64>) {
     let rate = rate.max(1);
     if rate == 1 {
         sites::global().lock().set_sampler(None);
-        SAMPLE_LEFT.store(0, Ordering::Relaxed);
+        crate::windows::set_windowed(false);
+        if enabled() {
+            hooks_on();
+        }
         return;
     }
     SEEDED.store(seed.is_some(), Ordering::Release);
@@ -598,9 +662,19 @@ fn set_sample(rate: u64, seed: Option<u64>) {
         let local = 0u8;
         nanos ^ (std::ptr::addr_of!(local) as u64).rotate_left(32) ^ u64::from(std::process::id())
     });
-    let mut table = sites::global().lock();
-    table.set_sampler(Some(sample::Countdown::new(rate, seed)));
-    SAMPLE_LEFT.store(table.next_sample(), Ordering::Relaxed);
+    sites::global()
+        .lock()
+        .set_sampler(Some(sample::Countdown::new(rate, seed)));
+    crate::windows::set_windowed(true);
+    if crate::windows::idle() {
+        hooks_off();
+    }
+}
+
+/// `Tracer.end_request`: the request this thread serves ends (the sampled
+/// census closes its window, if it had one).
+fn end_request() {
+    crate::windows::end_request();
 }
 
 /// `Tracer.sample_rate`: one allocation in this many is recorded (1: all).
@@ -615,6 +689,9 @@ fn site(object: Value) -> Option<(Option<String>, u32, u32)> {
     if rb_sys::SPECIAL_CONST_P(raw) {
         return None;
     }
+    // Between the sampled census's windows, an entry whose object a GC
+    // freed stays until the next reconciliation: run it if one is due.
+    reconcile();
     let table = sites::global().lock();
     table.lookup(raw).map(|s| {
         let file = s.file.map(|f| String::from_utf8_lossy(f).into_owned());
@@ -629,16 +706,20 @@ fn request_of(object: Value) -> Option<u32> {
     if rb_sys::SPECIAL_CONST_P(raw) {
         return None;
     }
+    reconcile();
     sites::global().lock().lookup(raw).map(|s| s.request)
 }
 
 /// `Tracer.stats`: `{enabled:, recorded:, freed:, unrecorded:, files:, sites:,
 /// bytes:, site_bytes:, reconciles:, full_reconciles:, slots_read:,
-/// reconcile_ms:, site_cap:, file_cap:, byte_cap:}`; `bytes` is the entry
-/// arrays, `site_bytes` the site and file tables; the census's
-/// reconciliations after GCs, the heap slots they read and their time.
+/// reconcile_ms:, site_cap:, file_cap:, byte_cap:, windows:, identified:}`;
+/// `bytes` is the entry arrays, `site_bytes` the site and file tables; the
+/// census's reconciliations after GCs, the heap slots they read and their
+/// time; the sampled census's windows (requests recorded) since the table
+/// was cleared and the recorded objects it knows by id.
 fn stats(ruby: &Ruby) -> RbResult<RHash> {
     let s = sites::global().lock().stats();
+    let (windows, identified) = crate::windows::stats();
     let hash = counters::hash(
         ruby,
         &[
@@ -655,6 +736,8 @@ fn stats(ruby: &Ruby) -> RbResult<RHash> {
             ("moved", s.moved),
             ("growth_gcs", s.growth_gcs),
             ("line_cache_mismatches", crate::frames::mismatches()),
+            ("windows", windows),
+            ("identified", identified),
         ],
     )?;
     hash.aset(
@@ -695,6 +778,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> RbResult<()> {
     tracer.define_module_function("stats", function!(stats, 0))?;
     tracer.define_module_function("sample", function!(set_sample, 2))?;
     tracer.define_module_function("sample_rate", function!(sample_rate, 0))?;
+    tracer.define_module_function("end_request", function!(end_request, 0))?;
     tracer.const_set("DEFAULT_SAMPLE_RATE", sample::DEFAULT_RATE)?;
     let compaction = tracer.define_class("Compaction", ruby.class_object())?;
     compaction.undef_default_alloc_func();

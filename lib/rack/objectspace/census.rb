@@ -55,6 +55,7 @@ module Rack
         Native::Census.enable
         # The exact census records every allocation; the sampled one a random one in sample_rate.
         Native::Tracer.sample(config.census == :sampled ? config.sample_rate : 1, config.sample_seed)
+        @sampled = config.census == :sampled
       end
 
       # A request begins (called on the request thread). Returns its number in this process.
@@ -63,9 +64,12 @@ module Rack
         n = Native::Census.request(env["REQUEST_METHOD"], env["SCRIPT_NAME"], env["PATH_INFO"])
         # The env, its headers and its input were made before the request began
         # (by the server's thread, or this one under the number of the request it
-        # served before): they are this request's.
-        input = env["rack.input"]
-        Native::Census.claim(env, defined?(::StringIO) && input.is_a?(::StringIO) ? input.string : nil)
+        # served before): they are this request's. The sampled census never
+        # recorded them (it records from the request's beginning).
+        unless @sampled
+          input = env["rack.input"]
+          Native::Census.claim(env, defined?(::StringIO) && input.is_a?(::StringIO) ? input.string : nil)
+        end
         @wake.signal if (n % BATCH_POINTS).zero?
         watch_growth if @config.auto_dump && (n % GROWTH_CHECK_EVERY).zero?
         n

@@ -163,8 +163,8 @@ module Rack
 
       # The census needs the native tracer: on by default wherever it runs;
       # census: true with another tracer is an error, not a silent no-op.
-      # `:sampled` records one allocation in `sample_rate:` (see
-      # ext/objectspace_core/src/sample.rs). Retained dumps keep objects by
+      # `:sampled` records one request in `sample_rate:` (see
+      # ext/rack_objectspace/src/windows.rs). Retained dumps keep objects by
       # the generation the tracer recorded: with only a sample recorded they
       # would lose the rest, so the two do not go together.
       def census(value, resolved)
@@ -237,15 +237,16 @@ module Rack
                    doc: "Live objects per allocation site at every request, stored in batches without a dump (see " \
                         "[docs/census.md](docs/census.md)). `false`: off. `true` with " \
                         "`trace: false` or `:objspace` is an error. With the census on, `every: nil` needs no " \
-                        "`token:`. `:sampled`: record one allocation in `sample_rate:` and scale the counts (for " \
+                        "`token:`. `:sampled`: record one request in `sample_rate:` and scale the counts (for " \
                         "every pod in production; see [docs/census.md](docs/census.md#the-sampled-census))."),
         Option.new(name: :sample_rate, default: Native::Tracer::DEFAULT_SAMPLE_RATE, env: "RACK_OBJECTSPACE_SAMPLE_RATE",
                    check: integer(1..1_000_000),
-                   doc: "With `census: :sampled`: one allocation in this many is recorded (on average, by a random " \
-                        "countdown, as Go's `MemProfileRate` and Datadog's heap profiler); counts are scaled by it " \
-                        "and a count C is within ±1.96·sqrt(rate·C) (95%)."),
+                   doc: "With `census: :sampled`: one request in this many has its allocations recorded (on " \
+                        "average, by a random countdown, as Go's `MemProfileRate` and Datadog's heap profiler count " \
+                        "down to an allocation); counts are scaled by it and a count C is within about " \
+                        "±1.96·sqrt(rate·C) (95%)."),
         Option.new(name: :sample_seed, default: nil, env: "RACK_OBJECTSPACE_SAMPLE_SEED", check: check(:seed),
-                   doc: "With `census: :sampled`: an Integer seeds the countdown (the same allocations are chosen " \
+                   doc: "With `census: :sampled`: an Integer seeds the countdown (the same requests are chosen " \
                         "each run); `nil`: random."),
         Option.new(name: :every, default: ->(resolved) { resolved[:census] ? nil : 1 },
                    shown_default: "`nil` with the census on, else `1`", env: "RACK_OBJECTSPACE_EVERY",

@@ -80,7 +80,7 @@ struct Replay {
 
 impl Replay {
     /// A count (or memsize) read from a batch, scaled to the whole: a sampled
-    /// census records one allocation in `sample` (see [`crate::sample`]).
+    /// census records one request in `sample` (see [`crate::sample`]).
     /// The one place a sampled count is scaled.
     fn scaled(&self, n: u64) -> u64 {
         n.saturating_mul(self.sample.max(1))
@@ -538,7 +538,7 @@ pub fn leaks(source: &str, options: LeaksOptions) -> Result<Option<Leaks>, Analy
         }
         if replay.sample > 1 {
             warnings.push(format!(
-                "process {host}/{pid}: sampled census, 1 allocation in {n} recorded: counts are scaled by {n}, so a count C is C ± 1.96·sqrt({n}·C) (95%; ± {half} at 10,000)",
+                "process {host}/{pid}: sampled census, 1 request in {n} recorded: counts are scaled by {n}, so a count C is C ± 1.96·sqrt({n}·C) (95%; ± {half} at 10,000)",
                 n = replay.sample,
                 half = crate::sample::interval(replay.sample, 10_000),
             ));
@@ -734,7 +734,7 @@ mod tests {
             report
                 .warnings
                 .iter()
-                .any(|w| w.contains("sampled census, 1 allocation in 4 recorded")),
+                .any(|w| w.contains("sampled census, 1 request in 4 recorded")),
             "{:?}",
             report.warnings
         );

@@ -57,7 +57,7 @@ pub struct Header {
     /// The site table's caps reached so far: `sites`, `files`, `bytes`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capped: Vec<String>,
-    /// A sampled census: its counts are of one allocation in `sample` (the
+    /// A sampled census: its counts are of one request in `sample` (the
     /// reader scales them, see crate::sample). Absent (1): every allocation.
     #[serde(default = "one", skip_serializing_if = "is_exact")]
     pub sample: u64,

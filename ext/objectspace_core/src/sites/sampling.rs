@@ -1,8 +1,10 @@
-//! The sampled census: it records only the allocations its countdown picks
-//! ([`crate::sample`]); for each other one the glue calls
-//! [`SiteTable::skip`], which counts out a recorded object whose slot the new
-//! one reuses (as [`SiteTable::record_at`] does), so the counts stay exact for
-//! the objects recorded.
+//! The sampled census: it records only the allocations of the requests its
+//! countdown picks ([`crate::sample`]); while one is served, for each
+//! allocation of another thread the glue calls [`SiteTable::skip`], which
+//! counts out a recorded object whose slot the new one reuses (as
+//! [`SiteTable::record_at`] does), so the counts stay exact for the objects
+//! recorded. Between sampled requests the glue sets no hook and tells a
+//! recorded object from another in its slot by object id.
 
 use crate::sample::Countdown;
 
@@ -10,7 +12,8 @@ use super::slab::Near;
 use super::table::SiteTable;
 
 impl SiteTable {
-    /// The sampled census left the allocation at `address` out: if a
+    /// The sampled census left the allocation at `address` out (another
+    /// thread's, while a sampled request is served): if a
     /// recorded object's entry is still there (freed, and its slot reused
     /// before a reconciliation saw it free), count that object out, as
     /// [`Self::record_at`] does for a recorded allocation. Only a cache hit
@@ -20,13 +23,13 @@ impl SiteTable {
         self.count_out_at(address, Near::Allocation);
     }
 
-    /// The sampled census records the allocations `sampler` picks (None:
-    /// all, the exact census). Kept by [`Self::clear`].
+    /// The sampled census records the requests `sampler` picks (None: every
+    /// allocation, the exact census). Kept by [`Self::clear`].
     pub fn set_sampler(&mut self, sampler: Option<Countdown>) {
         self.sampler = sampler;
     }
 
-    /// Allocations until (and including) the next one to record, drawn from
+    /// Requests until (and including) the next one to record, drawn from
     /// the sampler; 0 without one (record every allocation).
     pub fn next_sample(&mut self) -> u64 {
         self.sampler.as_mut().map_or(0, Countdown::next_interval)
@@ -39,7 +42,7 @@ impl SiteTable {
         }
     }
 
-    /// One allocation in this many is recorded (1: all).
+    /// One request in this many is recorded (1: every allocation).
     pub fn sample(&self) -> u64 {
         self.sampler.as_ref().map_or(1, Countdown::rate)
     }

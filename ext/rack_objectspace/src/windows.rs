@@ -1,0 +1,276 @@
+//! The sampled census's windows: one request in `sample_rate`, chosen by a
+//! random countdown of requests (`objectspace_core::sample`), is served with
+//! the tracer's hooks on and records every allocation its thread makes;
+//! between windows no hook is set, and Ruby allocates on its fast path.
+//! Ruby takes its slow allocation path (the VM lock, the dispatch: ~357
+//! instructions an allocation on 3.1) for every allocation while any NEWOBJ
+//! or GC event hook is set, whatever the hook does: that floor is what a
+//! sampled census that hooks every allocation could not go under.
+//!
+//! With no hook set, a recorded object's slot can be freed and reused
+//! unseen. So as a window closes, each object it recorded gets its object
+//! id (`rb_obj_id`: Ruby keeps it through GC compaction and forgets it when
+//! the object is freed; ids are never reused), and a reconciliation counts
+//! a recorded object alive only while its slot holds the object with that
+//! id. Objects that have no id to give (Ruby's internal ones: IMEMO, NODE,
+//! ICLASS) are counted out as the window closes.
+//!
+//! GCs between windows are not seen as they happen: the census's next
+//! point (a request begins, a batch, a flush) sees that `GC.count` moved
+//! and reconciles then (`tracer::reconcile`).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use objectspace_core::sites;
+use rb_sys::{rb_obj_id, VALUE};
+use rustc_hash::FxHashMap as HashMap;
+
+thread_local! {
+    /// Whether this thread serves a sampled request (its window is open).
+    static THREAD_SAMPLED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the census samples by windows (`census: :sampled`).
+static WINDOWED: AtomicBool = AtomicBool::new(false);
+/// Requests until (and including) the next sampled one.
+static REQUESTS_LEFT: AtomicU64 = AtomicU64::new(1);
+/// Windows open now (threads serving sampled requests).
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+/// Windows opened since the table was last cleared (the stats' `windows`).
+static OPENED: AtomicU64 = AtomicU64::new(0);
+/// Objects recorded in open windows and not yet given their id.
+static PENDING: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+/// Each recorded object's id (a Fixnum VALUE), by address. Lock order: the
+/// site table's lock first, then this one.
+static IDS: Mutex<Option<HashMap<u64, u64>>> = Mutex::new(None);
+/// `IDS`' size after its last pruning.
+static PRUNED_AT: AtomicUsize = AtomicUsize::new(0);
+
+/// `RUBY_FL_SEEN_OBJ_ID`: the object has an id (Ruby 3.1 to 3.4).
+const FL_SEEN_OBJ_ID: u64 = 1 << 9;
+
+pub fn windowed() -> bool {
+    WINDOWED.load(Ordering::Acquire)
+}
+
+/// Sample by windows (`rate` > 1) or record every allocation. The site
+/// table's sampler draws the intervals between sampled requests.
+pub fn set_windowed(on: bool) {
+    WINDOWED.store(on, Ordering::Release);
+    redraw();
+}
+
+/// Draw the number of requests until the next sampled one afresh (a new
+/// sampler, or a fork child's own random state).
+pub fn redraw() {
+    let next = sites::global().lock().next_sample().max(1);
+    REQUESTS_LEFT.store(next, Ordering::Relaxed);
+}
+
+/// Whether the calling thread is in a window. From the NEWOBJ hook.
+#[inline]
+pub fn thread_sampled() -> bool {
+    THREAD_SAMPLED.get()
+}
+
+/// Whether no window is open: the hooks are off.
+pub fn idle() -> bool {
+    OPEN.load(Ordering::Acquire) == 0
+}
+
+/// A request begins on this thread (from `Census.request`, with the GVL):
+/// open a window if the countdown ends on it. A window the thread left open
+/// (its request's end was never seen) is closed first.
+pub fn begin_request() {
+    if !windowed() || !crate::tracer::enabled() {
+        return;
+    }
+    end_request();
+    let left = REQUESTS_LEFT.load(Ordering::Relaxed);
+    if left > 1 {
+        REQUESTS_LEFT.store(left - 1, Ordering::Relaxed);
+        return;
+    }
+    let next = sites::global().lock().next_sample().max(1);
+    REQUESTS_LEFT.store(next, Ordering::Relaxed);
+    THREAD_SAMPLED.set(true);
+    OPENED.fetch_add(1, Ordering::Relaxed);
+    if OPEN.fetch_add(1, Ordering::AcqRel) == 0 {
+        crate::tracer::hooks_on();
+    }
+}
+
+/// The request on this thread ended (`Tracer.end_request`, with the GVL):
+/// close its window, if it had one. The objects recorded so far get their
+/// ids while the hooks are still on; the last window to close turns them off.
+pub fn end_request() {
+    if !THREAD_SAMPLED.get() {
+        return;
+    }
+    THREAD_SAMPLED.set(false);
+    identify_pending();
+    let was = OPEN
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .unwrap_or(0);
+    if was == 1 {
+        crate::tracer::hooks_off();
+    }
+}
+
+/// The hook recorded `address` on a sampled thread: its id is taken as its
+/// window closes, and any id of an object that was there before is stale.
+/// Called with the site table locked (the lock order).
+#[inline]
+pub fn recorded(address: u64) {
+    lock(&PENDING).push(address);
+    if let Some(ids) = lock(&IDS).as_mut() {
+        ids.remove(&address);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether Ruby can give an object of this type an id: the types Ruby code
+/// can hold. Not IMEMO, NODE, ICLASS, nor a free or moved slot.
+fn identifiable(ty: u64) -> bool {
+    matches!(ty, 0x01..=0x0f | 0x14)
+}
+
+/// Give each object recorded in a window its id, or count it out when it
+/// has none to give (or its slot is already free: a GC the window saw
+/// freed it, and its reconciliation has not run yet). With the GVL and the
+/// hooks on: no slot was reused unseen since the object was recorded.
+fn identify_pending() {
+    let pending = std::mem::take(&mut *lock(&PENDING));
+    if pending.is_empty() {
+        return;
+    }
+    let recorded: Vec<u64> = {
+        let table = sites::global().lock();
+        pending
+            .into_iter()
+            .filter(|&a| table.lookup(a).is_some())
+            .collect()
+    };
+    // No lock is held while Ruby gives ids: rb_obj_id allocates no object
+    // for a Fixnum id, but takes Ruby's own VM lock.
+    let found: Vec<(u64, Option<u64>)> = recorded
+        .into_iter()
+        .map(|address| {
+            // SAFETY: a recorded object's slot, on a heap page (the hooks
+            // were on since it was recorded: its page was not freed unseen).
+            let flags = unsafe { *(address as *const u64) };
+            let id = identifiable(flags & 0x1f)
+                .then(|| unsafe { rb_obj_id(address as VALUE) } as u64)
+                .filter(|&id| rb_sys::FIXNUM_P(id as VALUE));
+            (address, id)
+        })
+        .collect();
+    let mut table = sites::global().lock();
+    let mut ids = lock(&IDS);
+    let ids = ids.get_or_insert_with(HashMap::default);
+    for (address, id) in found {
+        match id {
+            Some(id) => {
+                ids.insert(address, id);
+            }
+            None => {
+                table.free(address);
+                ids.remove(&address);
+            }
+        }
+    }
+    // Ids of objects counted out since (a slot reused in a window, a
+    // reconciliation) are dropped now and then: only recorded ones matter.
+    if ids.len() > 2 * PRUNED_AT.load(Ordering::Relaxed) + 4096 {
+        ids.retain(|&a, _| table.lookup(a).is_some());
+        PRUNED_AT.store(ids.len(), Ordering::Relaxed);
+    }
+}
+
+/// For a reconciliation: whether the live object in the recorded slot at
+/// `address` is the one recorded there. An object given an id as its window
+/// closed is the one whose id it still has (an object allocated in its
+/// slot since has none, or another); one not given one yet was recorded in
+/// a window still open, which saw every reuse. Called with the site table
+/// locked; `ids` is `IDS` locked after it.
+///
+/// # Safety
+/// `address` is the start of a live object's slot, with the GVL, outside GC.
+pub unsafe fn same_object(ids: &mut Option<HashMap<u64, u64>>, address: u64) -> bool {
+    let Some(&id) = ids.as_ref().and_then(|ids| ids.get(&address)) else {
+        return true;
+    };
+    // SAFETY: see above.
+    let flags = unsafe { *(address as *const u64) };
+    // An object that has an id is looked up, not given one.
+    let same = flags & FL_SEEN_OBJ_ID != 0
+        && identifiable(flags & 0x1f)
+        && unsafe { rb_obj_id(address as VALUE) } as u64 == id;
+    if !same {
+        forget(ids, address);
+    }
+    same
+}
+
+/// The recorded object at `address` is gone: drop its id.
+pub fn forget(ids: &mut Option<HashMap<u64, u64>>, address: u64) {
+    if let Some(ids) = ids.as_mut() {
+        ids.remove(&address);
+    }
+}
+
+/// The ids, locked (after the site table).
+pub fn ids() -> std::sync::MutexGuard<'static, Option<HashMap<u64, u64>>> {
+    lock(&IDS)
+}
+
+/// Compaction moved objects `(from, to)`: their ids follow them (Ruby's
+/// own table follows the objects), as do the addresses waiting for one; an
+/// id left at a destination was a freed object's. In the GC, with the site
+/// table locked. A destination is never also a source (it was free).
+pub fn follow(moves: &[(u64, u64)]) {
+    {
+        let mut pending = lock(&PENDING);
+        if !pending.is_empty() {
+            let to: HashMap<u64, u64> = moves.iter().copied().collect();
+            for address in pending.iter_mut() {
+                if let Some(&new) = to.get(address) {
+                    *address = new;
+                }
+            }
+        }
+    }
+    let mut ids = lock(&IDS);
+    let Some(ids) = ids.as_mut() else {
+        return;
+    };
+    let moved: Vec<(u64, Option<u64>)> = moves
+        .iter()
+        .map(|&(from, to)| (to, ids.remove(&from)))
+        .collect();
+    for (to, id) in moved {
+        match id {
+            Some(id) => ids.insert(to, id),
+            None => ids.remove(&to),
+        };
+    }
+}
+
+/// Forget every window and id (the tracer stopped or cleared its table).
+pub fn clear() {
+    lock(&PENDING).clear();
+    *lock(&IDS) = None;
+    PRUNED_AT.store(0, Ordering::Relaxed);
+    OPENED.store(0, Ordering::Relaxed);
+}
+
+/// `(windows opened, objects with an id)` for `Tracer.stats`.
+pub fn stats() -> (u64, u64) {
+    let ids = lock(&IDS).as_ref().map_or(0, |ids| ids.len() as u64);
+    (OPENED.load(Ordering::Relaxed), ids)
+}
