@@ -157,10 +157,11 @@ pub unsafe fn allocating_line(arg: *mut rb_trace_arg_t, gc: u64) -> (VALUE, u32)
         if entry.pc == pc && entry.iseq == iseq && entry.gc == gc {
             if CHECKED.load(Ordering::Relaxed) < CHECKED_HITS {
                 CHECKED.fetch_add(1, Ordering::Relaxed);
-                if ask_ruby(arg) != (entry.path, entry.line) {
+                let ruby = ask_ruby(arg);
+                if ruby != (entry.path, entry.line) {
                     MISMATCHES.fetch_add(1, Ordering::Relaxed);
                     OFF.store(true, Ordering::Relaxed);
-                    return ask_ruby(arg);
+                    return ruby;
                 }
             }
             return (entry.path, entry.line);

@@ -93,8 +93,7 @@ pub fn begin_request() {
         REQUESTS_LEFT.store(left - 1, Ordering::Relaxed);
         return;
     }
-    let next = sites::global().lock().next_sample().max(1);
-    REQUESTS_LEFT.store(next, Ordering::Relaxed);
+    redraw();
     THREAD_SAMPLED.set(true);
     OPENED.fetch_add(1, Ordering::Relaxed);
     if OPEN.fetch_add(1, Ordering::AcqRel) == 0 {
