@@ -237,19 +237,22 @@ fn read_slot(address: u64, ty: u8) -> sites::Slot {
 /// queued, or (the sampled census between windows) because no hook saw the
 /// GC: then a GC still under way is finished first. With the GVL.
 pub fn reconcile() {
-    reconcile_unseen(true);
+    reconcile_if_due(true);
 }
 
 /// `reconcile` for a request that begins: a GC no hook saw waits until it
 /// has finished marking and sweeping, which the app does bit by bit as it
 /// allocates (finishing it now would put that work on this request).
 pub fn reconcile_finished() {
-    reconcile_unseen(false);
+    reconcile_if_due(false);
 }
 
-fn reconcile_unseen(finish: bool) {
-    // A plain load first: every census point calls this, and nearly always
-    // there is nothing to do (a swap would write the cache line each time).
+/// The reconciliation, if one is due: a GC's hook asked for it, or a GC
+/// ended that no hook saw (the sampled census between windows). `finish`:
+/// such a GC still marking or sweeping is finished now, else waited for.
+fn reconcile_if_due(finish: bool) {
+    // Plain loads first: every census point calls this, and nearly always
+    // there is nothing to do (a store would write the cache line each time).
     let unseen_gc = crate::windows::windowed()
         && !NEWOBJ_HOOK.load(Ordering::Acquire)
         && CENSUS.load(Ordering::Acquire)
@@ -257,14 +260,13 @@ fn reconcile_unseen(finish: bool) {
         // SAFETY: reads a counter.
         && unsafe { rb_gc_count() } as u64 != RECONCILED_GC.load(Ordering::Acquire)
         && (finish || !gc_under_way());
-    if !unseen_gc
-        && (!RECONCILE.load(Ordering::Acquire)
-            || !RECONCILE.swap(false, Ordering::AcqRel)
-            || !CENSUS.load(Ordering::Acquire))
-    {
+    if !unseen_gc && !RECONCILE.load(Ordering::Acquire) {
         return;
     }
     RECONCILE.store(false, Ordering::Release);
+    if !CENSUS.load(Ordering::Acquire) {
+        return;
+    }
     let started = std::time::Instant::now();
     let mut pages: Vec<sites::Page> = Vec::with_capacity(1024);
     // SAFETY: with the GVL, outside GC (a postponed job or a Ruby method); the
@@ -549,13 +551,19 @@ fn note_gc_under_way() {
     }
 }
 
-/// Whether a GC is marking or sweeping (`GC.latest_gc_info(:state)`), with the GVL.
+/// Whether a GC is marking or sweeping (`GC.latest_gc_info(:state)`), with
+/// the GVL. A request that begins asks while a GC no hook saw is under way.
 fn gc_under_way() -> bool {
-    // SAFETY: with the GVL; static Symbols, and a read of the GC's state.
+    // Static Symbols (never collected), made once: :state, :marking, :sweeping.
+    static SYMBOLS: std::sync::OnceLock<[VALUE; 3]> = std::sync::OnceLock::new();
+    // SAFETY: with the GVL; interns static Symbols, and reads the GC's state.
     unsafe {
-        let sym = |name: &std::ffi::CStr| rb_sys::rb_id2sym(rb_sys::rb_intern(name.as_ptr()));
-        let state = rb_sys::rb_gc_latest_gc_info(sym(c"state"));
-        state == sym(c"marking") || state == sym(c"sweeping")
+        let [state, marking, sweeping] = *SYMBOLS.get_or_init(|| {
+            [c"state", c"marking", c"sweeping"]
+                .map(|name| rb_sys::rb_id2sym(rb_sys::rb_intern(name.as_ptr())))
+        });
+        let now = rb_sys::rb_gc_latest_gc_info(state);
+        now == marking || now == sweeping
     }
 }
 

@@ -53,9 +53,10 @@ module Rack
         @due_lock = Mutex.new
         @dump_due = false
         Native::Census.enable
-        # The exact census records every allocation; the sampled one a random one in sample_rate.
-        Native::Tracer.sample(config.census == :sampled ? config.sample_rate : 1, config.sample_seed)
+        # The exact census records every allocation; the sampled one the
+        # requests its random countdown picks, one in sample_rate.
         @sampled = config.census == :sampled
+        Native::Tracer.sample(@sampled ? config.sample_rate : 1, config.sample_seed)
       end
 
       # A request begins (called on the request thread). Returns its number in this process.
