@@ -121,6 +121,45 @@ RSpec.describe "Rack::Objectspace census" do
     ensure
       Rack::Objectspace::Native::Tracer.sample(1, nil)
     end
+
+    # A GC that begins in a sampled request is seen to begin; its sweep can
+    # end after the window closes, unseen. The next GC no hook sees is
+    # another GC: the request in flight at it is the one being served then.
+    it "counts a sampled request's objects at a later GC no hook saw begin" do
+      heap = Array.new(200_000) { |i| "heap #{i}" } # a sweep that takes many allocations to finish
+      kept = []
+      counts = nil
+      line = nil
+      app = lambda do |env|
+        if env["PATH_INFO"] == "/count"
+          # Only between windows (a sampled request's own GC is seen).
+          if TracePoint.stat.values.sum(&:first).zero?
+            GC.start # full, swept at once
+            counts = Rack::Objectspace::Native::Census.counts(__FILE__)
+          end
+        else
+          line = __LINE__ + 1
+          object = "kept #{kept.size}"
+          if Rack::Objectspace::Native::Tracer.site(object) # a sampled request: its window is open
+            kept << object
+            GC.start(immediate_sweep: false) # begins in the window, sweeps after it
+          end
+        end
+        [200, {}, ["ok"]]
+      end
+      middleware = Rack::Objectspace.new(app, store: "file://#{dir}", every: nil, census: :sampled, sample_rate: 2,
+                                              sample_seed: 5, logger: logger)
+      request = Rack::MockRequest.new(middleware)
+      until counts
+        size = kept.size
+        request.get("/keep") while kept.size == size
+        request.get("/count")
+      end
+      expect(counts.find { |l, type, _, _| l == line && type == "STRING" }&.at(2)).to eq(kept.size)
+      expect(heap.size).to eq(200_000)
+    ensure
+      Rack::Objectspace::Native::Tracer.sample(1, nil)
+    end
   end
 
   describe "the counts" do

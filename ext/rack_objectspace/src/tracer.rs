@@ -151,7 +151,8 @@ extern "C" fn on_gc(tpval: VALUE, _data: *mut c_void) {
         let arg = rb_tracearg_from_tracepoint(tpval);
         let event = rb_tracearg_event_flag(arg);
         if event & rb_sys::RUBY_INTERNAL_EVENT_GC_START != 0 {
-            sites::global().lock().gc_start();
+            // Ruby counts the GC before its start's hook.
+            sites::global().lock().gc_start(rb_gc_count() as u64);
         } else if !RECONCILE.swap(true, Ordering::AcqRel) {
             // A full queue leaves RECONCILE set: the next census point runs it.
             queue_reconcile();
@@ -547,7 +548,10 @@ pub fn hooks_off() {
 /// allocated until its sweep ends are left out of its count as for any GC.
 fn note_gc_under_way() {
     if gc_under_way() {
-        sites::global().lock().gc_start();
+        // SAFETY: reads a counter.
+        sites::global()
+            .lock()
+            .gc_start(unsafe { rb_gc_count() } as u64);
     }
 }
 

@@ -32,6 +32,8 @@ pub struct SiteTable {
     pub(super) in_gc: bool,
     /// The request in flight when the current GC began.
     pub(super) gc_request: u32,
+    /// `GC.count` of the GC seen to begin last (its start's hook).
+    pub(super) gc_begun: u64,
     pub(super) recorded: u64,
     pub(super) freed: u64,
     pub(super) unrecorded: u64,
