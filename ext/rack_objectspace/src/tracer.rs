@@ -287,14 +287,16 @@ fn reconcile_if_due(finish: bool) {
     };
     let mut table = sites::global().lock();
     let mut ids = crate::windows::ids();
-    table.reconcile(&mut pages, full, gc, |address, ty| {
+    table.reconcile(&mut pages, full, gc, |address, ty, generation| {
         match read_slot(address, ty) {
             sites::Slot::Free => {
                 crate::windows::forget(&mut ids, address);
                 sites::Slot::Free
             }
             // SAFETY: a live object's slot, with the GVL, outside GC.
-            _ if !unsafe { crate::windows::same_object(&mut ids, address) } => sites::Slot::Free,
+            _ if !unsafe { crate::windows::same_object(&mut ids, address, generation) } => {
+                sites::Slot::Free
+            }
             live => live,
         }
     });

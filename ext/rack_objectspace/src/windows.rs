@@ -42,9 +42,13 @@ static OPEN: AtomicUsize = AtomicUsize::new(0);
 static OPENED: AtomicU64 = AtomicU64::new(0);
 /// Objects recorded in open windows and not yet given their id.
 static PENDING: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-/// Each recorded object's id (a Fixnum VALUE), by address. Lock order: the
-/// site table's lock first, then this one.
-static IDS: Mutex<Option<HashMap<u64, u64>>> = Mutex::new(None);
+/// Each recorded object's id (a Fixnum VALUE) and the generation it was
+/// recorded in (`GC.count` then, as the site table keeps it), by address.
+/// Lock order: the site table's lock first, then this one.
+static IDS: Mutex<Option<Ids>> = Mutex::new(None);
+
+/// Address -> (object id, generation).
+pub type Ids = HashMap<u64, (u64, u32)>;
 /// `IDS`' size after its last pruning.
 static PRUNED_AT: AtomicUsize = AtomicUsize::new(0);
 
@@ -119,14 +123,13 @@ pub fn end_request() {
 }
 
 /// The hook recorded `address` on a sampled thread: its id is taken as its
-/// window closes, and any id of an object that was there before is stale.
+/// window closes. An id of an object that was there before stays until
+/// then: it names another generation than the one recorded (a slot is
+/// reused only after a GC), and [`same_object`] takes no notice of it.
 /// Called with the site table locked (the lock order).
 #[inline]
 pub fn recorded(address: u64) {
     lock(&PENDING).push(address);
-    if let Some(ids) = lock(&IDS).as_mut() {
-        ids.remove(&address);
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -148,25 +151,29 @@ fn identify_pending() {
     if pending.is_empty() {
         return;
     }
-    let recorded: Vec<u64> = {
+    let recorded: Vec<(u64, u32)> = {
         let table = sites::global().lock();
         pending
             .into_iter()
-            .filter(|&a| table.lookup(a).is_some())
+            .filter_map(|a| {
+                table
+                    .site_and_request(a)
+                    .map(|(_, _, generation)| (a, generation))
+            })
             .collect()
     };
     // No lock is held while Ruby gives ids: rb_obj_id allocates no object
     // for a Fixnum id, but takes Ruby's own VM lock.
-    let found: Vec<(u64, Option<u64>)> = recorded
+    let found: Vec<(u64, Option<(u64, u32)>)> = recorded
         .into_iter()
-        .map(|address| {
+        .map(|(address, generation)| {
             // SAFETY: a recorded object's slot, on a heap page (the hooks
             // were on since it was recorded: its page was not freed unseen).
             let flags = unsafe { *(address as *const u64) };
             let id = identifiable(flags & 0x1f)
                 .then(|| unsafe { rb_obj_id(address as VALUE) } as u64)
                 .filter(|&id| rb_sys::FIXNUM_P(id as VALUE));
-            (address, id)
+            (address, id.map(|id| (id, generation)))
         })
         .collect();
     let mut table = sites::global().lock();
@@ -186,24 +193,28 @@ fn identify_pending() {
     // Ids of objects counted out since (a slot reused in a window, a
     // reconciliation) are dropped now and then: only recorded ones matter.
     if ids.len() > 2 * PRUNED_AT.load(Ordering::Relaxed) + 4096 {
-        ids.retain(|&a, _| table.lookup(a).is_some());
+        ids.retain(|&a, &mut (_, of)| table.site_and_request(a).is_some_and(|(_, _, g)| g == of));
         PRUNED_AT.store(ids.len(), Ordering::Relaxed);
     }
 }
 
 /// For a reconciliation: whether the live object in the recorded slot at
-/// `address` is the one recorded there. An object given an id as its window
-/// closed is the one whose id it still has (an object allocated in its
-/// slot since has none, or another); one not given one yet was recorded in
-/// a window still open, which saw every reuse. Called with the site table
-/// locked; `ids` is `IDS` locked after it.
+/// `address`, recorded in `generation`, is the one recorded there. An
+/// object given an id as its window closed is the one whose id it still has
+/// (an object allocated in its slot since has none, or another); one not
+/// given one yet was recorded in a window still open, which saw every
+/// reuse (an id there of another generation is an earlier object's). Called
+/// with the site table locked; `ids` is `IDS` locked after it.
 ///
 /// # Safety
 /// `address` is the start of a live object's slot, with the GVL, outside GC.
-pub unsafe fn same_object(ids: &mut Option<HashMap<u64, u64>>, address: u64) -> bool {
-    let Some(&id) = ids.as_ref().and_then(|ids| ids.get(&address)) else {
+pub unsafe fn same_object(ids: &mut Option<Ids>, address: u64, generation: u32) -> bool {
+    let Some(&(id, of)) = ids.as_ref().and_then(|ids| ids.get(&address)) else {
         return true;
     };
+    if of != generation {
+        return true;
+    }
     // SAFETY: see above.
     let flags = unsafe { *(address as *const u64) };
     // An object that has an id is looked up, not given one.
@@ -217,14 +228,14 @@ pub unsafe fn same_object(ids: &mut Option<HashMap<u64, u64>>, address: u64) -> 
 }
 
 /// The recorded object at `address` is gone: drop its id.
-pub fn forget(ids: &mut Option<HashMap<u64, u64>>, address: u64) {
+pub fn forget(ids: &mut Option<Ids>, address: u64) {
     if let Some(ids) = ids.as_mut() {
         ids.remove(&address);
     }
 }
 
 /// The ids, locked (after the site table).
-pub fn ids() -> std::sync::MutexGuard<'static, Option<HashMap<u64, u64>>> {
+pub fn ids() -> std::sync::MutexGuard<'static, Option<Ids>> {
     lock(&IDS)
 }
 
@@ -248,7 +259,7 @@ pub fn follow(moves: &[(u64, u64)]) {
     let Some(ids) = ids.as_mut() else {
         return;
     };
-    let moved: Vec<(u64, Option<u64>)> = moves
+    let moved: Vec<(u64, Option<(u64, u32)>)> = moves
         .iter()
         .map(|&(from, to)| (to, ids.remove(&from)))
         .collect();

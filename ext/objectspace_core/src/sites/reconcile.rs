@@ -29,9 +29,10 @@ pub fn same_object_type(recorded: u8, found: u64) -> bool {
 impl SiteTable {
     /// After a GC: count out every recorded object it freed. `pages` are the
     /// heap's pages as a walk found them after the GC (any order); `slot(a,
-    /// ty)` reads the heap slot at `a`, and is only called for a slot start
-    /// inside one of them; `ty` is the recorded object's type (a slot that
-    /// holds another type holds another object: report it Free). Entries outside every page (a page freed whole, or a
+    /// ty, generation)` reads the heap slot at `a`, and is only called for a
+    /// slot start inside one of them; `ty` and `generation` are the recorded
+    /// object's type and generation (a slot that holds another type holds
+    /// another object: report it Free). Entries outside every page (a page freed whole, or a
     /// slot boundary that moved when its page was reused for another slot
     /// size) are counted out unread. `full` after a major GC; else only the
     /// chunks that may hold young objects are read. `gc` is the GC count
@@ -49,7 +50,7 @@ impl SiteTable {
         pages: &mut [Page],
         full: bool,
         gc: u64,
-        mut slot: impl FnMut(u64, u8) -> Slot,
+        mut slot: impl FnMut(u64, u8, u32) -> Slot,
     ) -> u64 {
         // The generation whose objects this GC cannot have freed (none after a major GC).
         let unjudged = (!full).then_some(gc as u32);
@@ -84,7 +85,11 @@ impl SiteTable {
                     let state = match cursor.slot_at(base + i as u64 * SLOT) {
                         Some(address) => {
                             read += 1;
-                            slot(address, sites[(entries[i].site - 1) as usize].ty)
+                            slot(
+                                address,
+                                sites[(entries[i].site - 1) as usize].ty,
+                                entries[i].generation,
+                            )
                         }
                         None => Slot::Free,
                     };
@@ -253,7 +258,7 @@ mod tests {
         assert_eq!((t.stats().moved, t.stats().freed), (1, 1));
         // After the compaction the old slot is free: the next reconciliation
         // reads only the new one, and keeps it.
-        let freed = t.reconcile(&mut pages(&[1, 2]), true, 3, |_, _| Slot::Old);
+        let freed = t.reconcile(&mut pages(&[1, 2]), true, 3, |_, _, _| Slot::Old);
         assert_eq!(freed, 0);
         assert_eq!(live(&mut t, 3), vec![], "its count is unchanged");
         assert_eq!(t.lookup(b + 3 * SLOT).unwrap().line, 7);
@@ -271,7 +276,7 @@ mod tests {
         assert_eq!(t.lookup(b), None);
         assert_eq!(t.stats().freed, 1);
         // The reconciliation finds a live String at `b`: nothing is counted there.
-        t.reconcile(&mut pages(&[2]), true, 2, |_, _| Slot::Old);
+        t.reconcile(&mut pages(&[2]), true, 2, |_, _, _| Slot::Old);
         assert_eq!(live(&mut t, 2), vec![]);
     }
 
@@ -285,7 +290,7 @@ mod tests {
         // Slots 0..4 freed; one reused before the reconciliation (its NEWOBJ
         // counted the old object out).
         t.record_object(base + 9 * SLOT, None, 0, 7, 1);
-        let freed = t.reconcile(&mut pages(&[1]), false, 2, |a, _| {
+        let freed = t.reconcile(&mut pages(&[1]), false, 2, |a, _, _| {
             if a < base + 4 * SLOT {
                 Slot::Free
             } else {
@@ -307,14 +312,14 @@ mod tests {
         t.record_object(base, None, 0, 5, 1);
         t.record_object(base + SLOT, None, 0, 5, 2);
         let mut read = Vec::new();
-        let freed = t.reconcile(&mut pages(&[1]), false, 2, |a, _| {
+        let freed = t.reconcile(&mut pages(&[1]), false, 2, |a, _, _| {
             read.push(a);
             Slot::Free
         });
         assert_eq!((read, freed), (vec![base], 1));
         // The next GC judges it: its chunk is still young, so it is read.
         let mut read = Vec::new();
-        t.reconcile(&mut pages(&[1]), false, 3, |a, _| {
+        t.reconcile(&mut pages(&[1]), false, 3, |a, _, _| {
             read.push(a);
             Slot::Free
         });
@@ -323,7 +328,7 @@ mod tests {
         // A major GC marks incrementally, and can free what the app allocated
         // meanwhile: after one, objects of its generation are read too.
         t.record_object(base, None, 0, 5, 4);
-        let freed = t.reconcile(&mut pages(&[1]), true, 4, |_, _| Slot::Free);
+        let freed = t.reconcile(&mut pages(&[1]), true, 4, |_, _, _| Slot::Free);
         assert_eq!(freed, 1);
     }
 
@@ -335,7 +340,7 @@ mod tests {
         t.record_object(base + SLOT, None, 0, 5, 1);
         t.free(base);
         let mut read = Vec::new();
-        let freed = t.reconcile(&mut pages(&[1]), true, 2, |a, _| {
+        let freed = t.reconcile(&mut pages(&[1]), true, 2, |a, _, _| {
             read.push(a);
             Slot::Free
         });
@@ -350,7 +355,7 @@ mod tests {
         t.record_object(a, None, 0, 5, 1);
         t.record_object(b, None, 0, 5, 1);
         // Both alive; the one at `a` is old from now on.
-        t.reconcile(&mut pages(&[1, 2]), false, 2, |x, _| {
+        t.reconcile(&mut pages(&[1, 2]), false, 2, |x, _, _| {
             if x == a {
                 Slot::Old
             } else {
@@ -360,18 +365,18 @@ mod tests {
         assert_eq!(live(&mut t, 1), vec![(1, 2, 80)]);
         // A minor GC frees no old object: chunk 1 is not read, chunk 2 is.
         let mut read = Vec::new();
-        t.reconcile(&mut pages(&[1, 2]), false, 3, |x, _| {
+        t.reconcile(&mut pages(&[1, 2]), false, 3, |x, _, _| {
             read.push(x);
             Slot::Free
         });
         assert_eq!(read, vec![b]);
         assert_eq!(live(&mut t, 2), vec![(1, 1, 40)]);
         // A major GC reads everything.
-        t.reconcile(&mut pages(&[1, 2]), true, 4, |_, _| Slot::Free);
+        t.reconcile(&mut pages(&[1, 2]), true, 4, |_, _, _| Slot::Free);
         assert_eq!(live(&mut t, 3), vec![(1, 0, 0)]);
         // A new object makes its chunk young again.
         t.record_object(a, None, 0, 5, 4);
-        t.reconcile(&mut pages(&[1, 2]), false, 5, |_, _| Slot::Free);
+        t.reconcile(&mut pages(&[1, 2]), false, 5, |_, _, _| Slot::Free);
         assert_eq!(t.stats().freed, 3);
     }
 
@@ -383,7 +388,7 @@ mod tests {
         t.record_object(b, None, 0, 5, 1);
         t.record_object(b + SLOT, None, 0, 5, 1);
         // Page 2 was freed whole: its slots must not be read.
-        let freed = t.reconcile(&mut pages(&[1]), false, 2, |x, _| {
+        let freed = t.reconcile(&mut pages(&[1]), false, 2, |x, _, _| {
             assert!(x < 0x2_0000, "read a freed page at {x:#x}");
             Slot::Young
         });
@@ -403,7 +408,7 @@ mod tests {
             end: 0x2_0000,
             stride: 2 * SLOT,
         }];
-        let freed = t.reconcile(&mut heap, true, 2, |x, _| {
+        let freed = t.reconcile(&mut heap, true, 2, |x, _, _| {
             assert_eq!((x - start) % (2 * SLOT), 0);
             Slot::Young
         });
@@ -476,7 +481,7 @@ mod tests {
                 }
             }
             let mut reads = Vec::new();
-            let freed = t.reconcile(&mut heap, true, 2, |a, _| {
+            let freed = t.reconcile(&mut heap, true, 2, |a, _, _| {
                 reads.push(a);
                 state(a)
             });
