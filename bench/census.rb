@@ -18,8 +18,13 @@
 #   instructions  the load section's four configurations counted in
 #            instructions per request (puma under callgrind): no noise, user
 #            space only.
+#   window   what a sampled request costs (its window: hooks, records, ids),
+#            in process: the puma fixture's page through Rack::MockRequest,
+#            CPU time per request with no middleware and with the sampled
+#            census at 1 request in 2 (windows) and 1 in 10^6 (what every
+#            request pays), in alternating rounds. Not run by default.
 #
-#   ruby bench/census.rb [load|request|table|instructions]...   # all four by default
+#   ruby bench/census.rb [load|request|table|instructions|window]...   # the first four by default
 #   CI=1 ruby bench/census.rb                      # smoke sizes
 #   ROUNDS=3 DURATION=20 CONNECTIONS=8 THREADS=4 ruby bench/census.rb load
 require "etc"
@@ -245,12 +250,64 @@ def load_bench
               cpu.("census") - cpu.("tracing"), cpu.("none") / cpu.("census"))
 end
 
+# CPU seconds per call of `app` over `envs` (each a fresh copy), and the
+# objects allocated per call.
+def cpu_per_request(app, envs)
+  GC.start
+  allocated = GC.stat(:total_allocated_objects)
+  started = Process.clock_gettime(Process::CLOCK_PROCESS_CPUTIME_ID)
+  envs.each do |env|
+    _, _, body = app.call(env.dup)
+    body.close if body.respond_to?(:close)
+  end
+  [(Process.clock_gettime(Process::CLOCK_PROCESS_CPUTIME_ID) - started) / envs.size,
+   (GC.stat(:total_allocated_objects) - allocated).fdiv(envs.size)]
+end
+
+# The window section's child (one sample rate per process: the tracer's
+# hooks and the census are process-wide): rounds of no middleware, then the
+# sampled census, on the same requests; one line per round.
+def window_child(rate, requests, rounds)
+  require "rack/mock"
+  require_relative "request_work"
+  heap = keep_heap
+  page = ->(_env) { work }
+  envs = Array.new(requests) { Rack::MockRequest.env_for("/page") }
+  middleware = Rack::Objectspace.new(page, store: "file://#{Dir.mktmpdir}", auto_dump: false, census: :sampled,
+                                           sample_rate: rate, logger: Logger.new(IO::NULL))
+  rounds.times do
+    none, allocated = cpu_per_request(page, envs)
+    sampled, = cpu_per_request(middleware, envs)
+    puts [none, sampled, allocated].join(" ")
+  end
+  heap.size
+end
+
+def window_bench
+  requests = Integer(ENV.fetch("REQUESTS", CI ? 2_000 : 20_000))
+  rounds = Integer(ENV.fetch("ROUNDS", CI ? 1 : 3))
+  [2, 1_000_000].each do |rate|
+    out = IO.popen([RbConfig.ruby, __FILE__, "window_child", rate.to_s, requests.to_s, rounds.to_s], &:read)
+    abort "bench/census.rb window: the child failed" unless $?.success?
+    rows = out.lines.map { |l| l.split.map(&:to_f) }
+    over = rows.map { |none, sampled, _| (sampled - none) * 1e6 }.sort
+    none = rows.map(&:first).sort[rows.size / 2] * 1e6
+    puts format("sampled census at %s, in process (%d requests x %d rounds, %.0f allocations each): " \
+                "+%.1f us a request over %.1f us with no middleware (%.3fx; rounds +%.1f to +%.1f us)%s",
+                rate == 2 ? "1 request in 2" : "1 in 10^6", requests, rounds, rows.first[2], over[over.size / 2],
+                none, none / (none + over[over.size / 2]), over.first, over.last,
+                rate == 2 ? format(": a window costs ~%.0f us", 2 * over[over.size / 2]) : "")
+  end
+end
+
 SECTIONS.each do |section|
   case section
   when "request" then request_bench
   when "table" then table_bench
   when "load" then load_bench
   when "instructions" then instructions_bench
-  else abort "bench/census.rb: unknown section #{section.inspect} (load, request, table, instructions)"
+  when "window" then window_bench
+  when "window_child" then window_child(*ARGV.drop(1).map { |a| Integer(a) }) && exit
+  else abort "bench/census.rb: unknown section #{section.inspect} (load, request, table, instructions, window)"
   end
 end
