@@ -176,7 +176,14 @@ RSpec.describe "Rack::Objectspace in a Rails app", :slow,
         end
       end
     end.each(&:join)
-    rails.stop(grace: 60) # the workers' last census batches and dumps land at exit
+    # Each dump the census asked for lands before the server stops, as a
+    # person would wait for it: stopping signals the whole process group,
+    # and a dump child still writing is killed with it.
+    eventually(timeout: 60) do
+      asked = events(rails.log, "census_asks_dump").size
+      asked.positive? && Dir.glob("#{dir}/**/*.meta.json").size >= asked
+    end
+    rails.stop(grace: 60) # the workers' last census batches land at exit
 
     out, err, status = Open3.capture3(RbConfig.ruby, File.join(TestServers::ROOT, "exe", "rack-objectspace"),
                                       "leaks", dir, "--format", "json")
