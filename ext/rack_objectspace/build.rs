@@ -24,6 +24,17 @@ fn main() {
     if minor >= (3, 3) {
         println!("cargo:rustc-cfg=ruby_postponed_job_handle");
     }
+    // How the sampled census learns which objects a GC frees (src/windows.rs):
+    // Ruby 3.3 and 3.4 take the slow allocation path only for NEWOBJ hooks,
+    // so a GC hook between windows is free, and each exports a way to read
+    // the GC's verdict on an object (3.3 its mark bit at the end of marking,
+    // 3.4 whether it is garbage once sweeping begins). Other Rubies: ids.
+    println!("cargo:rustc-check-cfg=cfg(ruby_gc_verdict, values(\"marked\", \"garbage\"))");
+    match minor {
+        (3, 3) => println!("cargo:rustc-cfg=ruby_gc_verdict=\"marked\""),
+        (3, 4) => println!("cargo:rustc-cfg=ruby_gc_verdict=\"garbage\""),
+        _ => {}
+    }
     // The words of a control frame (vm_core.h's rb_control_frame_t) on the
     // Rubies whose layout the allocating-line cache was checked against
     // (src/frames.rs); on any other Ruby the cache is off.

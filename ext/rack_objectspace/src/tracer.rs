@@ -14,13 +14,14 @@
 //! Ruby. There is no FREEOBJ hook: Ruby dispatching one event per freed
 //! object cost more than the whole census does now (bench/census.rb).
 //!
-//! The sampled census (`Tracer.sample(rate, seed)`, `census: :sampled`):
-//! the hook counts down a random interval (`objectspace_core::sample`) and
-//! records only the allocation it ends on; the others read neither the
-//! frame's path nor its line and only count out a recorded object whose
-//! slot they reuse (`SiteTable::skip`). Ruby's own cost of having a NEWOBJ
-//! hook at all (its slow allocation path, the VM lock, the dispatch: ~357
-//! instructions per allocation on 3.1, docs/benchmarks.md) stays.
+//! The sampled census (`Tracer.sample(rate, seed)`, `census: :sampled`)
+//! sets the NEWOBJ hook only while a sampled request is served, and records
+//! every allocation of its thread (`windows.rs`); another thread's
+//! allocation then only counts out a recorded object whose slot it reuses
+//! (`SiteTable::skip`). Between those requests no allocation hook is set:
+//! Ruby's own cost of one (its slow allocation path, the VM lock, the
+//! dispatch: ~357 instructions per allocation on 3.1, docs/benchmarks.md)
+//! is paid in them only.
 
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -153,6 +154,10 @@ extern "C" fn on_gc(tpval: VALUE, _data: *mut c_void) {
         if event & rb_sys::RUBY_INTERNAL_EVENT_GC_START != 0 {
             // Ruby counts the GC before its start's hook.
             sites::global().lock().gc_start(rb_gc_count() as u64);
+        } else if event & rb_sys::RUBY_INTERNAL_EVENT_GC_END_MARK != 0 {
+            crate::windows::end_mark();
+        } else if event & rb_sys::RUBY_INTERNAL_EVENT_GC_EXIT != 0 {
+            crate::windows::gc_exit();
         } else if !RECONCILE.swap(true, Ordering::AcqRel) {
             // A full queue leaves RECONCILE set: the next census point runs it.
             queue_reconcile();
@@ -459,11 +464,38 @@ fn remove_newobj_hook() {
 }
 
 fn gc_tracepoint() -> VALUE {
+    // The end of marking and the GC's exit give the sampled census each
+    // GC's verdict (windows.rs), on the Rubies that have one.
+    let verdicts = if !crate::windows::VERDICTS {
+        0
+    } else if cfg!(ruby_gc_verdict = "garbage") {
+        rb_sys::RUBY_INTERNAL_EVENT_GC_END_MARK | rb_sys::RUBY_INTERNAL_EVENT_GC_EXIT
+    } else {
+        rb_sys::RUBY_INTERNAL_EVENT_GC_END_MARK
+    };
     make_tracepoint(
         &GC_TRACEPOINT,
-        rb_sys::RUBY_INTERNAL_EVENT_GC_START | rb_sys::RUBY_INTERNAL_EVENT_GC_END_SWEEP,
+        rb_sys::RUBY_INTERNAL_EVENT_GC_START | rb_sys::RUBY_INTERNAL_EVENT_GC_END_SWEEP | verdicts,
         on_gc,
     )
+}
+
+/// Whether the census's GC hook stays on between the sampled census's
+/// windows: on Rubies that give the GC's verdict it costs allocations
+/// nothing, and it is how recorded objects are counted out (windows.rs).
+fn gc_hook_between_windows() -> bool {
+    crate::windows::VERDICTS
+        && crate::windows::windowed()
+        && enabled()
+        && CENSUS.load(Ordering::Acquire)
+}
+
+/// Set the census's GC hook alone, where it stays on between windows.
+fn gc_hook_on() {
+    if gc_hook_between_windows() {
+        enable(gc_tracepoint());
+        note_gc_under_way();
+    }
 }
 
 /// Enable `tp` unless it is (with the GVL).
@@ -519,6 +551,8 @@ fn start(ruby: &Ruby) -> bool {
     STARTED.store(true, Ordering::Release);
     if !crate::windows::windowed() {
         hooks_on();
+    } else {
+        gc_hook_on();
     }
     true
 }
@@ -533,9 +567,13 @@ pub fn hooks_on() {
     add_newobj_hook();
 }
 
-/// Remove both hooks (with the GVL, outside any hook).
+/// Remove both hooks (with the GVL, outside any hook); the GC hook stays
+/// where it gives the sampled census each GC's verdict.
 pub fn hooks_off() {
     remove_newobj_hook();
+    if gc_hook_between_windows() {
+        return;
+    }
     let tp = GC_TRACEPOINT.load(Ordering::Acquire);
     if tp != 0 {
         // SAFETY: a live TracePoint, with the GVL.
@@ -589,6 +627,8 @@ pub fn enable_census(ruby: &Ruby) {
     CENSUS.store(true, Ordering::Release);
     if NEWOBJ_HOOK.load(Ordering::Acquire) {
         enable(gc_tracepoint());
+    } else {
+        gc_hook_on();
     }
 }
 
@@ -682,6 +722,7 @@ fn set_sample(rate: u64, seed: Option<u64>) {
     crate::windows::set_windowed(true);
     if crate::windows::idle() {
         hooks_off();
+        gc_hook_on();
     }
 }
 
@@ -782,6 +823,9 @@ pub fn init(ruby: &Ruby, native: RModule) -> RbResult<()> {
     tracer.define_module_function("check_slot_size", function!(check_slot_size_rb, 1))?;
     tracer.define_module_function("request_of", function!(request_of, 1))?;
     tracer.const_set("SLOT_SIZE", sites::SLOT_SIZE)?;
+    // Whether the sampled census keeps its GC hook on between windows and
+    // reads each GC's verdict (Ruby 3.3, 3.4) rather than giving ids.
+    tracer.const_set("GC_VERDICTS", crate::windows::VERDICTS)?;
     tracer.const_set("MAX_SITES", sites::MAX_SITES)?;
     tracer.const_set("MAX_FILES", sites::MAX_FILES)?;
     tracer.const_set("MAX_TABLE_BYTES", sites::MAX_TABLE_BYTES)?;

@@ -18,6 +18,16 @@
 //! GCs between windows are not seen as they happen: the census's next
 //! point (a request begins, a batch, a flush) sees that `GC.count` moved
 //! and reconciles then (`tracer::reconcile`).
+//!
+//! Ruby 3.3 and 3.4 take the slow allocation path only while a NEWOBJ hook
+//! is set: a GC hook costs allocations nothing there. So on those Rubies the
+//! census's GC hook stays on between windows, every GC is seen, and no
+//! object needs an id: at the end of each GC's marking, before its sweep
+//! frees anything (so before any slot can be reused), the recorded objects
+//! the GC found dead are counted out ([`verdict`]; 3.3 reads the mark bit,
+//! 3.4 asks whether the object is garbage once sweeping begins). The
+//! survivors stay in their slots until a later GC's verdict, or move with
+//! compaction.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -51,6 +61,15 @@ static IDS: Mutex<Option<Ids>> = Mutex::new(None);
 pub type Ids = HashMap<u64, (u64, u32)>;
 /// `IDS`' size after its last pruning.
 static PRUNED_AT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether this Ruby gives the GC's verdict on each object, and the census
+/// keeps its GC hook on between windows instead of giving ids (see above).
+pub const VERDICTS: bool = cfg!(any(ruby_gc_verdict = "marked", ruby_gc_verdict = "garbage"));
+/// The recorded objects of closed windows, awaiting each GC's verdict
+/// (with [`VERDICTS`]). Lock order: the site table's lock first.
+static WATCHED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+/// Marking ended and its verdict is due when the GC leaves (Ruby 3.4).
+static VERDICT_DUE: AtomicBool = AtomicBool::new(false);
 
 /// `RUBY_FL_SEEN_OBJ_ID`: the object has an id (Ruby 3.1 to 3.4).
 const FL_SEEN_OBJ_ID: u64 = 1 << 9;
@@ -113,7 +132,11 @@ pub fn end_request() {
         return;
     }
     THREAD_SAMPLED.set(false);
-    identify_pending();
+    if VERDICTS {
+        watch_pending();
+    } else {
+        identify_pending();
+    }
     let was = OPEN
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
         .unwrap_or(0);
@@ -198,6 +221,94 @@ fn identify_pending() {
     }
 }
 
+/// The objects a window recorded, still recorded as it closes, await the
+/// verdict of each GC from now on (with [`VERDICTS`]).
+fn watch_pending() {
+    let pending = std::mem::take(&mut *lock(&PENDING));
+    if pending.is_empty() {
+        return;
+    }
+    let table = sites::global().lock();
+    let mut watched = lock(&WATCHED);
+    watched.extend(
+        pending
+            .into_iter()
+            .filter(|&a| table.site_and_request(a).is_some()),
+    );
+}
+
+/// A GC's marking ended (GC_END_MARK, in the GC): its verdict now (3.3),
+/// or as the GC leaves, once sweeping has begun (3.4).
+pub fn end_mark() {
+    if cfg!(ruby_gc_verdict = "marked") {
+        verdict();
+    } else if cfg!(ruby_gc_verdict = "garbage") {
+        VERDICT_DUE.store(true, Ordering::Release);
+    }
+}
+
+/// The GC leaves (GC_EXIT, in the GC): the verdict due since its marking
+/// ended, before the app allocates again (3.4).
+pub fn gc_exit() {
+    if VERDICT_DUE.swap(false, Ordering::AcqRel) {
+        verdict();
+    }
+}
+
+/// Whether the GC that has just marked frees the object at `address` (a
+/// recorded object's slot: no GC freed it since it was recorded, or its
+/// verdict counted it out).
+///
+/// # Safety
+/// In the GC hook, between the end of marking and the first allocation.
+#[allow(unused_variables)]
+unsafe fn dead(address: u64) -> bool {
+    #[cfg(ruby_gc_verdict = "marked")]
+    // SAFETY: a live object's slot (see above), marking done.
+    return unsafe { crate::ffi::rb_objspace_marked_object_p(address as VALUE) } == 0;
+    #[cfg(ruby_gc_verdict = "garbage")]
+    // SAFETY: as above; a page freed whole by the sweep is not read.
+    return unsafe {
+        !crate::ffi::rb_gc_pointer_to_heap_p(address as VALUE)
+            || crate::ffi::rb_objspace_garbage_object_p(address as VALUE)
+    };
+    #[allow(unreachable_code)]
+    false
+}
+
+/// Count out the recorded objects the GC found dead: those of closed
+/// windows, and those of windows still open (the hook would see their
+/// slots reused; counted out now all the same). In the GC, after marking
+/// and before the app allocates: nothing here allocates a Ruby object.
+fn verdict() {
+    if !VERDICTS {
+        return;
+    }
+    let mut table = sites::global().lock();
+    let mut watched = lock(&WATCHED);
+    watched.sort_unstable();
+    watched.dedup();
+    watched.retain(|&address| {
+        if table.site_and_request(address).is_none() {
+            return false;
+        }
+        // SAFETY: a recorded object's slot, in the GC after marking.
+        if unsafe { dead(address) } {
+            table.free(address);
+            return false;
+        }
+        true
+    });
+    drop(watched);
+    let pending = lock(&PENDING);
+    for &address in pending.iter() {
+        // SAFETY: as above.
+        if table.site_and_request(address).is_some() && unsafe { dead(address) } {
+            table.free(address);
+        }
+    }
+}
+
 /// For a reconciliation: whether the live object in the recorded slot at
 /// `address`, recorded in `generation`, is the one recorded there. An
 /// object given an id as its window closed is the one whose id it still has
@@ -244,11 +355,11 @@ pub fn ids() -> std::sync::MutexGuard<'static, Option<Ids>> {
 /// id left at a destination was a freed object's. In the GC, with the site
 /// table locked. A destination is never also a source (it was free).
 pub fn follow(moves: &[(u64, u64)]) {
-    {
-        let mut pending = lock(&PENDING);
-        if !pending.is_empty() {
+    for list in [&PENDING, &WATCHED] {
+        let mut list = lock(list);
+        if !list.is_empty() {
             let to: HashMap<u64, u64> = moves.iter().copied().collect();
-            for address in pending.iter_mut() {
+            for address in list.iter_mut() {
                 if let Some(&new) = to.get(address) {
                     *address = new;
                 }
@@ -274,13 +385,14 @@ pub fn follow(moves: &[(u64, u64)]) {
 /// Forget every window and id (the tracer stopped or cleared its table).
 pub fn clear() {
     lock(&PENDING).clear();
+    lock(&WATCHED).clear();
     *lock(&IDS) = None;
     PRUNED_AT.store(0, Ordering::Relaxed);
     OPENED.store(0, Ordering::Relaxed);
 }
 
-/// `(windows opened, objects with an id)` for `Tracer.stats`.
+/// `(windows opened, objects with an id or awaiting verdicts)` for `Tracer.stats`.
 pub fn stats() -> (u64, u64) {
-    let ids = lock(&IDS).as_ref().map_or(0, |ids| ids.len() as u64);
+    let ids = lock(&IDS).as_ref().map_or(0, |ids| ids.len() as u64) + lock(&WATCHED).len() as u64;
     (OPENED.load(Ordering::Relaxed), ids)
 }
