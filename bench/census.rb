@@ -18,7 +18,8 @@
 #   instructions  the load section's four configurations counted in
 #            instructions per request (puma under callgrind): no noise, user
 #            space only.
-#   window   what a sampled request costs (its window: hooks, records, ids),
+#   window   what a sampled request costs (its window: hooks, records, ids
+#            on 3.1, the GC's verdicts on 3.3+),
 #            in process: the puma fixture's page through Rack::MockRequest,
 #            CPU time per request with no middleware and with the sampled
 #            census at 1 request in 2 (windows) and 1 in 10^6 (what every
@@ -280,7 +281,7 @@ def window_child(rate, requests, rounds)
     sampled, = cpu_per_request(middleware, envs)
     puts [none, sampled, allocated].join(" ")
   end
-  heap.size
+  heap.size # the app's long-lived heap, alive until here
 end
 
 def window_bench
@@ -307,7 +308,9 @@ SECTIONS.each do |section|
   when "load" then load_bench
   when "instructions" then instructions_bench
   when "window" then window_bench
-  when "window_child" then window_child(*ARGV.drop(1).map { |a| Integer(a) }) && exit
+  when "window_child"
+    window_child(*ARGV.drop(1).map { |a| Integer(a) })
+    exit
   else abort "bench/census.rb: unknown section #{section.inspect} (load, request, table, instructions, window)"
   end
 end

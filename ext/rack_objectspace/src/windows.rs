@@ -170,21 +170,10 @@ fn identifiable(ty: u64) -> bool {
 /// freed it, and its reconciliation has not run yet). With the GVL and the
 /// hooks on: no slot was reused unseen since the object was recorded.
 fn identify_pending() {
-    let pending = std::mem::take(&mut *lock(&PENDING));
-    if pending.is_empty() {
+    let recorded = take_pending();
+    if recorded.is_empty() {
         return;
     }
-    let recorded: Vec<(u64, u32)> = {
-        let table = sites::global().lock();
-        pending
-            .into_iter()
-            .filter_map(|a| {
-                table
-                    .site_and_request(a)
-                    .map(|(_, _, generation)| (a, generation))
-            })
-            .collect()
-    };
     // No lock is held while Ruby gives ids: rb_obj_id allocates no object
     // for a Fixnum id, but takes Ruby's own VM lock.
     let found: Vec<(u64, Option<(u64, u32)>)> = recorded
@@ -224,17 +213,27 @@ fn identify_pending() {
 /// The objects a window recorded, still recorded as it closes, await the
 /// verdict of each GC from now on (with [`VERDICTS`]).
 fn watch_pending() {
+    let recorded = take_pending();
+    lock(&WATCHED).extend(recorded.into_iter().map(|(address, _)| address));
+}
+
+/// The objects recorded in the window closing now that the site table still
+/// holds (a GC the window saw may have counted some out), with the
+/// generation each was recorded in.
+fn take_pending() -> Vec<(u64, u32)> {
     let pending = std::mem::take(&mut *lock(&PENDING));
     if pending.is_empty() {
-        return;
+        return Vec::new();
     }
     let table = sites::global().lock();
-    let mut watched = lock(&WATCHED);
-    watched.extend(
-        pending
-            .into_iter()
-            .filter(|&a| table.site_and_request(a).is_some()),
-    );
+    pending
+        .into_iter()
+        .filter_map(|a| {
+            table
+                .site_and_request(a)
+                .map(|(_, _, generation)| (a, generation))
+        })
+        .collect()
 }
 
 /// A GC's marking ended (GC_END_MARK, in the GC): its verdict now (3.3),
@@ -257,22 +256,36 @@ pub fn gc_exit() {
 
 /// Whether the GC that has just marked frees the object at `address` (a
 /// recorded object's slot: no GC freed it since it was recorded, or its
-/// verdict counted it out).
+/// verdict counted it out). Ruby 3.3: its mark bit.
 ///
 /// # Safety
 /// In the GC hook, between the end of marking and the first allocation.
-#[allow(unused_variables)]
+#[cfg(ruby_gc_verdict = "marked")]
 unsafe fn dead(address: u64) -> bool {
-    #[cfg(ruby_gc_verdict = "marked")]
     // SAFETY: a live object's slot (see above), marking done.
-    return unsafe { crate::ffi::rb_objspace_marked_object_p(address as VALUE) } == 0;
-    #[cfg(ruby_gc_verdict = "garbage")]
-    // SAFETY: as above; a page freed whole by the sweep is not read.
-    return unsafe {
+    unsafe { crate::ffi::rb_objspace_marked_object_p(address as VALUE) == 0 }
+}
+
+/// As above; Ruby 3.4: whether it is garbage once sweeping has begun (a
+/// page the sweep freed whole is not read).
+///
+/// # Safety
+/// As above.
+#[cfg(ruby_gc_verdict = "garbage")]
+unsafe fn dead(address: u64) -> bool {
+    // SAFETY: see above.
+    unsafe {
         !crate::ffi::rb_gc_pointer_to_heap_p(address as VALUE)
             || crate::ffi::rb_objspace_garbage_object_p(address as VALUE)
-    };
-    #[allow(unreachable_code)]
+    }
+}
+
+/// Rubies without a verdict never ask ([`verdict`] returns first).
+///
+/// # Safety
+/// None needed.
+#[cfg(not(any(ruby_gc_verdict = "marked", ruby_gc_verdict = "garbage")))]
+unsafe fn dead(_address: u64) -> bool {
     false
 }
 
@@ -285,10 +298,9 @@ fn verdict() {
         return;
     }
     let mut table = sites::global().lock();
-    let mut watched = lock(&WATCHED);
-    watched.sort_unstable();
-    watched.dedup();
-    watched.retain(|&address| {
+    // Counts the object at `address` out if the GC found it dead; whether it
+    // is still recorded.
+    let mut judge = |address: u64| {
         if table.site_and_request(address).is_none() {
             return false;
         }
@@ -298,14 +310,14 @@ fn verdict() {
             return false;
         }
         true
-    });
+    };
+    let mut watched = lock(&WATCHED);
+    watched.sort_unstable();
+    watched.dedup();
+    watched.retain(|&address| judge(address));
     drop(watched);
-    let pending = lock(&PENDING);
-    for &address in pending.iter() {
-        // SAFETY: as above.
-        if table.site_and_request(address).is_some() && unsafe { dead(address) } {
-            table.free(address);
-        }
+    for &address in lock(&PENDING).iter() {
+        judge(address);
     }
 }
 
@@ -355,14 +367,16 @@ pub fn ids() -> std::sync::MutexGuard<'static, Option<Ids>> {
 /// id left at a destination was a freed object's. In the GC, with the site
 /// table locked. A destination is never also a source (it was free).
 pub fn follow(moves: &[(u64, u64)]) {
+    let mut to: Option<HashMap<u64, u64>> = None;
     for list in [&PENDING, &WATCHED] {
         let mut list = lock(list);
-        if !list.is_empty() {
-            let to: HashMap<u64, u64> = moves.iter().copied().collect();
-            for address in list.iter_mut() {
-                if let Some(&new) = to.get(address) {
-                    *address = new;
-                }
+        if list.is_empty() {
+            continue;
+        }
+        let to = to.get_or_insert_with(|| moves.iter().copied().collect());
+        for address in list.iter_mut() {
+            if let Some(&new) = to.get(address) {
+                *address = new;
             }
         }
     }
