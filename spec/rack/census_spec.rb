@@ -221,11 +221,13 @@ RSpec.describe "Rack::Objectspace census" do
       line = __LINE__ + 1
       kept = Array.new(300) { |i| "kept #{i}" * 4 }
       GC.start
+      alive_at_a = heap_count(native, line)
       native::Census.request("GET", "/a")
       native::Census.walk
       native::Census.request("GET", "/b")
       100.times { kept.pop } # (pop(100) would share, and keep, the buffer)
       GC.start
+      alive_at_c = heap_count(native, line)
       native::Census.request("GET", "/c")
       lines = census_lines(native::Census.take_batch("h", Process.pid)[1])
       site = lines.find { |l| l["file"] == __FILE__ && l["line"] == line && l["type"] == "STRING" }
@@ -233,9 +235,12 @@ RSpec.describe "Rack::Objectspace census" do
       counts = lines.select { |l| l.key?("requests") }.to_h do |point|
         [point["endpoints"].first[1], point["counts"].find { |id, _, _| id == site["site"] }]
       end
-      expect(counts["/a"][1]).to eq(300)
+      # The heap's own count, not 300 and 200: Ruby marks the machine stack
+      # conservatively, so a stale word there can keep a temporary String of
+      # that line, or one just popped, through a GC. The census counts it too.
+      expect(counts["/a"][1]).to eq(alive_at_a).and be_between(300, 303)
       expect(counts["/b"][2]).to be >= 300 * 41 # the walk: at least one slot and the 40-byte string each
-      expect(counts["/c"][1]).to eq(200)
+      expect(counts["/c"][1]).to eq(alive_at_c).and be_between(200, 203)
       expect(kept.size).to eq(200)
     end
 
@@ -246,10 +251,10 @@ RSpec.describe "Rack::Objectspace census" do
     ALLOC_LINE = __LINE__ + 1
     def allocate_strings(n, tag) = Array.new(n) { tag.dup }
 
-    def heap_count(native)
+    def heap_count(native, at = ALLOC_LINE)
       ObjectSpace.each_object(String).count do |s|
         file, line, = native::Tracer.site(s)
-        file == __FILE__ && line == ALLOC_LINE
+        file == __FILE__ && line == at
       end
     end
 
