@@ -35,6 +35,21 @@ fn main() {
         (3, 4) => println!("cargo:rustc-cfg=ruby_gc_verdict=\"garbage\""),
         _ => {}
     }
+    // The bytes of a heap page, as this Ruby says (GC::INTERNAL_CONSTANTS;
+    // 0 if it does not): 3.3 and 3.4 align each page to its size, so the
+    // 3.4 verdict asks Ruby whether a page is still a heap page once for
+    // all the recorded objects on it (src/windows.rs).
+    let page_bytes = Command::new(&ruby)
+        .args(["-e", "print GC::INTERNAL_CONSTANTS[:HEAP_PAGE_SIZE].to_i"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    std::fs::write(format!("{out}/heap_page_bytes.rs"), format!("{page_bytes}"))
+        .expect("OUT_DIR is writable");
     // The words of a control frame (vm_core.h's rb_control_frame_t) on the
     // Rubies whose layout the allocating-line cache was checked against
     // (src/frames.rs); on any other Ruby the cache is off.

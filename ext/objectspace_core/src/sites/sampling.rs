@@ -8,7 +8,8 @@
 
 use crate::sample::Countdown;
 
-use super::slab::Near;
+use super::model::count_out;
+use super::slab::{split, Near};
 use super::table::SiteTable;
 
 impl SiteTable {
@@ -21,6 +22,41 @@ impl SiteTable {
     #[inline]
     pub fn skip(&mut self, address: u64) {
         self.count_out_at(address, Near::Allocation);
+    }
+
+    /// A GC's verdict on recorded objects (the sampled census on Rubies
+    /// that give one): keep in `addresses` those still recorded that
+    /// `dead` says the GC did not find dead; count the dead ones out. The
+    /// list is sorted and deduplicated first, so that its addresses are
+    /// looked up a chunk at a time and `dead` is asked in address order
+    /// (the glue asks Ruby once per heap page). Never allocates.
+    pub fn retain_alive(&mut self, addresses: &mut Vec<u64>, mut dead: impl FnMut(u64) -> bool) {
+        addresses.sort_unstable();
+        addresses.dedup();
+        let mut chunk = None;
+        addresses.retain(|&address| {
+            let (key, slot) = split(address);
+            let c = match chunk {
+                Some((k, c)) if k == key => c,
+                _ => {
+                    let c = self.slab.chunk_index(key);
+                    chunk = Some((key, c));
+                    c
+                }
+            };
+            let Some(c) = c else {
+                return false;
+            };
+            let c = &mut self.slab.chunks_mut()[c as usize];
+            if c.entries[slot].site == 0 {
+                return false;
+            }
+            if dead(address) {
+                count_out(&mut self.interner.sites, &mut self.freed, c.take(slot));
+                return false;
+            }
+            true
+        });
     }
 
     /// The sampled census records the requests `sampler` picks (None: every
@@ -69,5 +105,28 @@ mod tests {
         // Kept by clear (the tracer restarting keeps its sampling).
         t.clear();
         assert_eq!(t.sample(), 64);
+    }
+
+    #[test]
+    fn a_verdict_counts_out_the_dead_and_keeps_the_recorded_survivors() {
+        let mut t = SiteTable::default();
+        for address in [0x1_0028, 0x1_0050, 0x1_0078, 0x5_0028] {
+            t.record_object(address, Some((1, b"a.rb")), 3, 5, 1);
+        }
+        t.free(0x1_0078); // counted out since (a reconciliation): no longer asked about
+        let mut watched = vec![0x5_0028, 0x1_0078, 0x1_0028, 0x9_0000, 0x1_0050, 0x1_0028];
+        let mut asked = Vec::new();
+        t.retain_alive(&mut watched, |address| {
+            asked.push(address);
+            address == 0x1_0050
+        });
+        assert_eq!(
+            asked,
+            vec![0x1_0028, 0x1_0050, 0x5_0028],
+            "recorded ones, in address order, once each"
+        );
+        assert_eq!(watched, vec![0x1_0028, 0x5_0028]);
+        assert_eq!(t.lookup(0x1_0050), None);
+        assert_eq!(live(&mut t, 1), vec![(1, 2, 80)]);
     }
 }
