@@ -8,13 +8,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-env-changed=RUBY");
     let ruby = std::env::var("RUBY").unwrap_or_else(|_| "ruby".into());
-    let version = Command::new(&ruby)
-        .args(["-e", "print RUBY_VERSION"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .unwrap_or_default();
+    let version = ruby_prints(&ruby, "print RUBY_VERSION");
     println!("cargo:rustc-env=RACK_OBJECTSPACE_BUILT_FOR={version}");
     // Ruby 3.3 replaced rb_postponed_job_register_one (deprecated there) with
     // a handle registered once and triggered from the hook.
@@ -39,13 +33,9 @@ fn main() {
     // 0 if it does not): 3.3 and 3.4 align each page to its size, so the
     // 3.4 verdict asks Ruby whether a page is still a heap page once for
     // all the recorded objects on it (src/windows.rs).
-    let page_bytes = Command::new(&ruby)
-        .args(["-e", "print GC::INTERNAL_CONSTANTS[:HEAP_PAGE_SIZE].to_i"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
+    let page_bytes = ruby_prints(&ruby, "print GC::INTERNAL_CONSTANTS[:HEAP_PAGE_SIZE].to_i")
+        .trim()
+        .parse::<u64>()
         .unwrap_or(0);
     let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     std::fs::write(format!("{out}/heap_page_bytes.rs"), format!("{page_bytes}"))
@@ -59,4 +49,15 @@ fn main() {
         (3, 3) | (3, 4) => println!("cargo:rustc-cfg=ruby_frame_words=\"7\""),
         _ => {}
     }
+}
+
+/// What `ruby -e code` prints, or "" if it fails.
+fn ruby_prints(ruby: &str, code: &str) -> String {
+    Command::new(ruby)
+        .args(["-e", code])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .unwrap_or_default()
 }
