@@ -263,9 +263,10 @@ const HEAP_PAGE_BYTES: u64 = include!(concat!(env!("OUT_DIR"), "/heap_page_bytes
 #[derive(Default)]
 struct Verdicts {
     /// Ruby 3.4: the heap page last asked about (its address /
-    /// [`HEAP_PAGE_BYTES`]) and whether it is still one.
+    /// [`HEAP_PAGE_BYTES`]), whether its first recorded object was a slot
+    /// of a heap page, and whether an object on it was found alive.
     #[cfg(ruby_gc_verdict = "garbage")]
-    page: Option<(u64, bool)>,
+    page: Option<(u64, bool, bool)>,
 }
 
 impl Verdicts {
@@ -281,27 +282,49 @@ impl Verdicts {
         unsafe { crate::ffi::rb_objspace_marked_object_p(address as VALUE) == 0 }
     }
 
-    /// As above; Ruby 3.4: whether it is garbage once sweeping has begun (a
-    /// page the sweep freed whole is not read). Whether its page is still a
-    /// heap page is asked once per page (a binary search over the heap's
-    /// pages, ~135 instructions).
+    /// As above; Ruby 3.4: whether it is garbage once sweeping has begun.
+    /// The sweep may already have freed a page it emptied, or given it to
+    /// another size pool (other slot boundaries), so an address is read only
+    /// once Ruby says it is a slot of a heap page (a binary search over the
+    /// heap's pages, ~135 instructions). That is asked once per page, and
+    /// again only for an object that reads alive, until one is confirmed:
+    /// - the page's first recorded object is not a slot of a heap page: the
+    ///   page was emptied (freed or given away), so all its recorded objects
+    ///   are dead;
+    /// - an object reads garbage: it is dead (had the page been given away,
+    ///   it would be dead all the same);
+    /// - an object reads alive: confirmed a slot (a page given away holds
+    ///   no live object yet), and then so is the page: it was not emptied.
     ///
     /// # Safety
     /// As above.
     #[cfg(ruby_gc_verdict = "garbage")]
     unsafe fn dead(&mut self, address: u64) -> bool {
-        let page = address / HEAP_PAGE_BYTES.max(1);
-        let on_heap = match self.page {
-            Some((p, on_heap)) if p == page && HEAP_PAGE_BYTES > 0 => on_heap,
-            _ => {
-                // SAFETY: any address may be asked.
-                let on_heap = unsafe { crate::ffi::rb_gc_pointer_to_heap_p(address as VALUE) };
-                self.page = Some((page, on_heap));
-                on_heap
-            }
+        use crate::ffi::{rb_gc_pointer_to_heap_p, rb_objspace_garbage_object_p};
+        let value = address as VALUE;
+        let page = address.checked_div(HEAP_PAGE_BYTES);
+        let known = match (self.page, page) {
+            (Some((p, on_heap, intact)), Some(page)) if p == page => Some((on_heap, intact)),
+            _ => None,
         };
-        // SAFETY: a slot of a heap page (see above).
-        !on_heap || unsafe { crate::ffi::rb_objspace_garbage_object_p(address as VALUE) }
+        // SAFETY: any address may be asked whether it is a slot; one is read
+        // only when it is (or its page holds a confirmed live object).
+        unsafe {
+            let Some((on_heap, intact)) = known else {
+                let on_heap = rb_gc_pointer_to_heap_p(value);
+                let alive = on_heap && !rb_objspace_garbage_object_p(value);
+                self.page = page.map(|p| (p, on_heap, alive));
+                return !alive;
+            };
+            if !on_heap || rb_objspace_garbage_object_p(value) {
+                return true;
+            }
+            if !intact && !rb_gc_pointer_to_heap_p(value) {
+                return true;
+            }
+        }
+        self.page = page.map(|p| (p, true, true));
+        false
     }
 
     /// Rubies without a verdict never ask ([`verdict`] returns first).
