@@ -219,7 +219,12 @@ RSpec.describe Rack::Objectspace do
         kept = dumps.map { |d| count_at(d, LEAK_LINE) }
         expect(kept).to eq([1, 2, 3, 4, 5])
         expect(dumps.map { |d| count_at(d, GARBAGE_LINE) }).to all(eq(0))
-        expect(dumps.map { |d| count_at(d, BODY_LINE) }.max).to be <= 2
+        # Each response is 4 objects of BODY_LINE (Array, Hash, body Array,
+        # String): 20 if they accumulated. A few may be alive at a dump: the
+        # current response's, and one a stale machine-stack word keeps through
+        # the dump's GC (Ruby marks that stack conservatively; seen once in a
+        # full run on 3.4).
+        expect(dumps.map { |d| count_at(d, BODY_LINE) }.max).to be <= 3
         # A retained dump is small: only what was allocated since the first dumped request.
         expect(dumps.last.size).to be < 5_000
         metas = store.keys.grep(/meta\.json\z/).sort.map { |k| JSON.parse(store[k]) }
