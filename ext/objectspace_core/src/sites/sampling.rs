@@ -33,21 +33,11 @@ impl SiteTable {
     pub fn retain_alive(&mut self, addresses: &mut Vec<u64>, mut dead: impl FnMut(u64) -> bool) {
         addresses.sort_unstable();
         addresses.dedup();
-        let mut chunk = None;
         addresses.retain(|&address| {
             let (key, slot) = split(address);
-            let c = match chunk {
-                Some((k, c)) if k == key => c,
-                _ => {
-                    let c = self.slab.chunk_index(key);
-                    chunk = Some((key, c));
-                    c
-                }
-            };
-            let Some(c) = c else {
+            let Some(c) = self.slab.find(key, Near::Free) else {
                 return false;
             };
-            let c = &mut self.slab.chunks_mut()[c as usize];
             if c.entries[slot].site == 0 {
                 return false;
             }

@@ -163,12 +163,6 @@ impl Slab {
         Some(&mut self.chunks[index as usize])
     }
 
-    /// The index of the chunk of key `key`, if it exists.
-    #[inline]
-    pub(super) fn chunk_index(&self, key: u64) -> Option<u32> {
-        self.index.get(&key).copied()
-    }
-
     /// The chunk of key `key`, if it exists.
     #[inline]
     pub(super) fn get(&self, key: u64) -> Option<&Chunk> {
