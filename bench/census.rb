@@ -28,6 +28,7 @@
 #   ruby bench/census.rb [load|request|table|instructions|window]...   # the first four by default
 #   CI=1 ruby bench/census.rb                      # smoke sizes
 #   ROUNDS=3 DURATION=20 CONNECTIONS=8 THREADS=4 ruby bench/census.rb load
+#   CONFIGS=none,sampled RACK_OBJECTSPACE_SAMPLE_RATE=1000000 ruby bench/census.rb instructions
 require "etc"
 require "json"
 require "tmpdir"
@@ -133,8 +134,9 @@ def get_pages(port, count)
 end
 
 # The same three configurations counted in instructions, which a busy shared
-# machine does not blur: puma under callgrind, WARMUP requests, the counters
-# zeroed (callgrind_control -z), then REQUESTS requests counted (every thread
+# machine does not blur: puma under callgrind, WARMUP requests, a full GC, the
+# counters zeroed (callgrind_control -z), then REQUESTS requests counted with
+# the GC disabled but for a full GC every GC_EVERY of them (every thread
 # of the process: request threads, the census thread, the GC). User space
 # only: the kernel's share of a request (its socket work) is not counted, so
 # these ratios are lower than throughput ones. Wall-clock timers run ~50x
@@ -149,9 +151,12 @@ def instructions_bench
   requests = Integer(ENV.fetch("REQUESTS", CI ? 200 : 5_000))
   warmup = Integer(ENV.fetch("WARMUP", CI ? 100 : 1_000))
   heap = Integer(ENV.fetch("APP_HEAP_OBJECTS", 200_000))
+  gc_every = Integer(ENV.fetch("GC_EVERY", 1_000))
   store = Dir.mktmpdir("objectspace-census-bench-")
   dir = Dir.mktmpdir("objectspace-census-callgrind-")
-  per_request = puma_configs(store, heap).to_h do |label, env|
+  configs = puma_configs(store, heap)
+  configs = configs.slice(*ENV["CONFIGS"].split(",")) if ENV["CONFIGS"] # e.g. CONFIGS=none,sampled
+  per_request = configs.to_h do |label, env|
     out = File.join(dir, "#{label}.%p")
     puma = TestServers.puma(threads: 4, env: env, name: "census-ir-#{label}", timeout: 300,
                             wrap: ["valgrind", "--tool=callgrind", "--callgrind-out-file=#{out}"])
@@ -161,32 +166,50 @@ def instructions_bench
       # Past the census's first heap walk (at its first batch; later ones
       # keep to 0.2% of the time): the steady state is counted.
       get_pages(puma.port, 50) while stats.call.dig("census", "walks")&.zero?
-      before = stats.call["allocated"]
+      # A GC of the app's heap costs as much as thousands of requests, and
+      # when Ruby runs one depends on how the heap grew before: the number of
+      # GCs among one configuration's counted requests differed from
+      # another's by up to 9 minor and 1 major in 10,000 requests, which moved
+      # a figure by up to ~20,000 instructions a request. So the counted
+      # requests run with the GC disabled, and every GC_EVERY of them (and
+      # before the first) a full GC: the same GCs in every configuration.
+      gc = -> { JSON.parse(Net::HTTP.get(URI("http://127.0.0.1:#{puma.port}/__gc?then=disable"))) }
+      before = gc.call
       system("callgrind_control", "-z", puma.pid.to_s, %i[out err] => File::NULL) or abort "callgrind_control -z failed"
-      get_pages(puma.port, requests)
+      requests.fdiv(gc_every).ceil.times do |i|
+        gc.call unless i.zero?
+        get_pages(puma.port, [gc_every, requests - i * gc_every].min)
+      end
+      gc.call # the last GC_EVERY requests' GC, counted as the others'
       system("callgrind_control", "-d", puma.pid.to_s, %i[out err] => File::NULL) or abort "callgrind_control -d failed"
-      allocations = (stats.call["allocated"] - before).fdiv(requests)
+      after = stats.call
+      allocations = (after["allocated"] - before["allocated"]).fdiv(requests)
+      gcs = %w[minor_gcs major_gcs].map { |k| after[k] - before[k] }
       dump = "#{out.sub('%p', puma.pid.to_s)}.1"
       total = File.foreach(dump).find { |l| l.start_with?("totals:", "summary:") }
-      [label, [Integer(total.split[1]).fdiv(requests), allocations]]
+      [label, [Integer(total.split[1]).fdiv(requests), allocations, gcs]]
     ensure
       puma.stop(grace: 60)
     end
   end
   FileUtils.rm_rf([store, dir])
-  none, tracing, census = per_request.values_at("none", "tracing", "census").map(&:first)
-  allocations = per_request["none"].last
-  puts format("instructions per request under puma -t 4:4 (callgrind, %d requests after %d, app heap %d strings, " \
-              "%.0f allocations a request): none %.0f, tracing %.0f (+%.0f, %.0f per allocation), census %.0f " \
-              "(+%.0f over tracing, %.0f per allocation)", requests, warmup, heap, allocations, none, tracing,
-              tracing - none, (tracing - none) / allocations, census, census - tracing,
-              (census - tracing) / allocations)
-  puts format("by instructions: tracing %.3fx none, census %.3fx tracing alone, %.3fx none (user space only)",
-              none / tracing, tracing / census, none / census)
-  sampled = per_request["sampled"].first
-  puts format("sampled census (census: :sampled, 1 in %d): %.0f per request (+%.0f over none, %.1f per allocation), " \
-              "%.3fx none by instructions", Rack::Objectspace::Native::Tracer::DEFAULT_SAMPLE_RATE, sampled,
-              sampled - none, (sampled - none) / allocations, none / sampled)
+  none, allocations = per_request.fetch("none")
+  if (tracing = per_request.dig("tracing", 0)) && (census = per_request.dig("census", 0))
+    puts format("instructions per request under puma -t 4:4 (callgrind, %d requests after %d, a full GC every %d, app " \
+                "heap %d strings, %.0f allocations a request): none %.0f, tracing %.0f (+%.0f, %.0f per allocation), census %.0f " \
+                "(+%.0f over tracing, %.0f per allocation)", requests, warmup, gc_every, heap, allocations, none, tracing,
+                tracing - none, (tracing - none) / allocations, census, census - tracing,
+                (census - tracing) / allocations)
+    puts format("by instructions: tracing %.3fx none, census %.3fx tracing alone, %.3fx none (user space only)",
+                none / tracing, tracing / census, none / census)
+  end
+  puts "GCs among the counted requests (minor/major): " +
+       per_request.map { |label, (_, _, (minor, major))| "#{label} #{minor}/#{major}" }.join(", ")
+  return unless (sampled = per_request.dig("sampled", 0))
+
+  rate = ENV.fetch("RACK_OBJECTSPACE_SAMPLE_RATE", Rack::Objectspace::Native::Tracer::DEFAULT_SAMPLE_RATE)
+  puts format("sampled census (census: :sampled, 1 in %s): %.0f per request (+%.0f over none, %.1f per allocation), " \
+              "%.3fx none by instructions", rate, sampled, sampled - none, (sampled - none) / allocations, none / sampled)
 end
 
 def load_bench
