@@ -8,8 +8,9 @@ module Rack
     # variable, else a default (Options::TABLE); anything wrong raises
     # ArgumentError at boot, naming the option, the value and what is accepted.
     class Config
-      # One reader per option of Options::TABLE.
-      Options::NAMES.each { |name| define_method(name) { @values[name] } }
+      # One reader per option of Options::TABLE: plain attribute readers,
+      # as the middleware reads some on every request.
+      attr_reader(*Options::NAMES)
 
       # @return [String, nil] the store's URL; nil for a []= store
       attr_reader :store_url
@@ -17,7 +18,7 @@ module Rack
       # @param keywords [Hash{Symbol => Object}] the keywords given to Rack::Objectspace.new
       # @raise [ArgumentError] for an unknown keyword or a bad value, alone or with the others
       def initialize(**keywords)
-        @values = Options.resolve(keywords).freeze
+        Options.resolve(keywords).each { |name, value| instance_variable_set(:"@#{name}", value) }
         check_store
         if every.nil? && token.nil? && !census
           Options.fail!(:every, nil, "a positive Integer when token: is not set and census: is off " \
