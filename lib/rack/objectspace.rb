@@ -149,8 +149,10 @@ module Rack
 
     # Why this request is dumped (:token, :census, :every), or nil.
     def dump?(env)
-      triggered = trigger(env)
-      return triggered && :token unless triggered.nil?
+      if @config.token # every request asks: no call when no token is set
+        triggered = trigger(env)
+        return triggered && :token unless triggered.nil?
+      end
       return :census if @census&.dump_due?
       return nil if @config.every.nil?
       return nil if @config.paths && !path_matches?(env["PATH_INFO"].to_s)

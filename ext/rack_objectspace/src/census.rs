@@ -37,6 +37,15 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// `bytes` as text: borrowed when valid UTF-8 (checked fast, as nearly
+/// always), else with each invalid sequence replaced.
+fn utf8(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// `Census.enable`: reconcile the counts after every GC whenever the tracer runs.
 fn enable(ruby: &Ruby) {
     tracer::enable_census(ruby);
@@ -76,19 +85,21 @@ fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
     // SAFETY: the strings are only read, and no Ruby code runs (nothing can
     // change or free them) until begin_request returns.
     let method = unsafe { bytes_of(method) };
-    let path: Cow<[u8]> = match parts {
-        [] => Cow::Borrowed(&[]),
-        [one] => Cow::Borrowed(unsafe { bytes_of(*one) }),
-        many => Cow::Owned(
-            many.iter()
-                .flat_map(|&p| unsafe { bytes_of(p) })
-                .copied()
-                .collect(),
-        ),
-    };
+    // SCRIPT_NAME is most often empty: a part alone is borrowed.
+    let mut path: Cow<[u8]> = Cow::Borrowed(&[]);
+    for part in parts.iter().map(|&p| unsafe { bytes_of(p) }) {
+        if part.is_empty() {
+            continue;
+        }
+        if path.is_empty() {
+            path = Cow::Borrowed(part);
+        } else {
+            path.to_mut().extend_from_slice(part);
+        }
+    }
     // Borrowed when valid UTF-8 (at most 16 and 2048 bytes), else repaired.
-    let method = String::from_utf8_lossy(&method[..method.len().min(16)]);
-    let path = String::from_utf8_lossy(&path[..path.len().min(2048)]);
+    let method = utf8(&method[..method.len().min(16)]);
+    let path = utf8(&path[..path.len().min(2048)]);
     // SAFETY: reads a counter; called with the GVL.
     let gc = unsafe { rb_gc_count() } as u64;
     let at = now_ms();

@@ -259,7 +259,9 @@ pub fn reconcile_finished() {
 fn reconcile_if_due(finish: bool) {
     // Plain loads first: every census point calls this, and nearly always
     // there is nothing to do (a store would write the cache line each time).
-    let unseen_gc = crate::windows::windowed()
+    // Ruby 3.3+ keeps the GC hook on between windows: it sees every GC.
+    let unseen_gc = !crate::windows::VERDICTS
+        && crate::windows::windowed()
         && !NEWOBJ_HOOK.load(Ordering::Acquire)
         && CENSUS.load(Ordering::Acquire)
         && enabled()
