@@ -136,7 +136,8 @@ end
 # The same three configurations counted in instructions, which a busy shared
 # machine does not blur: puma under callgrind, WARMUP requests, a full GC, the
 # counters zeroed (callgrind_control -z), then REQUESTS requests counted with
-# the GC disabled but for a full GC every GC_EVERY of them (every thread
+# the GC disabled but for a GC every GC_EVERY of them, full every MAJOR_EVERY
+# (every thread
 # of the process: request threads, the census thread, the GC). User space
 # only: the kernel's share of a request (its socket work) is not counted, so
 # these ratios are lower than throughput ones. Wall-clock timers run ~50x
@@ -151,7 +152,8 @@ def instructions_bench
   requests = Integer(ENV.fetch("REQUESTS", CI ? 200 : 5_000))
   warmup = Integer(ENV.fetch("WARMUP", CI ? 100 : 1_000))
   heap = Integer(ENV.fetch("APP_HEAP_OBJECTS", 200_000))
-  gc_every = Integer(ENV.fetch("GC_EVERY", 1_000))
+  gc_every = Integer(ENV.fetch("GC_EVERY", 500))
+  major_every = Integer(ENV.fetch("MAJOR_EVERY", 5_000))
   store = Dir.mktmpdir("objectspace-census-bench-")
   dir = Dir.mktmpdir("objectspace-census-callgrind-")
   configs = puma_configs(store, heap)
@@ -171,16 +173,17 @@ def instructions_bench
       # GCs among one configuration's counted requests differed from
       # another's by up to 9 minor and 1 major in 10,000 requests, which moved
       # a figure by up to ~20,000 instructions a request. So the counted
-      # requests run with the GC disabled, and every GC_EVERY of them (and
-      # before the first) a full GC: the same GCs in every configuration.
-      gc = -> { JSON.parse(Net::HTTP.get(URI("http://127.0.0.1:#{puma.port}/__gc?then=disable"))) }
-      before = gc.call
+      # requests run with the GC disabled, with a full GC before them and a
+      # GC after every GC_EVERY of them: minor, and full every MAJOR_EVERY
+      # (left alone, they ran 6-23 minor and 0-3 major GCs in 10,000
+      # requests). The same GCs in every configuration.
+      gc = ->(minor) { JSON.parse(Net::HTTP.get(URI("http://127.0.0.1:#{puma.port}/__gc?minor=#{minor ? 1 : 0}&then=disable"))) }
+      before = gc.call(false)
       system("callgrind_control", "-z", puma.pid.to_s, %i[out err] => File::NULL) or abort "callgrind_control -z failed"
       requests.fdiv(gc_every).ceil.times do |i|
-        gc.call unless i.zero?
         get_pages(puma.port, [gc_every, requests - i * gc_every].min)
+        gc.call(((i + 1) * gc_every % major_every).nonzero?)
       end
-      gc.call # the last GC_EVERY requests' GC, counted as the others'
       system("callgrind_control", "-d", puma.pid.to_s, %i[out err] => File::NULL) or abort "callgrind_control -d failed"
       after = stats.call
       allocations = (after["allocated"] - before["allocated"]).fdiv(requests)
@@ -195,9 +198,9 @@ def instructions_bench
   FileUtils.rm_rf([store, dir])
   none, allocations = per_request.fetch("none")
   if (tracing = per_request.dig("tracing", 0)) && (census = per_request.dig("census", 0))
-    puts format("instructions per request under puma -t 4:4 (callgrind, %d requests after %d, a full GC every %d, app " \
-                "heap %d strings, %.0f allocations a request): none %.0f, tracing %.0f (+%.0f, %.0f per allocation), census %.0f " \
-                "(+%.0f over tracing, %.0f per allocation)", requests, warmup, gc_every, heap, allocations, none, tracing,
+    puts format("instructions per request under puma -t 4:4 (callgrind, %d requests after %d, a GC every %d, full every " \
+                "%d, app heap %d strings, %.0f allocations a request): none %.0f, tracing %.0f (+%.0f, %.0f per allocation), census %.0f " \
+                "(+%.0f over tracing, %.0f per allocation)", requests, warmup, gc_every, major_every, heap, allocations, none, tracing,
                 tracing - none, (tracing - none) / allocations, census, census - tracing,
                 (census - tracing) / allocations)
     puts format("by instructions: tracing %.3fx none, census %.3fx tracing alone, %.3fx none (user space only)",
