@@ -137,8 +137,7 @@ end
 # machine does not blur: puma under callgrind, WARMUP requests, a full GC, the
 # counters zeroed (callgrind_control -z), then REQUESTS requests counted with
 # the GC disabled but for a GC every GC_EVERY of them, full every MAJOR_EVERY
-# (every thread
-# of the process: request threads, the census thread, the GC). User space
+# (every thread of the process: request threads, the census thread, the GC). User space
 # only: the kernel's share of a request (its socket work) is not counted, so
 # these ratios are lower than throughput ones. Wall-clock timers run ~50x
 # slower under valgrind: the census's 5 s batches come every few hundred

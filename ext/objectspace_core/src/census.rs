@@ -287,9 +287,10 @@ impl Census {
     /// Fold the request now beginning (endpoint `id`) into the last pending
     /// point, if nothing changed since it and it can take it.
     fn fold(&mut self, table: &SiteTable, id: u32, gc_count: u64, at_ms: u64) -> bool {
-        let Some(last) = self.pending.last() else {
+        let Some(index) = self.pending.len().checked_sub(1) else {
             return false;
         };
+        let last = &self.pending[index];
         if !self.foldable
             || table.changes_pending() > 0
             || !self.carried.is_empty()
@@ -304,9 +305,7 @@ impl Census {
         let other = self.other_endpoint(len);
         let last_id = push_endpoint(&mut self.point_endpoints, from, id, 1, other);
         let end = self.point_endpoints.len();
-        let Some(last) = self.pending.last_mut() else {
-            return false;
-        };
+        let last = &mut self.pending[index];
         self.folded = Some(Folded {
             before_at_ms: last.at_ms,
             last_id,
