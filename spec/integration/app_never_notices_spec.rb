@@ -287,7 +287,7 @@ RSpec.describe "Rack::Objectspace leaves the app alone", :slow do
             begin
               File.open(fifo, "w") { |f| f.write(block) while feeding }
             rescue Errno::EPIPE, IOError
-              nil # the reader reopened (it looked at the first bytes) or stopped
+              nil # the reader stopped
             end
           end
         end

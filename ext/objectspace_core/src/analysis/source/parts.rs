@@ -21,6 +21,11 @@ pub fn splittable(input: &Input) -> Option<(PathBuf, u64)> {
     let Input::Local(path) = input else {
         return None;
     };
+    // Look before opening: opening a FIFO waits for its writer, and closing it
+    // again kills a writer whose write lands before the reader reopens it.
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     let file = File::open(path).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() {
