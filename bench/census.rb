@@ -29,6 +29,7 @@
 #   CI=1 ruby bench/census.rb                      # smoke sizes
 #   ROUNDS=3 DURATION=20 CONNECTIONS=8 THREADS=4 ruby bench/census.rb load
 #   CONFIGS=none,sampled RACK_OBJECTSPACE_SAMPLE_RATE=1000000 ruby bench/census.rb instructions
+#   CONFIGS=tracing,census CALLGRIND_DIR=/tmp/cg ruby bench/census.rb instructions  # keeps the files
 require "etc"
 require "json"
 require "tmpdir"
@@ -154,7 +155,9 @@ def instructions_bench
   gc_every = Integer(ENV.fetch("GC_EVERY", 500))
   major_every = Integer(ENV.fetch("MAJOR_EVERY", 5_000))
   store = Dir.mktmpdir("objectspace-census-bench-")
-  dir = Dir.mktmpdir("objectspace-census-callgrind-")
+  # CALLGRIND_DIR=dir keeps each configuration's callgrind file there, for
+  # callgrind_annotate (with a build that has symbols: docs/benchmarks.md).
+  dir = ENV["CALLGRIND_DIR"]&.then { |d| FileUtils.mkdir_p(d).first } || Dir.mktmpdir("objectspace-census-callgrind-")
   configs = puma_configs(store, heap)
   configs = configs.slice(*ENV["CONFIGS"].split(",")) if ENV["CONFIGS"] # e.g. CONFIGS=none,sampled
   per_request = configs.to_h do |label, env|
@@ -194,24 +197,25 @@ def instructions_bench
       puma.stop(grace: 60)
     end
   end
-  FileUtils.rm_rf([store, dir])
-  none, allocations = per_request.fetch("none")
-  if (tracing = per_request.dig("tracing", 0)) && (census = per_request.dig("census", 0))
-    puts format("instructions per request under puma -t 4:4 (callgrind, %d requests after %d, a GC every %d, full every " \
-                "%d, app heap %d strings, %.0f allocations a request): none %.0f, tracing %.0f (+%.0f, %.0f per allocation), census %.0f " \
-                "(+%.0f over tracing, %.0f per allocation)", requests, warmup, gc_every, major_every, heap, allocations, none, tracing,
-                tracing - none, (tracing - none) / allocations, census, census - tracing,
-                (census - tracing) / allocations)
-    puts format("by instructions: tracing %.3fx none, census %.3fx tracing alone, %.3fx none (user space only)",
-                none / tracing, tracing / census, none / census)
+  FileUtils.rm_rf([store, *(dir unless ENV["CALLGRIND_DIR"])])
+  puts format("instructions per request under puma -t 4:4 (callgrind, %d requests after %d, a GC every %d, full every " \
+              "%d, app heap %d strings):", requests, warmup, gc_every, major_every, heap)
+  per_request.each do |label, (count, allocations, (minor, major))|
+    puts format("  %-8s %9.0f (%.0f allocations a request; GCs among them %d minor, %d major)", label, count, allocations,
+                minor, major)
   end
-  puts "GCs among the counted requests (minor/major): " +
-       per_request.map { |label, (_, _, (minor, major))| "#{label} #{minor}/#{major}" }.join(", ")
-  return unless (sampled = per_request.dig("sampled", 0))
+  count = ->(label) { per_request.dig(label, 0) }
+  allocations = per_request.values.first[1]
+  over = lambda do |label, base|
+    return unless count.(label) && count.(base)
 
+    format("%s +%.0f over %s (%.0f an allocation, %.3fx)", label, count.(label) - count.(base), base,
+           (count.(label) - count.(base)) / allocations, count.(base) / count.(label))
+  end
   rate = ENV.fetch("RACK_OBJECTSPACE_SAMPLE_RATE", Rack::Objectspace::Native::Tracer::DEFAULT_SAMPLE_RATE)
-  puts format("sampled census (census: :sampled, 1 in %s): %.0f per request (+%.0f over none, %.1f per allocation), " \
-              "%.3fx none by instructions", rate, sampled, sampled - none, (sampled - none) / allocations, none / sampled)
+  ratios = [over.("tracing", "none"), over.("census", "tracing"), over.("census", "none"),
+            over.("sampled", "none")&.sub("sampled", "sampled (1 in #{rate})")].compact
+  puts "by instructions (user space only): #{ratios.join('; ')}" unless ratios.empty?
 end
 
 def load_bench
