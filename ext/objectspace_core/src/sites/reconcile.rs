@@ -35,8 +35,8 @@ impl SiteTable {
     /// another object: report it Free). Entries outside every page (a page freed whole, or a
     /// slot boundary that moved when its page was reused for another slot
     /// size) are counted out unread. `full` after a major GC; else only the
-    /// chunks that may hold young objects are read. `gc` is the GC count
-    /// now. After a minor GC, an object recorded in that generation was
+    /// entries not yet found old are read (a chunk's `young_bits`). `gc` is
+    /// the GC count now. After a minor GC, an object recorded in that generation was
     /// allocated after the GC's marking (a minor GC marks all at once), so on
     /// a page already swept: that GC cannot have freed it, and it is young,
     /// unread. Lazy sweeping lets the app allocate for much of a GC cycle:
@@ -67,19 +67,23 @@ impl SiteTable {
             let mut cursor = SlotCursor::new(pages, base);
             let mut young = 0u32;
             let entries = &mut chunk.entries;
+            let young_bits = &mut chunk.young_bits;
             for (w, word) in chunk.occupied.iter_mut().enumerate() {
-                let mut bits = *word;
+                // After a minor GC, only the entries not yet found old.
+                let mut bits = if full { *word } else { *word & young_bits[w] };
                 while bits != 0 {
                     let bit = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
                     let i = w * 64 + bit;
-                    if entries[i].site == 0 {
+                    let entry = &entries[i];
+                    if entry.site == 0 {
                         // Never set so; a stale bit must not count anything out.
                         *word &= !(1 << bit);
                         continue;
                     }
-                    if Some(entries[i].generation) == unjudged {
+                    if Some(entry.generation) == unjudged {
                         young += 1;
+                        young_bits[w] |= 1 << bit;
                         continue;
                     }
                     let state = match cursor.slot_at(base + i as u64 * SLOT) {
@@ -87,8 +91,8 @@ impl SiteTable {
                             read += 1;
                             slot(
                                 address,
-                                sites[(entries[i].site - 1) as usize].ty,
-                                entries[i].generation,
+                                sites[(entry.site - 1) as usize].ty,
+                                entry.generation,
                             )
                         }
                         None => Slot::Free,
@@ -98,8 +102,11 @@ impl SiteTable {
                             count_out(sites, &mut freed, std::mem::take(&mut entries[i]));
                             *word &= !(1 << bit);
                         }
-                        Slot::Young => young += 1,
-                        Slot::Old => {}
+                        Slot::Young => {
+                            young += 1;
+                            young_bits[w] |= 1 << bit;
+                        }
+                        Slot::Old => young_bits[w] &= !(1 << bit),
                     }
                 }
             }
@@ -378,6 +385,49 @@ mod tests {
         t.record_object(a, None, 0, 5, 4);
         t.reconcile(&mut pages(&[1, 2]), false, 5, |_, _, _| Slot::Free);
         assert_eq!(t.stats().freed, 3);
+    }
+
+    #[test]
+    fn a_minor_reconciliation_skips_objects_found_old_beside_young_ones() {
+        let mut t = SiteTable::default();
+        let a = first_slot(1);
+        let (old, young) = (a, a + SLOT);
+        t.record_object(old, None, 0, 5, 1);
+        t.record_object(young, None, 0, 5, 1);
+        let mut read = Vec::new();
+        let judge = |x: u64| if x == old { Slot::Old } else { Slot::Young };
+        t.reconcile(&mut pages(&[1]), false, 2, |x, _, _| {
+            read.push(x);
+            judge(x)
+        });
+        assert_eq!(read, vec![old, young]);
+        // The same chunk still holds a young object, but the old one is not read again.
+        read.clear();
+        t.reconcile(&mut pages(&[1]), false, 3, |x, _, _| {
+            read.push(x);
+            judge(x)
+        });
+        assert_eq!(read, vec![young]);
+        // A major GC reads both; the object recorded again in the old one's
+        // slot (it was freed by that GC and reused) is young until found old.
+        read.clear();
+        t.reconcile(&mut pages(&[1]), true, 4, |x, _, _| {
+            read.push(x);
+            if x == old {
+                Slot::Free
+            } else {
+                Slot::Old
+            }
+        });
+        assert_eq!(read, vec![old, young]);
+        t.record_object(old, None, 0, 5, 4);
+        read.clear();
+        let freed = t.reconcile(&mut pages(&[1]), false, 5, |x, _, _| {
+            read.push(x);
+            Slot::Free
+        });
+        assert_eq!((read, freed), (vec![old], 1));
+        assert_eq!(live(&mut t, 5), vec![(1, 1, 40)]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub const MAX_TABLE_BYTES: u64 = 256 << 20;
 const ENTRY_BYTES: u64 = std::mem::size_of::<Entry>() as u64;
 /// Words of a chunk's bitmap of recorded entries.
 const OCCUPIED_WORDS: usize = PER_CHUNK.div_ceil(64);
-pub(super) const CHUNK_BYTES: u64 = PER_CHUNK as u64 * ENTRY_BYTES + OCCUPIED_WORDS as u64 * 8;
+pub(super) const CHUNK_BYTES: u64 = PER_CHUNK as u64 * ENTRY_BYTES + 2 * OCCUPIED_WORDS as u64 * 8;
 
 /// The chunk key and the entry index of `address`.
 #[inline]
@@ -34,6 +34,10 @@ pub(super) struct Chunk {
     /// Which entries hold a recorded object (site != 0), so that a
     /// reconciliation skips the empty ones a word at a time.
     pub(super) occupied: [u64; OCCUPIED_WORDS],
+    /// Which entries a minor GC may have freed: set when recorded, cleared
+    /// when a reconciliation finds the object old (a minor GC frees no old
+    /// object). Meaningful only where `occupied` is set.
+    pub(super) young_bits: [u64; OCCUPIED_WORDS],
     /// Entries recorded since the last reconciliation, plus those it found
     /// alive and not yet old (0: a minor GC cannot have freed any).
     pub(super) young: u32,
@@ -51,6 +55,7 @@ impl Chunk {
         Self {
             entries,
             occupied: [0; OCCUPIED_WORDS],
+            young_bits: [0; OCCUPIED_WORDS],
             young: 0,
             key,
         }
@@ -61,6 +66,7 @@ impl Chunk {
     pub(super) fn put(&mut self, slot: usize, entry: Entry) -> Entry {
         let old = std::mem::replace(&mut self.entries[slot], entry);
         self.occupied[slot / 64] |= 1 << (slot % 64);
+        self.young_bits[slot / 64] |= 1 << (slot % 64);
         self.young = self.young.saturating_add(1);
         old
     }
@@ -235,8 +241,10 @@ pub struct Page {
 pub(super) struct SlotCursor<'a> {
     pages: &'a [Page],
     base: u64,
-    /// The first page that may hold the next entry's slot.
+    /// The first page that may hold the next entry's slot, and a copy of it
+    /// (`end` 0 past the last page: nothing is found there).
     page: usize,
+    at: Page,
     /// Where in its 40 bytes an entry of this chunk finds the page's slots,
     /// when the page's stride is a multiple of 40 (Ruby's always are).
     phase: Option<u64>,
@@ -249,6 +257,11 @@ impl<'a> SlotCursor<'a> {
             pages,
             base,
             page: pages.partition_point(|p| p.end <= base),
+            at: Page {
+                start: 0,
+                end: 0,
+                stride: SLOT,
+            },
             phase: None,
         };
         cursor.enter_page();
@@ -256,9 +269,17 @@ impl<'a> SlotCursor<'a> {
     }
 
     fn enter_page(&mut self) {
-        self.phase = self.pages.get(self.page).and_then(|p| {
-            (p.stride % SLOT == 0).then(|| (p.start % SLOT + SLOT - self.base % SLOT) % SLOT)
-        });
+        let Some(&p) = self.pages.get(self.page) else {
+            self.at.end = 0;
+            self.phase = None;
+            return;
+        };
+        self.at = Page {
+            stride: p.stride.max(SLOT),
+            ..p
+        };
+        self.phase =
+            (p.stride % SLOT == 0).then(|| (p.start % SLOT + SLOT - self.base % SLOT) % SLOT);
     }
 
     /// The slot starting in `[lo, lo + SLOT)`, if any; `lo` only grows
@@ -266,13 +287,16 @@ impl<'a> SlotCursor<'a> {
     #[inline]
     pub(super) fn slot_at(&mut self, lo: u64) -> Option<u64> {
         loop {
-            let page = self.pages.get(self.page)?;
+            let page = self.at;
             if lo >= page.end {
+                if self.page >= self.pages.len() {
+                    return None;
+                }
                 self.page += 1;
                 self.enter_page();
                 continue;
             }
-            let stride = page.stride.max(SLOT);
+            let stride = page.stride;
             let v = match self.phase {
                 // Every slot of the page is this far into some entry's 40
                 // bytes: the one candidate is at that offset.
@@ -295,7 +319,7 @@ impl<'a> SlotCursor<'a> {
             }
             let on_slot = v >= page.start
                 && v < lo + SLOT
-                && (stride == SLOT || (v - page.start) % stride == 0);
+                && (stride == SLOT || (v - page.start).is_multiple_of(stride));
             return on_slot.then_some(v);
         }
     }
