@@ -8,7 +8,6 @@ use std::ffi::{c_int, c_void};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use magnus::r_hash::ForEach;
 use magnus::rb_sys::AsRawValue;
 use magnus::{function, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use objectspace_core::census::{self, Census, RequestEndpoints};
@@ -17,8 +16,8 @@ use objectspace_core::store::Store;
 use objectspace_core::writer::Writer;
 use objectspace_core::Error as CoreError;
 use rb_sys::{
-    rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_mod_name, ruby_special_consts,
-    Qtrue, VALUE,
+    rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_hash_foreach, rb_mod_name,
+    ruby_special_consts, st_retval, Qtrue, VALUE,
 };
 use rustc_hash::FxHashMap;
 
@@ -123,25 +122,63 @@ fn claim(env: RHash, input: Value) {
     if request == 0 {
         return;
     }
-    let mut objects = Vec::with_capacity(env.len() + 2);
+    let mut objects = Claimed {
+        request,
+        len: 0,
+        buf: [0; CLAIMED],
+    };
     objects.push(env.as_raw());
     if !input.is_nil() {
         objects.push(input.as_raw());
     }
-    // Collected first: nothing may allocate while the table is locked.
-    let _ = env.foreach(|_: Value, v: Value| {
+    // Ruby's own iteration (no Ruby block, no closure per value): every
+    // request pays it. It calls back with no exception to catch: the callback
+    // neither raises nor changes the Hash.
+    unsafe extern "C" fn value(_key: VALUE, v: VALUE, arg: VALUE) -> c_int {
         // Special constants (nil, true, Integers, Symbols...) are not objects.
-        let raw = v.as_raw();
-        let immediate = raw & ruby_special_consts::RUBY_IMMEDIATE_MASK as VALUE != 0
-            || raw & !(ruby_special_consts::RUBY_Qnil as VALUE) == 0;
+        let immediate = v & ruby_special_consts::RUBY_IMMEDIATE_MASK as VALUE != 0
+            || v & !(ruby_special_consts::RUBY_Qnil as VALUE) == 0;
         if !immediate {
-            objects.push(raw);
+            // SAFETY: `arg` is the `Claimed` below, alive for the call.
+            unsafe { (*(arg as *mut Claimed)).push(v) };
         }
-        Ok(ForEach::Continue)
-    });
-    let mut t = sites::global().lock();
-    for object in objects {
-        t.claim(object, request);
+        st_retval::ST_CONTINUE as c_int
+    }
+    // SAFETY: `env` is a live Hash; the callback matches rb_hash_foreach's.
+    unsafe {
+        rb_hash_foreach(
+            env.as_raw(),
+            Some(value),
+            &mut objects as *mut Claimed as VALUE,
+        )
+    };
+    objects.flush();
+}
+
+/// Objects to claim, collected on the stack a batch at a time: nothing may
+/// allocate while the table is locked, so the values are collected first.
+const CLAIMED: usize = 64;
+struct Claimed {
+    request: u32,
+    len: usize,
+    buf: [VALUE; CLAIMED],
+}
+
+impl Claimed {
+    fn push(&mut self, object: VALUE) {
+        if self.len == CLAIMED {
+            self.flush();
+        }
+        self.buf[self.len] = object;
+        self.len += 1;
+    }
+
+    fn flush(&mut self) {
+        let mut t = sites::global().lock();
+        for &object in &self.buf[..self.len] {
+            t.claim(object, self.request);
+        }
+        self.len = 0;
     }
 }
 
