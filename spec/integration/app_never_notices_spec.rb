@@ -299,6 +299,54 @@ RSpec.describe "Rack::Objectspace leaves the app alone", :slow do
         feeder.join(5) || feeder.kill
       end
       # And the next analysis runs as usual.
+      expect_an_analysis_to_run
+    end
+
+    it "stops an analysis waiting for input that never comes (a FIFO nobody writes to)" do
+      Dir.mktmpdir("fifo-") do |dir|
+        fifo = File.join(dir, "dump.json")
+        File.mkfifo(fifo)
+        waiter = Thread.new { Rack::Objectspace::Analysis.summary(fifo, top: 5) }
+        expect(raise_into(waiter, after: 0.5)).to be < 3
+        # Its reader, left waiting in open(2), gets a writer and ends.
+        release_reader(fifo)
+      end
+      expect_an_analysis_to_run
+    end
+
+    it "lets Ctrl-C end the command while it waits for such input" do
+      Dir.mktmpdir("fifo-") do |dir|
+        fifo = File.join(dir, "dump.json")
+        File.mkfifo(fifo)
+        err = File.join(dir, "err")
+        pid = Process.spawn(RbConfig.ruby, File.expand_path("../../exe/rack-objectspace", __dir__), "summary", fifo,
+                            err: err, out: File::NULL)
+        begin
+          # Booted, its signal handlers set, and its analysis thread waiting in open(2).
+          threads = -> { Dir.glob("/proc/#{pid}/task/*/comm").map { |f| File.read(f).strip rescue "" } } # rubocop:disable Style/RescueModifier
+          deadline = now + 30
+          sleep 0.05 until threads.call.any? { |name| name.start_with?("rack-objectspa") } || now > deadline
+          sleep 0.2
+          Process.kill(:INT, pid)
+          deadline = now + 10
+          sleep 0.05 until (exited = Process.wait2(pid, Process::WNOHANG)&.last) || now > deadline
+          expect(exited&.exitstatus).to eq(130), "after Ctrl-C: #{exited.inspect}, #{File.read(err)}"
+        ensure
+          unless exited
+            Process.kill(:KILL, pid)
+            Process.wait(pid)
+          end
+        end
+      end
+    end
+
+    def release_reader(fifo)
+      File.open(fifo, File::WRONLY | File::NONBLOCK, &:close)
+    rescue Errno::ENXIO
+      nil # no reader left
+    end
+
+    def expect_an_analysis_to_run
       Dir.mktmpdir("plain-") do |dir|
         path = File.join(dir, "dump.json")
         File.write(path, %({"address":"0x1", "type":"STRING", "file":"a.rb", "line":1, "memsize":40}\n))

@@ -107,64 +107,78 @@ fn threads() -> usize {
         .unwrap_or(2)
 }
 
+/// What the caller's thread and the analysis thread share.
+struct Shared {
+    bar: Bar,
+    cancelled: AtomicBool,
+}
+
+/// How long a raise waits for the analysis to stop at its next block of
+/// input before leaving it to stop on its own.
+const GRACE: Duration = Duration::from_millis(500);
+
 /// Run an analysis without the GVL, showing `bar`. The analysis runs on a
 /// thread of its own while this one waits; Ctrl-C (or Thread#raise) stops it
 /// at the next block of input and raises the pending exception. A signal with
 /// nothing to raise (a trap, SIGCHLD) lets it go on.
-fn run<T: Send>(
+fn run<T: Send + 'static>(
     ruby: &Ruby,
     bar: Bar,
-    analysis: impl FnOnce(analysis::Progress) -> Result<T, AnalysisError> + Send,
+    analysis: impl FnOnce(analysis::Progress) -> Result<T, AnalysisError> + Send + 'static,
 ) -> RbResult<T> {
-    let cancelled = AtomicBool::new(false);
-    let tick = |d: u64| {
-        bar.tick(d);
-        !cancelled.load(Ordering::Relaxed)
-    };
-    let result = std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("rack-objectspace analysis".into())
-            .spawn_scoped(scope, || guarded(|| analysis(&tick)))
-            .map_err(|e| {
-                Error::new(
-                    class(ruby, "Error"),
-                    format!("cannot start the analysis: {e}"),
-                )
-            })?;
-        let waited = wait_for(ruby, |stop| loop {
-            if worker.is_finished() {
-                return Some(());
-            }
-            if stop.load(Ordering::Relaxed) {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        });
-        let mut raised = waited.err();
-        if raised.is_some() {
-            // Ruby raises: the analysis stops at its next block of input.
-            cancelled.store(true, Ordering::Relaxed);
-        }
-        // That block may have to come from another Ruby thread (a pipe it
-        // feeds): wait for the worker without the GVL, never join holding it.
-        while !worker.is_finished() {
-            let until_finished = || {
-                while !worker.is_finished() {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+    let shared = std::sync::Arc::new(Shared {
+        bar,
+        cancelled: AtomicBool::new(false),
+    });
+    let theirs = std::sync::Arc::clone(&shared);
+    let worker = std::thread::Builder::new()
+        .name("rack-objectspace analysis".into())
+        .spawn(move || {
+            let tick = |d: u64| {
+                theirs.bar.tick(d);
+                !theirs.cancelled.load(Ordering::Relaxed)
             };
-            if let Err(e) = nogvl(ruby, until_finished) {
-                cancelled.store(true, Ordering::Relaxed);
-                raised.get_or_insert(e);
+            guarded(|| analysis(&tick))
+        })
+        .map_err(|e| {
+            Error::new(
+                class(ruby, "Error"),
+                format!("cannot start the analysis: {e}"),
+            )
+        })?;
+    let waited = wait_for(ruby, |stop| loop {
+        if worker.is_finished() {
+            return Some(());
+        }
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    });
+    if let Err(raised) = waited {
+        // Ruby raises: the analysis stops at its next block of input. That
+        // block may have to come from another Ruby thread (a pipe it feeds),
+        // so it is waited for without the GVL, for a moment: input that never
+        // comes (a FIFO nobody opened for writing, a stalled pipe) must not
+        // hold the raise. The thread then ends on its own when its read
+        // returns.
+        shared.cancelled.store(true, Ordering::Relaxed);
+        let _ = nogvl(ruby, || {
+            let until = Instant::now() + GRACE;
+            while !worker.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
             }
+        });
+        if worker.is_finished() {
+            let _ = worker.join();
         }
-        let joined = worker.join();
-        if let Some(e) = raised {
-            return Err(e);
-        }
-        joined.map_err(|_| Error::new(class(ruby, "Error"), "the analysis thread panicked"))
-    })?;
-    bar.finish();
+        shared.bar.finish();
+        return Err(raised);
+    }
+    let result = worker
+        .join()
+        .map_err(|_| Error::new(class(ruby, "Error"), "the analysis thread panicked"))?;
+    shared.bar.finish();
     result.map_err(|e| to_ruby(ruby, e))
 }
 
@@ -173,7 +187,7 @@ fn summary(ruby: &Ruby, spec: String, top: usize, progress: bool) -> RbResult<St
     let input = input(ruby, &spec)?;
     let bar = Bar::new(progress, input.stored_size(), "reading");
     let started = Instant::now();
-    let mut report = run(ruby, bar, |tick| analysis::summary(&input, tick, top))?;
+    let mut report = run(ruby, bar, move |tick| analysis::summary(&input, tick, top))?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     serde_json::to_string(&report).map_err(|e| encode_error(ruby, e))
 }
@@ -190,7 +204,9 @@ fn diff(
     let (a, b, c) = (input(ruby, &a)?, input(ruby, &b)?, input(ruby, &c)?);
     let total = a.stored_size() + b.stored_size() + c.stored_size();
     let bar = Bar::new(progress, total, "reading");
-    let report = run(ruby, bar, |tick| analysis::diff([&a, &b, &c], tick, top))?;
+    let report = run(ruby, bar, move |tick| {
+        analysis::diff([&a, &b, &c], tick, top)
+    })?;
     serde_json::to_string(&report).map_err(|e| encode_error(ruby, e))
 }
 
@@ -214,7 +230,7 @@ fn leaks(
         threads: threads(),
         floor,
     };
-    let report = run(ruby, bar, |tick| {
+    let report = run(ruby, bar, move |tick| {
         analysis::leaks_with(&source, tick, options)
     })?;
     serde_json::to_string(&report).map_err(|e| encode_error(ruby, e))
