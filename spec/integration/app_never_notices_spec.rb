@@ -276,9 +276,7 @@ RSpec.describe "Rack::Objectspace leaves the app alone", :slow do
     end
 
     it "stops an analysis at once" do
-      Dir.mktmpdir("fifo-") do |dir|
-        fifo = File.join(dir, "dump.json")
-        File.mkfifo(fifo)
+      with_fifo do |fifo|
         feeding = true
         # An endless dump: the analysis reads as long as the feeder writes.
         block = %({"address":"0x1", "type":"STRING", "file":"a.rb", "line":1, "memsize":40}\n) * 10_000
@@ -303,9 +301,7 @@ RSpec.describe "Rack::Objectspace leaves the app alone", :slow do
     end
 
     it "stops an analysis waiting for input that never comes (a FIFO nobody writes to)" do
-      Dir.mktmpdir("fifo-") do |dir|
-        fifo = File.join(dir, "dump.json")
-        File.mkfifo(fifo)
+      with_fifo do |fifo|
         waiter = Thread.new { Rack::Objectspace::Analysis.summary(fifo, top: 5) }
         expect(raise_into(waiter, after: 0.5)).to be < 3
         # Its reader, left waiting in open(2), gets a writer and ends.
@@ -315,9 +311,7 @@ RSpec.describe "Rack::Objectspace leaves the app alone", :slow do
     end
 
     it "lets Ctrl-C end the command while it waits for such input" do
-      Dir.mktmpdir("fifo-") do |dir|
-        fifo = File.join(dir, "dump.json")
-        File.mkfifo(fifo)
+      with_fifo do |fifo, dir|
         err = File.join(dir, "err")
         pid = Process.spawn(RbConfig.ruby, File.expand_path("../../exe/rack-objectspace", __dir__), "summary", fifo,
                             err: err, out: File::NULL)
@@ -337,6 +331,15 @@ RSpec.describe "Rack::Objectspace leaves the app alone", :slow do
             Process.wait(pid)
           end
         end
+      end
+    end
+
+    # A FIFO (dump.json) in a folder of its own: yields its path and the folder.
+    def with_fifo
+      Dir.mktmpdir("fifo-") do |dir|
+        fifo = File.join(dir, "dump.json")
+        File.mkfifo(fifo)
+        yield fifo, dir
       end
     end
 
