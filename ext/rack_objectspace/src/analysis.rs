@@ -134,9 +134,14 @@ fn run<T: Send + 'static>(
     let worker = std::thread::Builder::new()
         .name("rack-objectspace analysis".into())
         .spawn(move || {
+            // Once cancelled, nothing more is drawn: the caller may have
+            // cleared the bar and moved on.
             let tick = |d: u64| {
+                if theirs.cancelled.load(Ordering::Relaxed) {
+                    return false;
+                }
                 theirs.bar.tick(d);
-                !theirs.cancelled.load(Ordering::Relaxed)
+                true
             };
             guarded(|| analysis(&tick))
         })
