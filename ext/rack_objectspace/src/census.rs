@@ -17,7 +17,7 @@ use objectspace_core::writer::Writer;
 use objectspace_core::Error as CoreError;
 use rb_sys::{
     rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_hash_foreach, rb_mod_name,
-    ruby_special_consts, st_retval, Qtrue, VALUE,
+    st_retval, Qtrue, VALUE,
 };
 use rustc_hash::FxHashMap;
 
@@ -136,9 +136,7 @@ fn claim(env: RHash, input: Value) {
     // neither raises nor changes the Hash.
     unsafe extern "C" fn value(_key: VALUE, v: VALUE, arg: VALUE) -> c_int {
         // Special constants (nil, true, Integers, Symbols...) are not objects.
-        let immediate = v & ruby_special_consts::RUBY_IMMEDIATE_MASK as VALUE != 0
-            || v & !(ruby_special_consts::RUBY_Qnil as VALUE) == 0;
-        if !immediate {
+        if !rb_sys::SPECIAL_CONST_P(v) {
             // SAFETY: `arg` is the `Claimed` below, alive for the call.
             unsafe { (*(arg as *mut Claimed)).push(v) };
         }
