@@ -59,13 +59,12 @@ impl SiteTable {
         let mut read = 0u64;
         let sites = &mut self.interner.sites;
         for chunk in self.slab.chunks_mut() {
-            if !full && chunk.young == 0 {
+            if !full && !chunk.has_young() {
                 // Only old objects here (or none): a minor GC frees none.
                 continue;
             }
             let base = chunk.key << CHUNK_BITS;
             let mut cursor = SlotCursor::new(pages, base);
-            let mut young = 0u32;
             let entries = &mut chunk.entries;
             let young_bits = &mut chunk.young_bits;
             for (w, word) in chunk.occupied.iter_mut().enumerate() {
@@ -82,9 +81,7 @@ impl SiteTable {
                         continue;
                     }
                     if Some(entry.generation) == unjudged {
-                        young += 1;
-                        young_bits[w] |= 1 << bit;
-                        continue;
+                        continue; // young: its bit stays set
                     }
                     let state = match cursor.slot_at(base + i as u64 * SLOT) {
                         Some(address) => {
@@ -102,15 +99,11 @@ impl SiteTable {
                             count_out(sites, &mut freed, std::mem::take(&mut entries[i]));
                             *word &= !(1 << bit);
                         }
-                        Slot::Young => {
-                            young += 1;
-                            young_bits[w] |= 1 << bit;
-                        }
+                        Slot::Young => young_bits[w] |= 1 << bit,
                         Slot::Old => young_bits[w] &= !(1 << bit),
                     }
                 }
             }
-            chunk.young = young;
         }
         self.freed += freed;
         self.slots_read += read;

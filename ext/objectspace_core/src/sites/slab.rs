@@ -38,9 +38,6 @@ pub(super) struct Chunk {
     /// when a reconciliation finds the object old (a minor GC frees no old
     /// object). Meaningful only where `occupied` is set.
     pub(super) young_bits: [u64; OCCUPIED_WORDS],
-    /// Entries recorded since the last reconciliation, plus those it found
-    /// alive and not yet old (0: a minor GC cannot have freed any).
-    pub(super) young: u32,
     /// Its key (address >> CHUNK_BITS).
     pub(super) key: u64,
 }
@@ -56,7 +53,6 @@ impl Chunk {
             entries,
             occupied: [0; OCCUPIED_WORDS],
             young_bits: [0; OCCUPIED_WORDS],
-            young: 0,
             key,
         }
     }
@@ -67,8 +63,16 @@ impl Chunk {
         let old = std::mem::replace(&mut self.entries[slot], entry);
         self.occupied[slot / 64] |= 1 << (slot % 64);
         self.young_bits[slot / 64] |= 1 << (slot % 64);
-        self.young = self.young.saturating_add(1);
         old
+    }
+
+    /// Whether any recorded entry is not yet found old (none: a minor GC
+    /// cannot have freed anything here).
+    pub(super) fn has_young(&self) -> bool {
+        self.occupied
+            .iter()
+            .zip(&self.young_bits)
+            .any(|(o, y)| o & y != 0)
     }
 
     /// Empty the entry at `slot` and return it.
