@@ -41,6 +41,10 @@ module Rack
       @serving_pid = nil
       @census = Census.new(@config, @log, @dumper) if @config.census
       @sampled = @config.census == :sampled
+      # What #dump? reads on every request, kept here (the config is frozen).
+      @token = @config.token
+      @every = @config.every
+      @auto_dump = @census && @config.auto_dump
       @log.started(@config)
     end
 
@@ -48,10 +52,9 @@ module Rack
     attr_reader :config
 
     def call(env)
-      serving(env) unless @serving_pid == Native.pid # Process.pid is a system call
       # The request's number in this process: the census's when it is on (the
       # tracer stamps each object with it, "request": N in dumps), else ours.
-      served = @census ? @census.request(env) : @lock.synchronize { @served += 1 }
+      served = @census&.request(env) || begin_request(env)
       return serve(env, served) unless @sampled
 
       # The sampled census may have opened a window for this request: it
@@ -116,6 +119,16 @@ module Rack
       end
     end
 
+    # The request's number when the census gave none: without the census, or
+    # on this process's first request (the census starts serving it).
+    def begin_request(env)
+      serving(env) unless @serving_pid == Native.pid # Process.pid is a system call
+      return @lock.synchronize { @served += 1 } unless @census
+
+      @census.start_process
+      @census.request(env)
+    end
+
     # The first request served by this process: start the tracer and the exit
     # flush (once per process; a forked worker starts its own).
     def serving(env)
@@ -149,17 +162,17 @@ module Rack
 
     # Why this request is dumped (:token, :census, :every), or nil.
     def dump?(env)
-      if @config.token # every request asks: no call when no token is set
+      if @token # every request asks: no call when no token is set
         triggered = trigger(env)
         return triggered && :token unless triggered.nil?
       end
-      return :census if @census&.dump_due?
-      return nil if @config.every.nil?
+      return :census if @auto_dump && @census.dump_due?
+      return nil if @every.nil?
       return nil if @config.paths && !path_matches?(env["PATH_INFO"].to_s)
       return nil if @config.filter && !@config.filter.call(env)
 
       n = @lock.synchronize { @requests += 1 }
-      :every if ((n - 1) % @config.every).zero?
+      :every if ((n - 1) % @every).zero?
     end
 
     # With a token set: true: a valid token asked for a dump; false: a token was
@@ -167,7 +180,7 @@ module Rack
     def trigger(env)
       given = env[@config.token_header]
       return nil if given.nil?
-      return true if Rack::Utils.secure_compare(given.to_s, @config.token)
+      return true if Rack::Utils.secure_compare(given.to_s, @token)
 
       @log.warn("trigger_refused", path: env["PATH_INFO"])
       false

@@ -209,8 +209,13 @@ RSpec.describe "Rack::Objectspace census" do
   describe "the counts" do
     let(:native) { Rack::Objectspace::Native }
 
+    # A request begins, as the middleware's census begins one, for the owner
+    # the examples give the native census (1: no Census object's id).
+    def begin_request(path) = native::Census.request({ "REQUEST_METHOD" => "GET", "PATH_INFO" => path }, 1)
+
     before do
       Rack::Objectspace::Census.owner = nil # no middleware's thread takes these batches
+      native::Census.own(1)
       ObjectSpace.trace_object_allocations_stop # objspace's own fields would win in dumps
       native::Census.enable
       native::Tracer.start
@@ -222,13 +227,13 @@ RSpec.describe "Rack::Objectspace census" do
       kept = Array.new(300) { |i| "kept #{i}" * 4 }
       GC.start
       alive_at_a = heap_count(native, line)
-      native::Census.request("GET", "/a")
+      begin_request("/a")
       native::Census.walk
-      native::Census.request("GET", "/b")
+      begin_request("/b")
       100.times { kept.pop } # (pop(100) would share, and keep, the buffer)
       GC.start
       alive_at_c = heap_count(native, line)
-      native::Census.request("GET", "/c")
+      begin_request("/c")
       lines = census_lines(native::Census.take_batch("h", Process.pid)[1])
       site = lines.find { |l| l["file"] == __FILE__ && l["line"] == line && l["type"] == "STRING" }
       expect(site).not_to be_nil
@@ -263,23 +268,23 @@ RSpec.describe "Rack::Objectspace census" do
       probes = []
       probe = lambda do |label|
         probes << [label, heap_count(native)]
-        native::Census.request("GET", "/#{label}")
+        begin_request("/#{label}")
       end
-      native::Census.request("GET", "/alloc")
+      begin_request("/alloc")
       old = allocate_strings(400, "old")
-      native::Census.request("GET", "/age")
+      begin_request("/age")
       4.times { GC.start(full_mark: false) } # old from now on
       probe.("aged")
       young = allocate_strings(300, "young")
       old = Array.new(200) { |i| old[i] } # 200 old garbage: a minor GC keeps them
       young = Array.new(150) { |i| young[i] } # 150 young garbage: a minor GC frees them
-      native::Census.request("GET", "/minor")
+      begin_request("/minor")
       GC.start(full_mark: false)
       probe.("after_minor")
-      native::Census.request("GET", "/major")
+      begin_request("/major")
       GC.start
       probe.("after_major")
-      native::Census.request("GET", "/end")
+      begin_request("/end")
       lines = census_lines(native::Census.take_batch("h", Process.pid)[1])
       site = lines.find { |l| l["file"] == __FILE__ && l["line"] == ALLOC_LINE && l["type"] == "STRING" }
       lines.select { |l| l.key?("requests") }.each do |point|
@@ -294,7 +299,7 @@ RSpec.describe "Rack::Objectspace census" do
     end
 
     it "gives each object the number of the request that allocated it, in dumps too" do
-      n = native::Census.request("GET", "/x")
+      n = begin_request("/x")
       line = __LINE__ + 1
       object = +"allocated during request #{n}"
       expect(native::Tracer.request_of(object)).to eq(n)
@@ -380,6 +385,42 @@ RSpec.describe "Rack::Objectspace census" do
       # request begins, and none did).
       expect(steps.last).to eq([3000, 2999])
       expect(site["per_request"]).to be_within(0.02).of(1.0)
+    end
+  end
+
+  describe "requests" do
+    def endpoints(store)
+      store.keys.grep(/census-/).sort.flat_map { |key| census_lines(store[key]) }
+           .select { |l| l.key?("requests") }.flat_map { |p| p["endpoints"] }
+           .each_with_object(Hash.new(0)) { |(method, path, n), all| all[[method, path]] += n }
+    end
+
+    it "puts each request down to its endpoint: a mounted app's SCRIPT_NAME and PATH_INFO, as valid UTF-8" do
+      store = {}
+      middleware = Rack::Objectspace.new(CensusApp, store: store, every: nil, logger: logger)
+      env = lambda do |method, script, path|
+        Rack::MockRequest.env_for("/").merge("REQUEST_METHOD" => method, "SCRIPT_NAME" => script, "PATH_INFO" => path)
+      end
+      middleware.call(env.("GET", "/admin", "/users"))
+      middleware.call(env.("POST", "", "/profile"))
+      middleware.call(env.("GET", "", "/caf\xC3".b)) # cut in the middle of a character
+      middleware.call(env.("GET", "/admin", "/users"))
+      middleware.flush(30)
+      expect(endpoints(store)).to eq(%w[GET /admin/users] => 2, %w[POST /profile] => 1, ["GET", "/caf\uFFFD"] => 1)
+    end
+
+    it "is counted by the census of the latest middleware to serve the process, which starts it over" do
+      first = Rack::Objectspace.new(CensusApp, store: {}, every: nil, logger: logger)
+      second = Rack::Objectspace.new(CensusApp, store: {}, every: nil, logger: logger)
+      3.times { Rack::MockRequest.new(first).get("/home") }
+      expect(first.stats[:census][:requests]).to eq(3)
+      Rack::MockRequest.new(second).get("/home")
+      expect(Rack::Objectspace::Census.owner).to be(second.instance_variable_get(:@census))
+      expect(second.stats[:census][:requests]).to eq(1)
+      2.times { Rack::MockRequest.new(first).get("/home") }
+      expect(first.stats[:census][:requests]).to eq(2)
+    ensure
+      [first, second].each { |m| m&.flush(30) }
     end
   end
 

@@ -5,7 +5,8 @@
 
 use std::borrow::Cow;
 use std::ffi::{c_int, c_void};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use magnus::rb_sys::AsRawValue;
@@ -16,8 +17,8 @@ use objectspace_core::store::Store;
 use objectspace_core::writer::Writer;
 use objectspace_core::Error as CoreError;
 use rb_sys::{
-    rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_hash_foreach, rb_mod_name,
-    st_retval, Qtrue, VALUE,
+    rb_class_real, rb_gc_count, rb_gc_disable, rb_gc_enable, rb_hash_foreach, rb_hash_lookup2,
+    rb_mod_name, st_retval, Qnil, Qtrue, VALUE,
 };
 use rustc_hash::FxHashMap;
 
@@ -59,43 +60,52 @@ fn enabled() -> bool {
     tracer::census_enabled()
 }
 
-/// The bytes of `v` if it is a String (anything else reads as empty).
-///
-/// # Safety
-/// As `crate::string_bytes`: use the slice before any Ruby code runs.
-unsafe fn bytes_of<'a>(v: Value) -> &'a [u8] {
-    // SAFETY: see above.
-    unsafe { crate::string_bytes(v.as_raw()) }.unwrap_or(&[])
+/// The Census (Ruby object) that serves this process: its id, and the pid
+/// it began serving in (`Census.own`). A request of another, or in a fork
+/// child, gets no number from `Census.request`.
+static OWNER: AtomicU64 = AtomicU64::new(0);
+static OWNER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// The env keys a request's endpoint is read from: frozen Strings made
+/// once, marked and pinned for the life of the process.
+static KEYS: OnceLock<[VALUE; 3]> = OnceLock::new();
+
+/// `Census.own(owner)`: the census `owner` (its id) serves this process from
+/// now on; 0: none does.
+fn own(owner: u64) {
+    OWNER.store(owner, Ordering::Relaxed);
+    OWNER_PID.store(crate::child::pid(), Ordering::Relaxed);
 }
 
-/// `Census.request(method, *path_parts)`: a request begins; its path is the
-/// parts joined (the middleware passes SCRIPT_NAME and PATH_INFO, so no
-/// Ruby String is made per request). Returns its number.
-fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
-    let Some((&method, parts)) = args.split_first() else {
-        return Err(magnus::Error::new(
-            ruby.exception_arg_error(),
-            "Census.request(method, *path_parts)",
-        ));
-    };
+/// `Census.request(env, owner)`: a request begins. Returns its number in
+/// this process; nil, counting nothing, unless the census `owner` serves
+/// this process (`Census.own`: a fork child's first request, or another
+/// middleware's census took over). Every request's one call: its endpoint is
+/// read from the env here, with no Ruby String made.
+fn request(env: RHash, owner: u64) -> Option<u64> {
+    if OWNER.load(Ordering::Relaxed) != owner
+        || OWNER_PID.load(Ordering::Relaxed) != crate::child::pid()
+    {
+        return None;
+    }
+    let [method_key, script_key, path_key] = *KEYS.get()?;
     // The GC's reconciliation, if its postponed job could not be queued
     // (or, between the sampled census's windows, no hook saw the GC).
     tracer::reconcile_finished();
-    // SAFETY: the strings are only read, and no Ruby code runs (nothing can
-    // change or free them) until begin_request returns.
-    let method = unsafe { bytes_of(method) };
-    // SCRIPT_NAME is most often empty: a part alone is borrowed.
-    let mut path: Cow<[u8]> = Cow::Borrowed(&[]);
-    for part in parts.iter().map(|&p| unsafe { bytes_of(p) }) {
-        if part.is_empty() {
-            continue;
-        }
-        if path.is_empty() {
-            path = Cow::Borrowed(part);
-        } else {
-            path.to_mut().extend_from_slice(part);
-        }
-    }
+    // SAFETY: a plain look-up (no default value, and String keys are hashed
+    // and compared without Ruby code); the values are only read, and no Ruby
+    // code runs (nothing can change or free them) until begin_request returns.
+    let value = |key| unsafe {
+        crate::string_bytes(rb_hash_lookup2(env.as_raw(), key, Qnil as VALUE)).unwrap_or(&[])
+    };
+    let method = value(method_key);
+    // SCRIPT_NAME is most often empty: PATH_INFO alone is borrowed.
+    let (script, path_info) = (value(script_key), value(path_key));
+    let path: Cow<[u8]> = if script.is_empty() {
+        Cow::Borrowed(path_info)
+    } else {
+        Cow::Owned([script, path_info].concat())
+    };
     // Borrowed when valid UTF-8 (at most 16 and 2048 bytes), else repaired.
     let method = utf8(&method[..method.len().min(16)]);
     let path = utf8(&path[..path.len().min(2048)]);
@@ -109,7 +119,7 @@ fn request(ruby: &Ruby, args: &[Value]) -> RbResult<u64> {
     drop(t);
     drop(c);
     crate::windows::begin_request();
-    Ok(n)
+    Some(n)
 }
 
 /// `Census.claim(env)`: the Rack env Hash and its values, which the server
@@ -474,12 +484,20 @@ fn stats(ruby: &Ruby) -> RbResult<RHash> {
     )
 }
 
-pub fn init(_ruby: &Ruby, native: RModule) -> RbResult<()> {
+pub fn init(ruby: &Ruby, native: RModule) -> RbResult<()> {
+    let keys = ["REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO"].map(|k| {
+        let key = ruby.str_new(k);
+        key.freeze();
+        ruby.gc_register_mark_object(key);
+        key.as_raw()
+    });
+    let _ = KEYS.set(keys);
     let m = native.define_module("Census")?;
     m.define_module_function("enable", function!(enable, 0))?;
     m.define_module_function("disable", function!(disable, 0))?;
     m.define_module_function("enabled?", function!(enabled, 0))?;
-    m.define_module_function("request", function!(request, -1))?;
+    m.define_module_function("own", function!(own, 1))?;
+    m.define_module_function("request", function!(request, 2))?;
     m.define_module_function("claim", function!(claim, 2))?;
     m.define_module_function("reset", function!(reset, 0))?;
     m.define_module_function("pending", function!(pending, 0))?;

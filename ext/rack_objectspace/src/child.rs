@@ -111,7 +111,7 @@ fn blank_pipes(fds: Vec<i32>, keep: i32) -> u32 {
 static PID: AtomicU32 = AtomicU32::new(0);
 
 /// `Native.pid`: `Process.pid` without the system call.
-fn pid() -> u32 {
+pub fn pid() -> u32 {
     PID.load(Ordering::Relaxed)
 }
 

@@ -36,7 +36,13 @@ module Rack
       class << self
         # The Census that owns this process's native census (one per process:
         # the latest middleware to serve a request). Others' threads stop.
-        attr_accessor :owner
+        attr_reader :owner
+
+        # Hand this process's native census to `census` (nil: to none).
+        def owner=(census)
+          @owner = census
+          Native::Census.own(census ? census.object_id : 0)
+        end
       end
 
       # @param config [Config]
@@ -52,6 +58,8 @@ module Rack
         @pid = nil
         @due_lock = Mutex.new
         @dump_due = false
+        @auto_dump = config.auto_dump
+        @id = object_id
         Native::Census.enable
         # The exact census records every allocation; the sampled one the
         # requests its random countdown picks, one in sample_rate.
@@ -59,10 +67,14 @@ module Rack
         Native::Tracer.sample(@sampled ? config.sample_rate : 1, config.sample_seed)
       end
 
-      # A request begins (called on the request thread). Returns its number in this process.
+      # A request begins (called on the request thread). Returns its number in
+      # this process; nil before #start_process in this process (its first
+      # request, or another middleware's census took over): every other
+      # request is one native call, and the claim below with the exact census.
       def request(env)
-        start_process unless @pid == Native.pid && Census.owner.equal?(self)
-        n = Native::Census.request(env["REQUEST_METHOD"], env["SCRIPT_NAME"], env["PATH_INFO"])
+        n = Native::Census.request(env, @id)
+        return unless n
+
         # The env, its headers and its input were made before the request began
         # (by the server's thread, or this one under the number of the request it
         # served before): they are this request's. The sampled census never
@@ -72,7 +84,7 @@ module Rack
           Native::Census.claim(env, defined?(::StringIO) && input.is_a?(::StringIO) ? input.string : nil)
         end
         @wake.signal if (n % BATCH_POINTS).zero?
-        watch_growth if @config.auto_dump && (n % GROWTH_CHECK_EVERY).zero?
+        watch_growth if @auto_dump && (n % GROWTH_CHECK_EVERY).zero?
         n
       end
 
@@ -138,6 +150,33 @@ module Rack
         STAT_KEYS.to_h { |k| [k, s[k]] }
       end
 
+      # First request of this process (or of a fork child of it), from the
+      # middleware: fresh counts and a thread.
+      def start_process
+        @lock.synchronize do
+          return if @pid == Process.pid && Census.owner.equal?(self)
+
+          Native::Census.reset # a new series: this process, this middleware
+          @due_lock.synchronize do
+            @growth_seen = Native::Census.growth_gcs
+            @asked_at = nil
+            @dump_due = false
+          end
+          @pid = Process.pid
+          @stats = Hash.new(0)
+          @queued = 0
+          @walked_gc = nil
+          @walked_at = now
+          @walk_ms = 0.0
+          @cap_logged = false
+          refusal = Native::Tracer.refusal
+          @log.warn("census_off", reason: refusal) if refusal
+          Census.owner = self # its requests get numbers from now on
+          @thread = Thread.new { run }
+          @thread.name = "rack-objectspace census" if @thread.respond_to?(:name=)
+        end
+      end
+
       private
 
       def now
@@ -160,32 +199,6 @@ module Rack
           @dump_due = true
         end
         @log.info("census_asks_dump", growth_gcs: growth)
-      end
-
-      # First request of this process (or of a fork child of it): fresh counts and a thread.
-      def start_process
-        @lock.synchronize do
-          return if @pid == Process.pid && Census.owner.equal?(self)
-
-          Census.owner = self
-          Native::Census.reset # a new series: this process, this middleware
-          @due_lock.synchronize do
-            @growth_seen = Native::Census.growth_gcs
-            @asked_at = nil
-            @dump_due = false
-          end
-          @pid = Process.pid
-          @stats = Hash.new(0)
-          @queued = 0
-          @walked_gc = nil
-          @walked_at = now
-          @walk_ms = 0.0
-          @cap_logged = false
-          refusal = Native::Tracer.refusal
-          @log.warn("census_off", reason: refusal) if refusal
-          @thread = Thread.new { run }
-          @thread.name = "rack-objectspace census" if @thread.respond_to?(:name=)
-        end
       end
 
       def run
