@@ -210,11 +210,13 @@ fn identify_pending() {
     }
 }
 
-/// The objects a window recorded, still recorded as it closes, await the
-/// verdict of each GC from now on (with [`VERDICTS`]).
+/// The objects recorded in windows await the verdict of each GC from now on
+/// (with [`VERDICTS`]). No look-up: the verdicts took out those a GC in
+/// the window freed, and the next one drops those counted out since.
 fn watch_pending() {
-    let recorded = take_pending();
-    lock(&WATCHED).extend(recorded.into_iter().map(|(address, _)| address));
+    // PENDING, then WATCHED: nothing holds WATCHED while it takes PENDING.
+    let mut pending = lock(&PENDING);
+    lock(&WATCHED).append(&mut pending);
 }
 
 /// The objects recorded in the window closing now that the site table still
@@ -259,14 +261,21 @@ pub fn gc_exit() {
 #[cfg(ruby_gc_verdict = "garbage")]
 const HEAP_PAGE_BYTES: u64 = include!(concat!(env!("OUT_DIR"), "/heap_page_bytes.rs"));
 
-/// Asks Ruby for one GC's verdict on recorded objects, in address order.
+/// Heap pages [`Verdicts`] keeps what it learnt of: a request's allocations
+/// alternate between the pages of the size pools their sizes come from.
+#[cfg(ruby_gc_verdict = "garbage")]
+const PAGES: usize = 8;
+
+/// Asks Ruby for one GC's verdict on recorded objects, in the order they
+/// were allocated: runs of neighbours on a few heap pages at a time.
 #[derive(Default)]
 struct Verdicts {
-    /// Ruby 3.4: the heap page last asked about (its address /
-    /// [`HEAP_PAGE_BYTES`]), whether its first recorded object was a slot
-    /// of a heap page, and whether an object on it was found alive.
+    /// Ruby 3.4: heap pages asked about (direct-mapped): each page's
+    /// address / [`HEAP_PAGE_BYTES`], whether its first recorded object
+    /// asked about was a slot of a heap page, and whether an object on it
+    /// was found alive.
     #[cfg(ruby_gc_verdict = "garbage")]
-    page: Option<(u64, bool, bool)>,
+    pages: [Option<(u64, bool, bool)>; PAGES],
 }
 
 impl Verdicts {
@@ -286,8 +295,9 @@ impl Verdicts {
     /// The sweep may already have freed a page it emptied, or given it to
     /// another size pool (other slot boundaries), so an address is read only
     /// once Ruby says it is a slot of a heap page (a binary search over the
-    /// heap's pages, ~135 instructions). That is asked once per page, and
-    /// again only for an object that reads alive, until one is confirmed:
+    /// heap's pages, ~135 instructions). That is asked once per run of a
+    /// page's objects, and again only for an object that reads alive, until
+    /// one is confirmed:
     /// - the page's first recorded object is not a slot of a heap page: the
     ///   page was emptied (freed or given away), so all its recorded objects
     ///   are dead;
@@ -303,9 +313,17 @@ impl Verdicts {
         use crate::ffi::{rb_gc_pointer_to_heap_p, rb_objspace_garbage_object_p};
         let value = address as VALUE;
         let page = address.checked_div(HEAP_PAGE_BYTES);
-        let known = match (self.page, page) {
-            (Some((p, on_heap, intact)), Some(page)) if p == page => Some((on_heap, intact)),
-            _ => None,
+        let mut known = None;
+        if let Some(page) = page {
+            match self.pages[page as usize % PAGES] {
+                Some((p, on_heap, intact)) if p == page => known = Some((on_heap, intact)),
+                _ => {}
+            }
+        }
+        let mut learn = |state| {
+            if let Some(p) = page {
+                self.pages[p as usize % PAGES] = Some(state);
+            }
         };
         // SAFETY: any address may be asked whether it is a slot; one is read
         // only when it is (or its page holds a confirmed live object).
@@ -313,7 +331,7 @@ impl Verdicts {
             let Some((on_heap, intact)) = known else {
                 let on_heap = rb_gc_pointer_to_heap_p(value);
                 let alive = on_heap && !rb_objspace_garbage_object_p(value);
-                self.page = page.map(|p| (p, on_heap, alive));
+                learn((page.unwrap_or(0), on_heap, alive));
                 return !alive;
             };
             if !on_heap || rb_objspace_garbage_object_p(value) {
@@ -323,7 +341,7 @@ impl Verdicts {
                 return true;
             }
         }
-        self.page = page.map(|p| (p, true, true));
+        learn((page.unwrap_or(0), true, true));
         false
     }
 
