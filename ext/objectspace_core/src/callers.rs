@@ -7,7 +7,9 @@
 //! Cost: nothing until a site has risen at [`RISES_TO_SAMPLE`] GCs in a row;
 //! then one allocation in [`SAMPLE_EVERY`] there has its frames read (the
 //! glue's `rb_profile_frames`), at most [`SAMPLES_PER_GC`] in all between two
-//! GCs. A site stops being sampled when its count falls.
+//! GCs. A site stops being sampled when its count falls. The sampled census,
+//! whose windows already pick the requests, samples from the first rise and
+//! every allocation there in a window.
 //!
 //! What counts is the sampled objects still alive: a library site that grows
 //! is also reached from lines whose objects die (a query parsed for one

@@ -114,6 +114,29 @@ mod tests {
     }
 
     #[test]
+    fn the_sampled_census_asks_from_a_library_sites_first_rise_at_every_allocation() {
+        // Its windows pick the requests: a site rises at one GC in many.
+        let mut t = SiteTable::default();
+        t.set_sampler(Some(crate::sample::Countdown::new(32, 1)));
+        let lib: &[u8] =
+            b"/usr/share/rubygems-integration/all/gems/rack-2.2.22/lib/rack/query_parser.rb";
+        let mut address = 0x28u64;
+        let mut asked = Vec::new();
+        for gc in 1..=3u64 {
+            for _ in 0..4 {
+                if t.record_at(address, Some((1, || lib)), 211, 8, gc, 0)
+                    .is_some()
+                {
+                    asked.push(gc);
+                }
+                address += 40;
+            }
+            t.end_sweep(gc);
+        }
+        assert_eq!(asked, vec![2, 2, 2, 2, 3, 3, 3, 3]);
+    }
+
+    #[test]
     fn caller_samples_are_spread_over_callers_that_take_turns() {
         // Two requests allocate here in turn (a fixed gap of 4 would sample
         // the same one every time): both are sampled, about as often.

@@ -115,7 +115,13 @@ impl SiteTable {
         if s.countdown > 0 {
             return None;
         }
-        s.countdown = sample_gap(&mut self.rng);
+        // The sampled census's windows already pick the requests: every
+        // allocation there in a window is sampled.
+        s.countdown = if self.sampler.is_some() {
+            1
+        } else {
+            sample_gap(&mut self.rng)
+        };
         self.callers.take().then_some(site)
     }
 
@@ -174,6 +180,13 @@ impl SiteTable {
             self.request
         };
         let mut growing = false;
+        // The sampled census sees a site rise at one GC in many (its
+        // windows' requests only): it samples from the first rise.
+        let rises_to_sample = if self.sampler.is_some() {
+            1
+        } else {
+            RISES_TO_SAMPLE
+        };
         let files = &self.interner.files;
         for (i, s) in self.interner.sites.iter_mut().enumerate() {
             let young = if self.in_gc && s.epoch == epoch {
@@ -196,7 +209,7 @@ impl SiteTable {
                 if survivors > s.at_gc {
                     s.rises = s.rises.saturating_add(1);
                     growing |= s.rises > GROWING_RISES;
-                    if s.rises >= RISES_TO_SAMPLE && s.countdown == 0 && files.is_library(s.path) {
+                    if s.rises >= rises_to_sample && s.countdown == 0 && files.is_library(s.path) {
                         s.countdown = 1;
                     }
                 } else {
