@@ -3,13 +3,13 @@
 require "open3"
 
 # How small a leak the sampled census finds at its default rate (one
-# allocation in Native::Tracer::DEFAULT_SAMPLE_RATE) within 5,000 requests:
+# request in Native::Tracer::DEFAULT_SAMPLE_RATE) within 5,000 requests:
 # spec/fixtures/sampled_leak.rb keeps one String every N requests among ~200
 # objects of garbage a request. One every 10 requests (0.1 objects a
-# request, twice `leaks`' noise floor, Analysis::NOISE_PER_REQUEST; ~60 of
-# its 500 objects sampled by the end) is found, alone, in every run. One
-# every 15 (0.067) was found in 9 runs of 10; one every 20 (0.05, on the
-# floor) in about half: the sample's noise moves its rate across the floor.
+# request, twice `leaks`' noise floor, Analysis::NOISE_PER_REQUEST; ~30 of
+# its 500 objects sampled by the end at 1 in 16) is found, alone, in every
+# run. One every 15 (0.067) was found in 9 runs of 10; one every 20 (0.05,
+# on the floor) in 6: the sample's noise moves its rate across the floor.
 # Slower leaks are under the floor, exact census or not.
 RSpec.describe "The sampled census's smallest leak" do
   def leaks(every, requests, seed)

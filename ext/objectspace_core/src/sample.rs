@@ -16,8 +16,9 @@
 //! [`interval`] gives the 95% half-width. A request that keeps several
 //! objects of one site widens it.
 
-/// The sampled census's default: one request in this many is recorded.
-pub const DEFAULT_RATE: u64 = 8;
+/// The sampled census's default: one request in this many is recorded
+/// (docs/census.md, "Choosing the default rate").
+pub const DEFAULT_RATE: u64 = 16;
 
 /// A countdown of requests to the next sample.
 #[derive(Clone, Debug)]
