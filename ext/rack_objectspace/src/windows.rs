@@ -313,16 +313,14 @@ impl Verdicts {
         use crate::ffi::{rb_gc_pointer_to_heap_p, rb_objspace_garbage_object_p};
         let value = address as VALUE;
         let page = address.checked_div(HEAP_PAGE_BYTES);
-        let mut known = None;
-        if let Some(page) = page {
-            match self.pages[page as usize % PAGES] {
-                Some((p, on_heap, intact)) if p == page => known = Some((on_heap, intact)),
-                _ => {}
-            }
-        }
-        let mut learn = |state| {
-            if let Some(p) = page {
-                self.pages[p as usize % PAGES] = Some(state);
+        let slot = page.map(|p| (p, p as usize % PAGES));
+        let known = slot.and_then(|(p, i)| match self.pages[i] {
+            Some((q, on_heap, intact)) if q == p => Some((on_heap, intact)),
+            _ => None,
+        });
+        let mut learn = |on_heap, intact| {
+            if let Some((p, i)) = slot {
+                self.pages[i] = Some((p, on_heap, intact));
             }
         };
         // SAFETY: any address may be asked whether it is a slot; one is read
@@ -331,7 +329,7 @@ impl Verdicts {
             let Some((on_heap, intact)) = known else {
                 let on_heap = rb_gc_pointer_to_heap_p(value);
                 let alive = on_heap && !rb_objspace_garbage_object_p(value);
-                learn((page.unwrap_or(0), on_heap, alive));
+                learn(on_heap, alive);
                 return !alive;
             };
             if !on_heap || rb_objspace_garbage_object_p(value) {
@@ -341,7 +339,7 @@ impl Verdicts {
                 return true;
             }
         }
-        learn((page.unwrap_or(0), true, true));
+        learn(true, true);
         false
     }
 

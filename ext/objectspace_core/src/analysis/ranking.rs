@@ -134,7 +134,8 @@ impl SiteRanking {
 /// count at the start of the later half and above the count halfway through
 /// it, counts drop in at most a quarter of its steps (the lower of each two
 /// consecutive counts: one lifted at a single observation is no drop), and
-/// the least-squares slope is positive. Returns that slope (objects per request) for a leak.
+/// the least-squares slope is positive. Returns that slope (objects per
+/// request) for a leak.
 pub fn growth_rate(xs: &[f64], ys: &[u64]) -> Option<f64> {
     let n = ys.len();
     if n < 3 || xs.len() != n {
