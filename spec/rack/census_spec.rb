@@ -409,6 +409,27 @@ RSpec.describe "Rack::Objectspace census" do
       expect(endpoints(store)).to eq(%w[GET /admin/users] => 2, %w[POST /profile] => 1, ["GET", "/caf\uFFFD"] => 1)
     end
 
+    # Its counts hold only the allocations of the requests it recorded: the
+    # endpoints its growth is fit to are theirs, and no other request's
+    # endpoint is read (what every request pays, the most of it).
+    it "in the sampled census, counts every request but the endpoints of those it recorded" do
+      store = {}
+      recorded = Hash.new(0)
+      app = lambda do |env|
+        recorded[env["PATH_INFO"]] += 1 unless Rack::Objectspace::Native::Tracer.site(Object.new).nil?
+        [200, {}, ["ok"]]
+      end
+      middleware = Rack::Objectspace.new(app, store: store, every: nil, census: :sampled, sample_rate: 4,
+                                              sample_seed: 5, logger: logger)
+      request = Rack::MockRequest.new(middleware)
+      200.times { |n| request.get(n.even? ? "/even" : "/odd") }
+      expect(middleware.flush(30)[:census]).to include(requests: 200)
+      expect(recorded.values.sum).to be_between(25, 75) # 50 expected: 1 in 4 of 200
+      expect(endpoints(store)).to eq(recorded.to_h { |path, n| [["GET", path], n] })
+    ensure
+      Rack::Objectspace::Native::Tracer.sample(1, nil)
+    end
+
     it "is counted by the census of the latest middleware to serve the process, which starts it over" do
       first = Rack::Objectspace.new(CensusApp, store: {}, every: nil, logger: logger)
       second = Rack::Objectspace.new(CensusApp, store: {}, every: nil, logger: logger)

@@ -29,7 +29,8 @@
 //!
 //! A sampled census (see [`crate::sample`]) adds `"sample":N` to the header:
 //! its counts and memsizes are of the one request in N it recorded, and the
-//! reader scales them by N.
+//! reader scales them by N. Its points' endpoints count those requests only
+//! ([`Census::begin_unrecorded_request`]); `requests` counts them all.
 //!
 //! `counts` are `[site, live objects, memsize]`; `base.counts` lists every site
 //! with live objects; a point's `counts` list only the sites that changed since
@@ -60,6 +61,8 @@ pub const MAX_ENDPOINT_NAMES: usize = 10_000;
 /// Requests whose endpoint is remembered (4 bytes each): objects allocated by
 /// older requests are not attributed.
 pub const REQUEST_MEMORY: usize = 1 << 20;
+/// A remembered request whose endpoint was not read.
+const NO_ENDPOINT: u32 = u32::MAX;
 /// Most (site, endpoint) counts a walk reports, largest first.
 pub const MAX_WALK_ENDPOINTS: usize = 100_000;
 
@@ -81,11 +84,12 @@ struct Point {
 }
 
 /// The last pending point holds folded requests: the `at_ms` of the one
-/// before its last, and the endpoint id its last was counted under.
+/// before its last, and the endpoint id its last was counted under (None:
+/// its endpoint was not read, see [`Census::begin_unrecorded_request`]).
 #[derive(Clone, Copy, Debug)]
 struct Folded {
     before_at_ms: u64,
-    last_id: u32,
+    last_id: Option<u32>,
 }
 
 /// The process's census buffer. Lock order: the census, then the site table.
@@ -145,7 +149,8 @@ impl RequestEndpoints {
     #[inline]
     pub fn of(&self, n: u32) -> Option<u32> {
         let i = u64::from(n).checked_sub(self.first)?;
-        self.ids.get(usize::try_from(i).ok()?).copied()
+        let id = *self.ids.get(usize::try_from(i).ok()?)?;
+        (id != NO_ENDPOINT).then_some(id)
     }
 }
 
@@ -252,22 +257,43 @@ impl Census {
         gc_count: u64,
         at_ms: u64,
     ) -> u64 {
+        let id = self.endpoint_id(method, path);
+        self.begin(table, Some(id), gc_count, at_ms)
+    }
+
+    /// A request the sampled census does not record begins (no window opens
+    /// for it): it is counted as [`Census::begin_request`] counts one, but
+    /// its endpoint is not read and its point counts no endpoint for it. A
+    /// sampled census's endpoints are those of the requests it recorded,
+    /// whose allocations are all its counts hold.
+    pub fn begin_unrecorded_request(
+        &mut self,
+        table: &mut SiteTable,
+        gc_count: u64,
+        at_ms: u64,
+    ) -> u64 {
+        self.begin(table, None, gc_count, at_ms)
+    }
+
+    /// A request of endpoint `id` (None: not read) begins.
+    fn begin(&mut self, table: &mut SiteTable, id: Option<u32>, gc_count: u64, at_ms: u64) -> u64 {
         self.requests += 1;
         let n = self.requests;
         table.set_request(u32::try_from(n).unwrap_or(u32::MAX));
-        let id = self.endpoint_id(method, path);
         if self.by_request.is_empty() {
             self.first_request = n;
         }
-        self.by_request.push_back(id);
+        self.by_request.push_back(id.unwrap_or(NO_ENDPOINT));
         if self.by_request.len() > REQUEST_MEMORY {
             self.by_request.pop_front();
             self.first_request += 1;
         }
         if self.full(table) {
             self.dropped += 1;
-            let other = self.other_endpoint(self.carried.len());
-            push_endpoint(&mut self.carried, 0, id, 1, other);
+            if let Some(id) = id {
+                let other = self.other_endpoint(self.carried.len());
+                push_endpoint(&mut self.carried, 0, id, 1, other);
+            }
             table.take_changes(&mut self.carried_changes);
             // Only the latest value of a site matters.
             if self.carried_changes.len() > table.site_count() {
@@ -279,14 +305,14 @@ impl Census {
         }
         self.points += 1;
         if !self.fold(table, id, gc_count, at_ms) {
-            self.push_point(table, Some(id), gc_count, at_ms);
+            self.push_point(table, true, id, gc_count, at_ms);
         }
         n
     }
 
-    /// Fold the request now beginning (endpoint `id`) into the last pending
-    /// point, if nothing changed since it and it can take it.
-    fn fold(&mut self, table: &SiteTable, id: u32, gc_count: u64, at_ms: u64) -> bool {
+    /// Fold the request now beginning (endpoint `id`, if read) into the last
+    /// pending point, if nothing changed since it and it can take it.
+    fn fold(&mut self, table: &SiteTable, id: Option<u32>, gc_count: u64, at_ms: u64) -> bool {
         let Some(index) = self.pending.len().checked_sub(1) else {
             return false;
         };
@@ -302,8 +328,10 @@ impl Census {
             return false;
         }
         let (from, len) = (last.endpoints.start, last.endpoints.len());
-        let other = self.other_endpoint(len);
-        let last_id = push_endpoint(&mut self.point_endpoints, from, id, 1, other);
+        let last_id = id.map(|id| {
+            let other = self.other_endpoint(len);
+            push_endpoint(&mut self.point_endpoints, from, id, 1, other)
+        });
         let end = self.point_endpoints.len();
         let last = &mut self.pending[index];
         self.folded = Some(Folded {
@@ -334,7 +362,7 @@ impl Census {
         let range = last.endpoints.clone();
         if let Some(i) = self.point_endpoints[range.clone()]
             .iter()
-            .position(|e| e.0 == last_id)
+            .position(|e| Some(e.0) == last_id)
         {
             let i = range.start + i;
             self.point_endpoints[i].1 -= 1;
@@ -343,8 +371,10 @@ impl Census {
                 last.endpoints.end -= 1;
             }
         }
+        let start = self.point_endpoints.len();
+        self.point_endpoints.extend(last_id.map(|id| (id, 1)));
         let split = Point {
-            endpoints: self.point_endpoints.len()..self.point_endpoints.len() + 1,
+            endpoints: start..self.point_endpoints.len(),
             changes: last.changes.end..last.changes.end,
             begun: 1,
             ..last.clone()
@@ -352,7 +382,6 @@ impl Census {
         last.requests -= 1;
         last.at_ms = before_at_ms;
         last.begun -= 1;
-        self.point_endpoints.push((last_id, 1));
         self.pending.push(split);
     }
 
@@ -374,7 +403,7 @@ impl Census {
             return;
         }
         self.split_folded();
-        self.push_point(table, None, gc_count, at_ms);
+        self.push_point(table, false, None, gc_count, at_ms);
     }
 
     /// Whether a point would overflow the buffer.
@@ -385,12 +414,14 @@ impl Census {
     }
 
     /// Queue a point at the current request count: the table's changes and
-    /// the carried ones, and the carried endpoints plus `request`'s (the
-    /// endpoint id of a request beginning now; None for a closing point).
+    /// the carried ones, and the carried endpoints plus `endpoint` (the id of
+    /// the one of a request beginning now, if read). `request`: a request
+    /// begins at it (false for a closing point).
     fn push_point(
         &mut self,
         table: &mut SiteTable,
-        request: Option<u32>,
+        request: bool,
+        endpoint: Option<u32>,
         gc_count: u64,
         at_ms: u64,
     ) {
@@ -402,17 +433,17 @@ impl Census {
         let from = self.point_endpoints.len();
         let other = self.other_endpoint(self.carried.len());
         self.point_endpoints.append(&mut self.carried);
-        if let Some(id) = request {
+        if let Some(id) = endpoint {
             push_endpoint(&mut self.point_endpoints, from, id, 1, other);
         }
         // A point that first sees a sweep, or carries changes, stands where
         // it is: later requests begin points of their own.
-        self.foldable = request.is_some()
+        self.foldable = request
             && !carried
             && start == self.changes.len()
             && self.last_swept == table.swept_gc();
         self.last_swept = table.swept_gc();
-        let begun = u64::from(request.is_some());
+        let begun = u64::from(request);
         self.pending_requests += begun;
         self.pending.push(Point {
             requests: self.requests,
@@ -892,6 +923,52 @@ mod tests {
         let base = l.iter().find(|v| v.get("base").is_some()).unwrap();
         assert_eq!(base["base"]["requests"], 10);
         assert_eq!(batch.points, 1);
+    }
+
+    #[test]
+    fn a_request_the_sampled_census_does_not_record_is_counted_without_its_endpoint() {
+        let census = parking_lot::Mutex::new(Census::default());
+        let table = parking_lot::Mutex::new(SiteTable::default());
+        {
+            let (mut c, mut t) = (census.lock(), table.lock());
+            c.begin_unrecorded_request(&mut t, 0, 101);
+            c.begin_request(&mut t, "GET", "/a", 0, 102);
+            c.begin_unrecorded_request(&mut t, 0, 103);
+            c.begin_unrecorded_request(&mut t, 0, 104);
+            t.end_sweep(1); // a GC began during request 4
+            c.begin_unrecorded_request(&mut t, 1, 105);
+            c.begin_request(&mut t, "GET", "/b", 1, 106);
+            c.begin_unrecorded_request(&mut t, 1, 107);
+            let endpoints = c.request_endpoints();
+            let ids: Vec<_> = (1..=7).map(|n| endpoints.of(n)).collect();
+            assert_eq!(ids, [None, Some(0), None, None, None, Some(1), None]);
+        }
+        let batch = Census::take_batch(&census, &table, "h", 1).unwrap();
+        assert_eq!(batch.points, 7, "every request counted");
+        let points: Vec<_> = lines(&batch)
+            .into_iter()
+            .filter(|v| v.get("requests").is_some())
+            .map(|p| {
+                (
+                    p["requests"].as_u64().unwrap(),
+                    p["at"].as_u64().unwrap(),
+                    p["endpoints"].clone(),
+                )
+            })
+            .collect();
+        use serde_json::json;
+        // Folded as any requests are, the last of each fold standing alone;
+        // only the recorded ones' endpoints are counted.
+        assert_eq!(
+            points,
+            [
+                (3, 103, json!([["GET", "/a", 1]])),
+                (4, 104, json!([])),
+                (5, 105, json!([])),
+                (6, 106, json!([["GET", "/b", 1]])),
+                (7, 107, json!([])),
+            ]
+        );
     }
 
     #[test]

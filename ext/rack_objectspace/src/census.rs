@@ -81,20 +81,48 @@ fn own(owner: u64) {
 /// this process; nil, counting nothing, unless the census `owner` serves
 /// this process (`Census.own`: a fork child's first request, or another
 /// middleware's census took over). Every request's one call: its endpoint is
-/// read from the env here, with no Ruby String made.
+/// read from the env here, with no Ruby String made, when the census records
+/// the request (the sampled census records one in N: the others' endpoints
+/// are not read).
 fn request(env: RHash, owner: u64) -> Option<u64> {
     if OWNER.load(Ordering::Relaxed) != owner
         || OWNER_PID.load(Ordering::Relaxed) != crate::child::pid()
     {
         return None;
     }
-    let [method_key, script_key, path_key] = *KEYS.get()?;
+    let keys = KEYS.get()?;
     // The GC's reconciliation, if its postponed job could not be queued
     // (or, between the sampled census's windows, no hook saw the GC).
     tracer::reconcile_finished();
+    // The window, if the sampled census's countdown ends on this request,
+    // opens before the request is counted: nothing allocates in between.
+    let recorded = crate::windows::begin_request();
+    // SAFETY: reads a counter; called with the GVL.
+    let gc = unsafe { rb_gc_count() } as u64;
+    let at = now_ms();
+    let n = if recorded {
+        with_endpoint(env, keys, |method, path| {
+            let mut c = census::global().lock();
+            let mut t = sites::global().lock();
+            c.begin_request(&mut t, method, path, gc, at)
+        })
+    } else {
+        let mut c = census::global().lock();
+        let mut t = sites::global().lock();
+        c.begin_unrecorded_request(&mut t, gc, at)
+    };
+    tracer::THREAD_REQUEST.set(u32::try_from(n).unwrap_or(u32::MAX));
+    Some(n)
+}
+
+/// Call `f` with the request's endpoint: its method and SCRIPT_NAME +
+/// PATH_INFO, as valid UTF-8 (at most 16 and 2048 bytes), borrowed from the
+/// env's Strings when they are.
+fn with_endpoint(env: RHash, keys: &[VALUE; 3], f: impl FnOnce(&str, &str) -> u64) -> u64 {
+    let [method_key, script_key, path_key] = *keys;
     // SAFETY: a plain look-up (no default value, and String keys are hashed
     // and compared without Ruby code); the values are only read, and no Ruby
-    // code runs (nothing can change or free them) until begin_request returns.
+    // code runs (nothing can change or free them) until `f` returns.
     let value = |key| unsafe {
         crate::string_bytes(rb_hash_lookup2(env.as_raw(), key, Qnil as VALUE)).unwrap_or(&[])
     };
@@ -106,20 +134,10 @@ fn request(env: RHash, owner: u64) -> Option<u64> {
     } else {
         Cow::Owned([script, path_info].concat())
     };
-    // Borrowed when valid UTF-8 (at most 16 and 2048 bytes), else repaired.
-    let method = utf8(&method[..method.len().min(16)]);
-    let path = utf8(&path[..path.len().min(2048)]);
-    // SAFETY: reads a counter; called with the GVL.
-    let gc = unsafe { rb_gc_count() } as u64;
-    let at = now_ms();
-    let mut c = census::global().lock();
-    let mut t = sites::global().lock();
-    let n = c.begin_request(&mut t, &method, &path, gc, at);
-    tracer::THREAD_REQUEST.set(u32::try_from(n).unwrap_or(u32::MAX));
-    drop(t);
-    drop(c);
-    crate::windows::begin_request();
-    Some(n)
+    f(
+        &utf8(&method[..method.len().min(16)]),
+        &utf8(&path[..path.len().min(2048)]),
+    )
 }
 
 /// `Census.claim(env)`: the Rack env Hash and its values, which the server

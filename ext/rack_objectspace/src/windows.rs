@@ -105,16 +105,21 @@ pub fn idle() -> bool {
 
 /// A request begins on this thread (from `Census.request`, with the GVL):
 /// open a window if the countdown ends on it. A window the thread left open
-/// (its request's end was never seen) is closed first.
-pub fn begin_request() {
-    if !windowed() || !crate::tracer::enabled() {
-        return;
+/// (its request's end was never seen) is closed first. Returns whether the
+/// census records the request: every one unless it samples by windows, else
+/// the one a window opened for.
+pub fn begin_request() -> bool {
+    if !windowed() {
+        return true;
+    }
+    if !crate::tracer::enabled() {
+        return false;
     }
     end_request();
     let left = REQUESTS_LEFT.load(Ordering::Relaxed);
     if left > 1 {
         REQUESTS_LEFT.store(left - 1, Ordering::Relaxed);
-        return;
+        return false;
     }
     redraw();
     THREAD_SAMPLED.set(true);
@@ -122,6 +127,7 @@ pub fn begin_request() {
     if OPEN.fetch_add(1, Ordering::AcqRel) == 0 {
         crate::tracer::hooks_on();
     }
+    true
 }
 
 /// The request on this thread ended (`Tracer.end_request`, with the GVL):
