@@ -45,6 +45,9 @@ module Rack
       @token = @config.token
       @every = @config.every
       @auto_dump = @census && @config.auto_dump
+      # Whether #dump? must be asked on every request (a token, a count);
+      # else only when the census asked for a dump.
+      @dump_check = !(@token.nil? && @every.nil?)
       @log.started(@config)
     end
 
@@ -83,7 +86,7 @@ module Rack
     private
 
     def serve(env, served)
-      trigger = dump?(env)
+      trigger = dump?(env) if @dump_check || (@auto_dump && @census.dump_due)
       return @app.call(env) unless trigger
 
       request = {

@@ -88,6 +88,10 @@ module Rack
         n
       end
 
+      # Whether a dump the census asked for (auto_dump:) is due: a plain read,
+      # for every request; #dump_due? takes it.
+      attr_reader :dump_due
+
       # True once for each dump the census asks for (auto_dump:): the request
       # that asks is dumped. A plain read when nothing is due.
       def dump_due?
