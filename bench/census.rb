@@ -18,6 +18,10 @@
 #   instructions  the load section's four configurations counted in
 #            instructions per request (puma under callgrind): no noise, user
 #            space only.
+#   call     what every request pays for the middleware, in process: the
+#            instructions of a call with the sampled census at 1 in 10^6 (no
+#            window opens) over the same bare app's, callgrind at two numbers
+#            of calls (the difference leaves boot and exit out).
 #   window   what a sampled request costs (its window: hooks, records, ids
 #            on 3.1, the GC's verdicts on 3.3+),
 #            in process: the puma fixture's page through Rack::MockRequest,
@@ -25,9 +29,10 @@
 #            census at 1 request in 2 (windows) and 1 in 10^6 (what every
 #            request pays), in alternating rounds. Not run by default.
 #
-#   ruby bench/census.rb [load|request|table|instructions|window]...   # the first four by default
+#   ruby bench/census.rb [load|request|table|instructions|call|window]...   # the first five by default
 #   CI=1 ruby bench/census.rb                      # smoke sizes
 #   ROUNDS=3 DURATION=20 CONNECTIONS=8 THREADS=4 ruby bench/census.rb load
+#   CONFIGS=none,sampled ROUNDS=5 DURATION=10 ruby bench/census.rb load  # the sampled census alone
 #   CONFIGS=none,sampled RACK_OBJECTSPACE_SAMPLE_RATE=1000000 ruby bench/census.rb instructions
 #   CONFIGS=tracing,census CALLGRIND_DIR=/tmp/cg ruby bench/census.rb instructions  # keeps the files
 require "etc"
@@ -38,7 +43,7 @@ require "securerandom"
 $LOAD_PATH.unshift File.expand_path("../lib", __dir__)
 require "rack/objectspace"
 
-SECTIONS = ARGV.empty? ? %w[request table load instructions] : ARGV
+SECTIONS = ARGV.empty? ? %w[request table load instructions call] : ARGV
 CI = !ENV["CI"].nil?
 
 def percentile(sorted, q) = sorted[[(sorted.size * q).ceil - 1, 0].max]
@@ -110,18 +115,20 @@ def table_bench
   end
 end
 
-# The three ways the fixture app is served: no middleware, tracing alone
-# (census: false; a token, so that every: nil is allowed), census on. Dumps off.
+# The ways the fixture app is served: no middleware, tracing alone (census:
+# false; a token, so that every: nil is allowed), the census on, the sampled
+# census. Dumps off. CONFIGS=none,sampled keeps those it names.
 def puma_configs(store, heap)
   common = { "RACK_OBJECTSPACE_STORE" => "file://#{store}", "RACK_OBJECTSPACE_EVERY" => "never",
              "RACK_OBJECTSPACE_AUTO_DUMP" => "false",
              "APP_HEAP_OBJECTS" => heap.to_s }
-  {
+  configs = {
     "none" => { "OBJECTSPACE_OFF" => "1", "APP_HEAP_OBJECTS" => heap.to_s },
     "tracing" => common.merge("RACK_OBJECTSPACE_CENSUS" => "false", "RACK_OBJECTSPACE_TOKEN" => SecureRandom.hex(16)),
     "census" => common.merge("RACK_OBJECTSPACE_CENSUS" => "true"),
     "sampled" => common.merge("RACK_OBJECTSPACE_CENSUS" => "sampled")
   }
+  ENV["CONFIGS"] ? configs.slice(*ENV["CONFIGS"].split(",")) : configs
 end
 
 # `count` GET /page on one keep-alive connection, one at a time.
@@ -159,7 +166,6 @@ def instructions_bench
   # callgrind_annotate (with a build that has symbols: docs/benchmarks.md).
   dir = ENV["CALLGRIND_DIR"]&.then { |d| FileUtils.mkdir_p(d).first } || Dir.mktmpdir("objectspace-census-callgrind-")
   configs = puma_configs(store, heap)
-  configs = configs.slice(*ENV["CONFIGS"].split(",")) if ENV["CONFIGS"] # e.g. CONFIGS=none,sampled
   per_request = configs.to_h do |label, env|
     out = File.join(dir, "#{label}.%p")
     puma = TestServers.puma(threads: 4, env: env, name: "census-ir-#{label}", timeout: 300,
@@ -266,15 +272,23 @@ def load_bench
   p99 = ->(l) { median.(results[l].map { |r| r[:p99] }) }
   cpu = ->(l) { median.(results[l].map { |r| r[:cpu] }) }
   by_round = ->(a, b) { results[a].zip(results[b]).map { |x, y| x[:rps] / y[:rps] }.minmax }
-  puts format("census / none by round: %.2f-%.2fx; census / tracing by round: %.2f-%.2fx",
-              *by_round.("census", "none"), *by_round.("census", "tracing"))
-  puts format("census throughput: %.2fx tracing alone (target >= 0.95), %.2fx no middleware (target >= 0.85); " \
-              "census p99: %.2fx tracing alone (target <= 1.1)", rps.("census") / rps.("tracing"),
-              rps.("census") / rps.("none"), p99.("census") / p99.("tracing"))
-  puts format("sampled census (1 in %d): throughput %.3fx no middleware (target >= 0.98), p99 %.3fx (target <= 1.05); " \
-              "by round %.2f-%.2fx", Rack::Objectspace::Native::Tracer::DEFAULT_SAMPLE_RATE,
-              rps.("sampled") / rps.("none"), p99.("sampled") / p99.("none"), *by_round.("sampled", "none"))
+  ran = ->(*labels) { labels.all? { |l| results.key?(l) } } # CONFIGS= may leave some out
+  if ran.("census", "tracing", "none")
+    puts format("census / none by round: %.2f-%.2fx; census / tracing by round: %.2f-%.2fx",
+                *by_round.("census", "none"), *by_round.("census", "tracing"))
+    puts format("census throughput: %.2fx tracing alone (target >= 0.95), %.2fx no middleware (target >= 0.85); " \
+                "census p99: %.2fx tracing alone (target <= 1.1)", rps.("census") / rps.("tracing"),
+                rps.("census") / rps.("none"), p99.("census") / p99.("tracing"))
+  end
+  if ran.("sampled", "none")
+    rate = ENV.fetch("RACK_OBJECTSPACE_SAMPLE_RATE", Rack::Objectspace::Native::Tracer::DEFAULT_SAMPLE_RATE)
+    puts format("sampled census (1 in %s): throughput %.3fx no middleware (target >= 0.98), p99 %.3fx (target <= 1.05); " \
+                "by round %.2f-%.2fx", rate, rps.("sampled") / rps.("none"), p99.("sampled") / p99.("none"),
+                *by_round.("sampled", "none"))
+  end
   puts format("load average before/after: %s / %s", LOAD_BEFORE, File.read("/proc/loadavg").split.first(3).join(" "))
+  return unless ran.("census", "tracing", "none")
+
   puts format("puma CPU per request (steadier than req/s on a shared machine): tracing +%.1f us (%.2fx none), " \
               "census +%.1f us over tracing (%.2fx none)", cpu.("tracing") - cpu.("none"), cpu.("none") / cpu.("tracing"),
               cpu.("census") - cpu.("tracing"), cpu.("none") / cpu.("census"))
@@ -313,6 +327,40 @@ def window_child(rate, requests, rounds)
   heap.size # the app's long-lived heap, alive until here
 end
 
+def call_bench
+  require_relative "../spec/support/servers"
+  abort "bench/census.rb: valgrind is not installed (apt-get install valgrind, or bin/setup)" unless TestServers.which("valgrind")
+  calls = CI ? [200, 600] : [10_000, 30_000]
+  dir = Dir.mktmpdir("objectspace-census-call-")
+  count = lambda do |mode, n|
+    out = File.join(dir, "#{mode}.#{n}")
+    system("valgrind", "--tool=callgrind", "--callgrind-out-file=#{out}", RbConfig.ruby, __FILE__, "call_child", mode,
+           n.to_s, dir, %i[out err] => File::NULL) or abort "bench/census.rb call: the child failed"
+    Integer(File.foreach(out).find { |l| l.start_with?("totals:", "summary:") }.split[1])
+  end
+  per_call = %w[bare middleware].to_h do |mode|
+    [mode, (count.(mode, calls.last) - count.(mode, calls.first)).fdiv(calls.last - calls.first)]
+  end
+  FileUtils.rm_rf(dir)
+  puts format("a call in process (callgrind, %d calls minus %d): a bare app %.0f instructions; around it the middleware " \
+              "with the sampled census at 1 in 10^6 (no window: what every request pays) +%.0f",
+              calls.last, calls.first, per_call["bare"], per_call["middleware"] - per_call["bare"])
+end
+
+# The call section's child: `calls` calls of a bare app on one env, or of the
+# middleware around it (the sampled census, a window for 1 request in 10^6).
+def call_child(mode, calls, dir)
+  require "rack/mock"
+  app = ->(_env) { [200, {}, ["ok"]] }
+  middleware = Rack::Objectspace.new(app, store: "file://#{dir}", every: nil, census: :sampled, sample_rate: 1_000_000,
+                                          sample_seed: 1, logger: Logger.new(IO::NULL))
+  target = mode == "bare" ? app : middleware
+  env = Rack::MockRequest.env_for("/users/1")
+  target.call(env) # the process's first request starts the census
+  GC.start
+  calls.times { target.call(env) }
+end
+
 def window_bench
   requests = Integer(ENV.fetch("REQUESTS", CI ? 2_000 : 20_000))
   rounds = Integer(ENV.fetch("ROUNDS", CI ? 1 : 3))
@@ -336,10 +384,14 @@ SECTIONS.each do |section|
   when "table" then table_bench
   when "load" then load_bench
   when "instructions" then instructions_bench
+  when "call" then call_bench
+  when "call_child"
+    call_child(ARGV[1], Integer(ARGV[2]), ARGV[3])
+    exit
   when "window" then window_bench
   when "window_child"
     window_child(*ARGV.drop(1).map { |a| Integer(a) })
     exit
-  else abort "bench/census.rb: unknown section #{section.inspect} (load, request, table, instructions, window)"
+  else abort "bench/census.rb: unknown section #{section.inspect} (load, request, table, instructions, call, window)"
   end
 end
