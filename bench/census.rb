@@ -141,7 +141,12 @@ def get_pages(port, count)
   end
 end
 
-# The same three configurations counted in instructions, which a busy shared
+# The instructions a callgrind file counted, all threads.
+def callgrind_total(file)
+  Integer(File.foreach(file).find { |l| l.start_with?("totals:", "summary:") }.split[1])
+end
+
+# The same configurations counted in instructions, which a busy shared
 # machine does not blur: puma under callgrind, WARMUP requests, a full GC, the
 # counters zeroed (callgrind_control -z), then REQUESTS requests counted with
 # the GC disabled but for a GC every GC_EVERY of them, full every MAJOR_EVERY
@@ -197,8 +202,7 @@ def instructions_bench
       allocations = (after["allocated"] - before["allocated"]).fdiv(requests)
       gcs = %w[minor_gcs major_gcs].map { |k| after[k] - before[k] }
       dump = "#{out.sub('%p', puma.pid.to_s)}.1"
-      total = File.foreach(dump).find { |l| l.start_with?("totals:", "summary:") }
-      [label, [Integer(total.split[1]).fdiv(requests), allocations, gcs]]
+      [label, [callgrind_total(dump).fdiv(requests), allocations, gcs]]
     ensure
       puma.stop(grace: 60)
     end
@@ -336,7 +340,7 @@ def call_bench
     out = File.join(dir, "#{mode}.#{n}")
     system("valgrind", "--tool=callgrind", "--callgrind-out-file=#{out}", RbConfig.ruby, __FILE__, "call_child", mode,
            n.to_s, dir, %i[out err] => File::NULL) or abort "bench/census.rb call: the child failed"
-    Integer(File.foreach(out).find { |l| l.start_with?("totals:", "summary:") }.split[1])
+    callgrind_total(out)
   end
   per_call = %w[bare middleware].to_h do |mode|
     [mode, (count.(mode, calls.last) - count.(mode, calls.first)).fdiv(calls.last - calls.first)]
